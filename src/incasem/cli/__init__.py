@@ -1,0 +1,14 @@
+"""The ``incasem`` command: one subcommand per workflow step, each a thin shell over the API.
+
+Each module of this package registers the commands of one workflow step on
+:data:`incasem.cli.app.app`. :func:`main` turns an :class:`~incasem.errors.IncasemError`
+(or a failing file operation) into one line on stderr and exit status 1; ``--debug``
+shows the traceback instead.
+"""
+
+from incasem.cli.app import app, main
+
+# Importing the command modules registers their commands on ``app``.
+from incasem.cli import data as _data  # noqa: F401,E402
+
+__all__ = ["app", "main"]

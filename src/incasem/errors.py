@@ -1,0 +1,57 @@
+"""The exception tree of incasem.
+
+Every error a user can cause derives from :class:`IncasemError`. Its message is one
+line that says what is wrong, where (file, dataset or key) and what to do about it.
+Only the command line catches these: it prints the message and exits with status 1
+(the traceback is shown with ``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class IncasemError(Exception):
+    """Base class of all errors caused by user input or the environment."""
+
+
+class InputFileError(IncasemError):
+    """An input file or folder is missing, empty, unreadable or inconsistent."""
+
+
+class DatasetNotFoundError(IncasemError):
+    """A dataset (array) is not present in a zarr container."""
+
+
+class NotAContainerError(IncasemError):
+    """A path is not a zarr container."""
+
+
+class DatasetExistsError(IncasemError):
+    """An output dataset exists already and neither overwrite nor resume was asked for."""
+
+
+class DatasetMismatchError(IncasemError):
+    """An existing dataset differs from the one a resumed job expects."""
+
+
+class RoiError(IncasemError):
+    """A region of interest lies (partly) outside the data or does not fit the grid."""
+
+
+class VoxelSizeError(IncasemError):
+    """Voxel sizes of two things that must agree differ."""
+
+
+class ConfigError(IncasemError):
+    """A data or job configuration file is invalid."""
+
+
+class CheckpointError(IncasemError):
+    """A model checkpoint is corrupt, unsafe or of an unexpected architecture."""
+
+
+class ModelNotFoundError(IncasemError):
+    """A model name, id or path does not resolve to a checkpoint."""
+
+
+class DownloadError(IncasemError):
+    """A download failed or its content did not verify."""
