@@ -156,7 +156,9 @@ class Roi:
         for z in starts[0]:
             for y in starts[1]:
                 for x in starts[2]:
-                    yield Roi((z, y, x), t).intersect(self)
+                    tile = Roi((z, y, x), t).intersect(self)
+                    if not tile.empty:
+                        yield tile
 
     def __str__(self) -> str:
         return f"[{self.offset[0]}:{self.end[0]}, {self.offset[1]}:{self.end[1]}, {self.offset[2]}:{self.end[2]}]"
