@@ -42,7 +42,7 @@ def test_run_writes_every_block_once_and_resumes(tmp_path):
     done = done_record_for(container, "out")
     done.mark_done(blocks[0])  # pretend an earlier run finished the first block
     task = BlockwiseTask("add", blocks, partial(_add_one, None, None), partial(_setup, container, calls), done)
-    assert run_blockwise(task, num_workers=2, progress=False) == len(blocks) - 1
+    assert len(run_blockwise(task, num_workers=2, progress=False)) == len(blocks) - 1
     result = target.read()
     first = blocks[0].write_roi.to_slices()
     assert (result[first] == 0).all(), "a block recorded as done must not be recomputed"
@@ -50,7 +50,7 @@ def test_run_writes_every_block_once_and_resumes(tmp_path):
     rest[first] = False
     np.testing.assert_array_equal(result[rest], data[rest] + 1)
     assert len(calls) == 1, "setup runs once per worker process"
-    assert run_blockwise(task, progress=False) == 0
+    assert run_blockwise(task, progress=False) == []
 
 
 def test_block_errors_propagate(tmp_path):

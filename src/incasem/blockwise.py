@@ -28,6 +28,7 @@ import dask
 from dask.callbacks import Callback
 from tqdm import tqdm
 
+from incasem.errors import SchedulerError
 from incasem.geometry import Roi, Triple, as_triple
 
 #: Name of the folder, inside an output dataset, that records finished blocks.
@@ -96,7 +97,8 @@ class BlockwiseTask:
     blocks
         The blocks to process (see :func:`plan_blocks`).
     process
-        ``process(block, state)`` computes and writes one block.
+        ``process(block, state)`` computes and writes one block; what it returns is
+        collected by :func:`run_blockwise` (e.g. per-block metric counts to sum).
     setup
         Called once per worker process; its result is passed to ``process`` as ``state``.
     done
@@ -105,7 +107,7 @@ class BlockwiseTask:
 
     name: str
     blocks: list[Block]
-    process: Callable[[Block, Any], None]
+    process: Callable[[Block, Any], Any]
     setup: Callable[[], Any] = _no_setup
     done: DoneRecord | None = None
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -123,11 +125,11 @@ def _worker_state(task: BlockwiseTask) -> Any:
         return _WORKER_STATE[task.token]
 
 
-def _run_block(task: BlockwiseTask, block: Block) -> str:
-    task.process(block, _worker_state(task))
+def _run_block(task: BlockwiseTask, block: Block) -> Any:
+    result = task.process(block, _worker_state(task))
     if task.done is not None:
         task.done.mark_done(block)
-    return block.block_id
+    return result
 
 
 class _ProgressCallback(Callback):
@@ -141,8 +143,10 @@ class _ProgressCallback(Callback):
 
 def run_blockwise(
     task: BlockwiseTask, scheduler: str | None = None, num_workers: int | None = None, progress: bool = True
-) -> int:
-    """Run every block of ``task`` that is not recorded as done; return how many ran.
+) -> list[Any]:
+    """Run every block of ``task`` that is not recorded as done; return their results.
+
+    The results come in the order of ``task.blocks`` (blocks skipped as done give none).
 
     Parameters
     ----------
@@ -156,26 +160,33 @@ def run_blockwise(
     """
     todo = [b for b in task.blocks if task.done is None or not task.done.is_done(b)]
     if not todo:
-        return 0
+        return []
     run = partial(_run_block, task)
     with tqdm(total=len(todo), desc=task.name, unit="block", disable=not progress, leave=False) as bar:
         if scheduler is None:
             workers = num_workers or os.cpu_count() or 1
             delayed_blocks = [dask.delayed(run, pure=False)(b) for b in todo]
             with _ProgressCallback(bar):
-                dask.compute(*delayed_blocks, scheduler="threads", num_workers=workers)
+                results = list(dask.compute(*delayed_blocks, scheduler="threads", num_workers=workers))
         else:
-            _run_on_cluster(run, todo, scheduler, bar)
+            results = _run_on_cluster(run, todo, scheduler, bar)
     with _WORKER_LOCK:
         _WORKER_STATE.pop(task.token, None)
-    return len(todo)
+    return results
 
 
-def _run_on_cluster(run: Callable[[Block], str], blocks: list[Block], address: str, bar: tqdm) -> None:
+def _run_on_cluster(run: Callable[[Block], Any], blocks: list[Block], address: str, bar: tqdm) -> list[Any]:
     from distributed import Client, as_completed
 
-    with Client(address, set_as_default=False) as client:
+    try:
+        client = Client(address, set_as_default=False, timeout="20s")
+    except OSError as error:
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler at {address} ({error}): start it with `dask scheduler` or fix --scheduler"
+        ) from None
+    with client:
         futures = client.map(run, blocks, pure=False)
         for future in as_completed(futures):
             future.result()
             bar.update(1)
+        return [future.result() for future in futures]

@@ -55,3 +55,7 @@ class ModelNotFoundError(IncasemError):
 
 class DownloadError(IncasemError):
     """A download failed or its content did not verify."""
+
+
+class SchedulerError(IncasemError):
+    """A Dask scheduler cannot be reached."""
