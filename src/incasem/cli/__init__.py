@@ -10,5 +10,10 @@ from incasem.cli.app import app, main
 
 # Importing the command modules registers their commands on ``app``.
 from incasem.cli import data as _data  # noqa: F401,E402
+from incasem.cli import equalize as _equalize  # noqa: F401,E402
+from incasem.cli import convert as _convert  # noqa: F401,E402
+from incasem.cli import masks as _masks  # noqa: F401,E402
+from incasem.cli import models as _models  # noqa: F401,E402
 
 __all__ = ["app", "main"]
+from incasem.cli import predict as _predict  # noqa: F401,E402

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
+
+try:  # typer >= 0.20 bundles its own copy of click
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - older typer
+    _TyperClickException = click.ClickException
+
+_USAGE_ERRORS = (click.ClickException, _TyperClickException)
 
 from incasem import __version__
 from incasem.errors import IncasemError
@@ -53,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return done.exit_code
     except typer.Abort:
         return 1
-    except Exception as error:  # click usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            return error.exit_code
-        raise
+    except _USAGE_ERRORS as error:
+        error.show()
+        return error.exit_code
     return 0

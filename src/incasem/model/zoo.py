@@ -1,0 +1,626 @@
+"""The published incasem models: a table, a download cache and name resolution.
+
+The original incasem published seven trained networks as bare ``torch.save`` files
+(``model_state_dict`` only) under ``models/pretrained_checkpoints/`` of the public S3
+bucket ``asem-project``. :func:`fetch_published_model` downloads one, checks that it
+loads into the standard :class:`~incasem.model.unet.UNet` and stores it, converted
+into a self-describing incasem checkpoint, in the *models folder*::
+
+    <models folder>/
+        index.json                       what is cached, with SHA-256 digests
+        published/<id>_<organelle>_<prep>.pt
+        imported/<name>.pt               original-format files imported by the user
+
+The models folder is, in this order, the ``cache_dir`` argument (``--cache-dir``),
+the ``INCASEM_CACHE_DIR`` environment variable, ``$XDG_CACHE_HOME/incasem/models``
+or ``~/.cache/incasem/models``.
+
+A model is named once: :func:`resolve_model` turns a checkpoint path, a published id
+(``"1847"``) or the name of an imported model into the checkpoint file to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tqdm import tqdm
+
+from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError
+from incasem.geometry import Triple
+from incasem.model.checkpoint import ModelCard, checkpoint_sha256, import_published_checkpoint
+from incasem.model.unet import standard_config
+
+DEFAULT_BASE_URL = "https://asem-project.s3.amazonaws.com"
+"""HTTPS address of the public S3 bucket that holds the published checkpoints."""
+
+CHECKPOINT_PREFIX = "models/pretrained_checkpoints/"
+"""Key prefix of the published checkpoints in the bucket."""
+
+CACHE_ENV = "INCASEM_CACHE_DIR"
+"""Environment variable that sets the models folder."""
+
+TRAINING_RAW = "volumes/raw_equalized_0.02"
+"""Dataset the published models were trained on: CLAHE-equalised raw (clip limit 0.02)."""
+
+PREPARATIONS = {"CF": "chemical fixation", "HPF": "high-pressure freezing"}
+"""Sample preparations of the published models, by the code used in their file names."""
+
+_INDEX = "index.json"
+_TIMEOUT_S = 60.0
+_CHUNK_BYTES = 1 << 20
+_S3_NS = "{*}"  # ElementTree wildcard: any (or no) XML namespace
+_BY_HAND = "or download the file by hand and use `incasem models import`"
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One published incasem model.
+
+    Parameters
+    ----------
+    model_id : str
+        Training run id of the original incasem, e.g. ``"1847"``.
+    organelle : str
+        Segmented organelle (the name of class 1), e.g. ``"mito"``.
+    preparation : str
+        Sample preparation code, a key of :data:`PREPARATIONS` (``"CF"`` or ``"HPF"``).
+    voxel_size_nm : (int, int, int)
+        Voxel size (z, y, x) in nm of the training data.
+    bucket_name : str, optional
+        File name in the bucket when known; otherwise found by listing the bucket.
+    """
+
+    model_id: str
+    organelle: str
+    preparation: str
+    voxel_size_nm: Triple
+    bucket_name: str | None = None
+
+    @property
+    def cache_name(self) -> str:
+        """File name in ``<models folder>/published/``: ``<id>_<organelle>_<prep>.pt``."""
+        return f"{self.model_id}_{self.organelle}_{self.preparation}.pt"
+
+    def card(self) -> ModelCard:
+        """The metadata stored with the converted checkpoint.
+
+        Returns
+        -------
+        ModelCard
+            Standard U-Net, classes ``[background, <organelle>]``, input ``x/255*2-1``.
+        """
+        return ModelCard(
+            voxel_size_nm=self.voxel_size_nm,
+            class_names=("background", self.organelle),
+            organelle=self.organelle,
+            source=f"incasem-published:{self.model_id}",
+            architecture=standard_config(),
+            preparation=PREPARATIONS[self.preparation],
+            training={"raw_dataset": TRAINING_RAW, "original_run_id": int(self.model_id)},
+        )
+
+
+PUBLISHED_MODELS: dict[str, PublishedModel] = {
+    m.model_id: m
+    for m in (
+        PublishedModel("1847", "mito", "CF", (5, 5, 5), "model_checkpoint_1847_mito_CF.pt"),
+        PublishedModel("1837", "golgi", "CF", (5, 5, 5), "model_checkpoint_1837_golgi_CF.pt"),
+        PublishedModel("1841", "er", "CF", (5, 5, 5), "model_checkpoint_1841_er_CF.pt"),
+        PublishedModel("1675", "mito", "HPF", (4, 4, 4)),
+        PublishedModel("1669", "er", "HPF", (4, 4, 4)),
+        PublishedModel("1986", "ccp", "HPF", (5, 5, 5)),  # clathrin-coated pits
+        PublishedModel("2000", "np", "HPF", (5, 5, 5)),  # nuclear pores
+    )
+}
+"""The published models by id (``ccp``: clathrin-coated pits, ``np``: nuclear pores)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A row of :func:`list_models`.
+
+    Parameters
+    ----------
+    model_id : str
+        Published id, or the name of an imported model.
+    organelle : str
+    preparation : str or None
+        Preparation code (``"CF"``, ``"HPF"``) or what the user gave on import.
+    voxel_size_nm : (int, int, int)
+        Voxel size (z, y, x) in nm.
+    file_name : str
+        Original file name (``model_checkpoint_1675_*`` while not known).
+    path : pathlib.Path or None
+        The converted checkpoint in the models folder; ``None`` if not fetched.
+    """
+
+    model_id: str
+    organelle: str
+    preparation: str | None
+    voxel_size_nm: Triple
+    file_name: str
+    path: Path | None
+
+
+# ---------------------------------------------------------------------- models folder
+
+
+def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The models folder (it need not exist yet).
+
+    Parameters
+    ----------
+    cache_dir : str or os.PathLike, optional
+        Explicit folder; wins over ``INCASEM_CACHE_DIR`` and the default
+        ``$XDG_CACHE_HOME/incasem/models`` (``~/.cache/incasem/models``).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "incasem" / "models"
+
+
+def _read_index(root: Path) -> dict[str, dict[str, Any]]:
+    """The index of ``root``: ``{"published": {id: record}, "imported": {name: record}}``."""
+    path = root / _INDEX
+    if not path.exists():
+        return {"published": {}, "imported": {}}
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(
+            f"model index {path} is not valid JSON: delete it and fetch or import the models again"
+        ) from None
+    if not isinstance(index, dict) or not all(isinstance(index.get(k), dict) for k in ("published", "imported")):
+        raise ConfigError(
+            f"model index {path} is not an incasem model index: delete it and fetch or import the models again"
+        )
+    return index
+
+
+def _record(root: Path, section: str, key: str, record: dict[str, Any]) -> None:
+    """Add ``record`` to the index of ``root`` and write the index atomically."""
+    index = _read_index(root)
+    index[section][key] = record
+    fd, tmp = tempfile.mkstemp(prefix=f".{_INDEX}.", suffix=".tmp", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(index, stream, indent=2, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, root / _INDEX)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _published_model(model_id: str) -> PublishedModel:
+    """Table row of ``model_id`` or ``ModelNotFoundError`` listing the known ids."""
+    try:
+        return PUBLISHED_MODELS[str(model_id)]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"unknown published model id {model_id!r}: the published ids are "
+            f"{', '.join(PUBLISHED_MODELS)} (see `incasem models list`)"
+        ) from None
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+@contextmanager
+def _open_url(url: str) -> Iterator[http.client.HTTPResponse]:
+    """``urlopen(url)`` with every failure to connect turned into a one-line ``DownloadError``."""
+    try:
+        response = urllib.request.urlopen(url, timeout=_TIMEOUT_S)  # noqa: S310 (http(s): _check_base_url)
+    except urllib.error.HTTPError as error:
+        error.close()
+        if error.code == 404:
+            raise DownloadError(
+                f"{url} does not exist (HTTP 404): check --base-url, {_BY_HAND}"
+            ) from None
+        raise DownloadError(
+            f"{url} answered HTTP {error.code} {error.reason}: try again later, {_BY_HAND}"
+        ) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
+        raise DownloadError(f"cannot reach {url} ({reason}): check the connection {_BY_HAND}") from None
+    with response:
+        yield response
+
+
+def _check_base_url(base_url: str) -> str:
+    """``base_url`` without a trailing slash, or ``DownloadError`` if it is not http(s)."""
+    if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+        raise DownloadError(f"--base-url must be an http:// or https:// address, got {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def _list_bucket(base_url: str, prefix: str) -> list[str]:
+    """All object keys under ``prefix`` (S3 ListObjectsV2, following continuation tokens)."""
+    keys: list[str] = []
+    token = None
+    while True:
+        query = {"list-type": "2", "prefix": prefix}
+        if token is not None:
+            query["continuation-token"] = token
+        url = f"{base_url}/?{urllib.parse.urlencode(query)}"
+        with _open_url(url) as response:
+            try:
+                page = ElementTree.fromstring(response.read())
+            except (ElementTree.ParseError, OSError, http.client.HTTPException):
+                raise DownloadError(
+                    f"{url} did not answer an S3 bucket listing: check --base-url, {_BY_HAND}"
+                ) from None
+        keys += [key.text or "" for key in page.iterfind(f"{_S3_NS}Contents/{_S3_NS}Key")]
+        if page.findtext(f"{_S3_NS}IsTruncated") != "true":
+            return keys
+        token = page.findtext(f"{_S3_NS}NextContinuationToken")
+        if not token:
+            raise DownloadError(f"{url} is a truncated bucket listing without a continuation token")
+
+
+def _bucket_name(model: PublishedModel, base_url: str) -> str:
+    """File name of ``model`` in the bucket: from the table, or the one listed key carrying its id."""
+    if model.bucket_name is not None:
+        return model.bucket_name
+    pattern = re.compile(rf"model_checkpoint_{model.model_id}(?:[_.].*)?")
+    names = sorted(
+        name
+        for name in (key.rsplit("/", 1)[-1] for key in _list_bucket(base_url, CHECKPOINT_PREFIX))
+        if pattern.fullmatch(name)
+    )
+    where = f"{base_url}/{CHECKPOINT_PREFIX}"
+    if len(names) != 1:
+        found = f"several ({', '.join(names)})" if names else "none"
+        raise DownloadError(
+            f"expected one file model_checkpoint_{model.model_id}_* in {where}, found {found}: "
+            f"download it by hand and use `incasem models import FILE --id {model.model_id}`"
+        )
+    return names[0]
+
+
+def _download(url: str, stream: BinaryIO, label: str, progress: bool) -> str:
+    """Stream ``url`` into ``stream`` with a progress bar; return the SHA-256 of the bytes.
+
+    Raises
+    ------
+    DownloadError
+        If the server cannot be reached, answers an error, or the transfer breaks off
+        or delivers fewer bytes than announced.
+    """
+    digest = hashlib.sha256()
+    received = 0
+    with _open_url(url) as response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        with tqdm(total=expected, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                  disable=not progress, leave=False) as bar:
+            while True:
+                try:
+                    chunk = response.read(_CHUNK_BYTES)
+                except (OSError, http.client.HTTPException) as error:
+                    raise DownloadError(
+                        f"download of {url} broke off after {received} bytes ({error}): fetch again, "
+                        f"{_BY_HAND}"
+                    ) from None
+                if not chunk:
+                    break
+                stream.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if expected is not None and received != expected:
+        raise DownloadError(
+            f"download of {url} is truncated ({received} of {expected} bytes): fetch again, {_BY_HAND}"
+        )
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------- public API
+
+
+def _cached_path(root: Path, model: PublishedModel) -> Path:
+    return root / "published" / model.cache_name
+
+
+def _is_cached(root: Path, model: PublishedModel) -> bool:
+    """Whether the converted checkpoint exists and its SHA-256 matches the index."""
+    path = _cached_path(root, model)
+    record = _read_index(root)["published"].get(model.model_id)
+    return path.is_file() and record is not None and record.get("sha256") == checkpoint_sha256(path)
+
+
+def fetch_published_model(
+    model_id: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+    progress: bool = True,
+) -> Path:
+    """Download a published model into the models folder, unless it is there already.
+
+    The file is streamed into a temporary file in the models folder, verified (it must
+    load with ``weights_only=True`` into the standard U-Net), converted into an incasem
+    checkpoint carrying the model's metadata and renamed into place; the index records
+    the SHA-256 of the download and of the converted file. On any failure nothing new
+    is left in the models folder.
+
+    Parameters
+    ----------
+    model_id : str
+        A published id, e.g. ``"1847"`` (see :data:`PUBLISHED_MODELS`).
+    cache_dir : str or os.PathLike, optional
+        Models folder (see :func:`models_dir`).
+    base_url : str, optional
+        Address of the bucket; a mirror or a local server in tests.
+    progress : bool, optional
+        Show a progress bar (on stderr) while downloading.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<models folder>/published/<id>_<organelle>_<prep>.pt``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If ``model_id`` is not a published id.
+    DownloadError
+        If the bucket cannot be reached, the file is missing, or the download is
+        truncated or not a valid published checkpoint.
+    """
+    model = _published_model(model_id)
+    root = models_dir(cache_dir)
+    path = _cached_path(root, model)
+    if _is_cached(root, model):
+        return path
+    base_url = _check_base_url(base_url)
+    name = _bucket_name(model, base_url)
+    url = f"{base_url}/{CHECKPOINT_PREFIX}{urllib.parse.quote(name)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".download", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            original_sha256 = _download(url, stream, f"fetch {model.model_id}", progress)
+        try:
+            sha256 = import_published_checkpoint(tmp, path, model.card())
+        except CheckpointError as error:
+            raise DownloadError(
+                f"the file downloaded from {url} is not a valid published incasem checkpoint "
+                f"(corrupt, truncated or of another architecture): fetch again, {_BY_HAND}"
+            ) from error
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _record(root, "published", model.model_id, {
+        "file": path.relative_to(root).as_posix(),
+        "sha256": sha256,
+        "original": name,
+        "original_sha256": original_sha256,
+        "source": url,
+    })
+    return path
+
+
+def import_model(
+    path: str | os.PathLike[str],
+    model_id: str | None = None,
+    *,
+    organelle: str | None = None,
+    voxel_size_nm: Triple | None = None,
+    preparation: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Convert an original-format checkpoint the user has into the models folder.
+
+    Either the file is a published model (``model_id`` given, or read from a file name
+    ``model_checkpoint_<id>_...``), whose metadata comes from :data:`PUBLISHED_MODELS`
+    and which then counts as fetched; or ``organelle`` and ``voxel_size_nm`` describe
+    any checkpoint of the standard U-Net written by the original incasem, which is
+    stored as ``<models folder>/imported/<file stem>.pt`` and can be named by its stem.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Original-format checkpoint (``model_state_dict`` without metadata).
+    model_id : str, optional
+        Published id of the file.
+    organelle : str, optional
+        What the model segments (the name of class 1), for a non-published model.
+    voxel_size_nm : (int, int, int), optional
+        Voxel size (z, y, x) in nm the model was trained for, for a non-published model.
+    preparation : str, optional
+        Sample preparation, for a non-published model.
+    cache_dir : str or os.PathLike, optional
+        Models folder (see :func:`models_dir`).
+
+    Returns
+    -------
+    pathlib.Path
+        The converted checkpoint.
+
+    Raises
+    ------
+    ConfigError
+        If the arguments mix or lack the two ways of describing the model.
+    ModelNotFoundError
+        If ``model_id`` is not a published id.
+    CheckpointError
+        If the file is missing, corrupt, contains code, is an incasem checkpoint already
+        or does not fit the standard U-Net.
+    """
+    src = Path(path)
+    described = organelle is not None or voxel_size_nm is not None or preparation is not None
+    if model_id is not None and described:
+        raise ConfigError(
+            "give either a published id (--id) or --organelle/--voxel-size/--preparation, not both"
+        )
+    if model_id is None and not described:
+        match = re.match(r"model_checkpoint_(\d+)_", src.name)
+        if match is None:
+            raise ConfigError(
+                f"cannot tell which model {src} is: give its published id (--id) or describe it "
+                "with --organelle and --voxel-size"
+            )
+        model_id = match.group(1)
+    root = models_dir(cache_dir)
+    original_sha256 = checkpoint_sha256(src)
+    if model_id is not None:
+        model = _published_model(model_id)
+        section, key, card = "published", model.model_id, model.card()
+        dst = _cached_path(root, model)
+        extra: dict[str, Any] = {}
+    else:
+        if organelle is None or voxel_size_nm is None:
+            raise ConfigError(f"importing {src} needs both --organelle and --voxel-size")
+        try:
+            card = ModelCard(
+                voxel_size_nm=voxel_size_nm,
+                class_names=("background", organelle),
+                organelle=organelle,
+                source=f"imported:{src.name}",
+                preparation=preparation,
+            )
+        except ValueError as error:
+            raise ConfigError(f"cannot import {src}: {error}") from None
+        section, key = "imported", src.stem
+        dst = root / "imported" / f"{key}.pt"
+        extra = {"organelle": organelle, "voxel_size_nm": list(card.voxel_size_nm), "preparation": preparation}
+    sha256 = import_published_checkpoint(src, dst, card)
+    _record(root, section, key, {
+        "file": dst.relative_to(root).as_posix(),
+        "sha256": sha256,
+        "original": src.name,
+        "original_sha256": original_sha256,
+        "source": str(src.resolve()),
+        **extra,
+    })
+    return dst
+
+
+def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
+    """The published models (fetched or not) and the imported ones.
+
+    Parameters
+    ----------
+    cache_dir : str or os.PathLike, optional
+        Models folder (see :func:`models_dir`).
+
+    Returns
+    -------
+    list of ModelEntry
+        Published models in table order, then imported models by name.
+    """
+    root = models_dir(cache_dir)
+    index = _read_index(root)
+    entries = []
+    for model in PUBLISHED_MODELS.values():
+        path = _cached_path(root, model)
+        record = index["published"].get(model.model_id, {})
+        file_name = record.get("original") or model.bucket_name or f"model_checkpoint_{model.model_id}_*"
+        entries.append(ModelEntry(model.model_id, model.organelle, model.preparation, model.voxel_size_nm,
+                                  file_name, path if path.is_file() else None))
+    for name, record in sorted(index["imported"].items()):
+        path = root / record["file"]
+        entries.append(ModelEntry(name, record["organelle"], record["preparation"],
+                                  tuple(record["voxel_size_nm"]), record["original"],
+                                  path if path.is_file() else None))
+    return entries
+
+
+# ---------------------------------------------------------------------- resolution
+
+Resolver = Callable[[str, Path], Path | None]
+
+
+def _resolve_file(name: str, root: Path) -> Path | None:
+    """A path to an existing checkpoint file (one that looks like a path must exist)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ModelNotFoundError(f"{path} is not a file: pass the checkpoint file itself")
+    if name.endswith(".pt") or os.sep in name or "/" in name:
+        raise ModelNotFoundError(f"checkpoint file {path} does not exist: check the path")
+    return None
+
+
+def _resolve_published(name: str, root: Path) -> Path | None:
+    """A published id whose checkpoint is in the models folder."""
+    model = PUBLISHED_MODELS.get(name)
+    if model is None:
+        return None
+    path = _cached_path(root, model)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"published model {name} ({model.organelle}, {model.preparation}) is not in {root}: "
+            f"run `incasem models fetch {name}` first"
+        )
+    return path
+
+
+def _resolve_imported(name: str, root: Path) -> Path | None:
+    """The name of a model imported with ``incasem models import --organelle ...``."""
+    record = _read_index(root)["imported"].get(name)
+    path = root / record["file"] if record else None
+    return path if path is not None and path.is_file() else None
+
+
+_RESOLVERS: tuple[Resolver, ...] = (_resolve_file, _resolve_published, _resolve_imported)
+"""How :func:`resolve_model` interprets a name, first match wins. Each resolver returns
+the checkpoint, ``None`` if the name is not of its kind, or raises ``ModelNotFoundError``
+if it is of its kind but unusable. Training run ids are the planned next kind: a
+resolver that maps a run id to the run's best checkpoint goes here once runs exist."""
+
+
+def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The checkpoint file a model name refers to.
+
+    Parameters
+    ----------
+    name : str or os.PathLike
+        A path to an incasem checkpoint, a published id (``"1847"``, fetched before) or
+        the name of an imported model.
+    cache_dir : str or os.PathLike, optional
+        Models folder (see :func:`models_dir`).
+
+    Returns
+    -------
+    pathlib.Path
+        The checkpoint; load it with :func:`~incasem.model.checkpoint.load_checkpoint`.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If the path does not exist, the published model is not fetched, or the name
+        means nothing.
+    """
+    text = os.fspath(name)
+    root = models_dir(cache_dir)
+    for resolver in _RESOLVERS:
+        path = resolver(text, root)
+        if path is not None:
+            return path
+    raise ModelNotFoundError(
+        f"model {text!r} is neither a checkpoint file, a published id ({', '.join(PUBLISHED_MODELS)}) "
+        f"nor an imported model in {root}: see `incasem models list`"
+    )
