@@ -31,6 +31,9 @@ from tqdm import tqdm
 from incasem.errors import SchedulerError
 from incasem.geometry import Roi, Triple, as_triple
 
+#: How long to wait for a Dask scheduler to answer.
+SCHEDULER_TIMEOUT = "10s"
+
 #: Name of the folder, inside an output dataset, that records finished blocks.
 DONE_FOLDER = ".incasem_done"
 
@@ -179,14 +182,14 @@ def _run_on_cluster(run: Callable[[Block], Any], blocks: list[Block], address: s
     from distributed import Client, as_completed
 
     try:
-        client = Client(address, set_as_default=False, timeout="20s")
+        client = Client(address, set_as_default=False, timeout=SCHEDULER_TIMEOUT)
     except OSError as error:
         raise SchedulerError(
             f"cannot reach the Dask scheduler at {address} ({error}): start it with `dask scheduler` or fix --scheduler"
         ) from None
     with client:
         futures = client.map(run, blocks, pure=False)
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             future.result()
             bar.update(1)
         return [future.result() for future in futures]

@@ -1,0 +1,162 @@
+"""``incasem convert`` (TIFF stack -> zarr dataset) and ``incasem export`` (zarr dataset -> TIFF slices)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from incasem.cli.app import app
+from incasem.cli.options import parse_range, parse_triple
+from incasem.io.inspect import describe_volume
+from incasem.io.tiff import DEFAULT_PATTERN
+from incasem.preprocess.convert import CHUNKS, JOB_KEY, Crop, tiff_to_zarr, zarr_to_tiff
+
+_LINEAR = "round_half_up(255 * (clip(v, LOW, HIGH) - LOW) / (HIGH - LOW))"
+_CONVERT_HELP = (
+    "Convert a TIFF stack into a zarr dataset. SOURCE is a folder of 2D slices, ordered by the last number in "
+    "each file name (the numbers must run without gaps), or one multi-page TIFF.\n\n"
+    "The dtype is kept (uint8, uint16, labels); 16-bit becomes 8-bit only with --to-uint8. "
+    "A crop keeps its world position: the dataset's offset is --offset plus the crop's start times the voxel size. "
+    "Label stacks: --like CONTAINER:DATASET checks that they have the raw's shape and copies its voxel size and "
+    "offset. The dataset is marked complete only when all slices are written. "
+    "For the reverse direction use `incasem export`."
+)
+_EXPORT_HELP = (
+    "Write a zarr dataset (or a crop of it) as one TIFF per z slice into FOLDER, e.g. for Fiji.\n\n"
+    "Files are named by the slice's z index in the dataset, zero-padded (0000.tif, 0001.tif, ...). "
+    "FOLDER must not exist or be empty (unless --overwrite); the slices are written into a temporary folder "
+    "that is renamed to FOLDER at the end, so a failed export leaves nothing behind."
+)
+
+
+def _crop(z: str | None, y: str | None, x: str | None) -> Crop | None:
+    """``--z/--y/--x START:STOP`` as slices (an empty end is open)."""
+    if z is None and y is None and x is None:
+        return None
+    cuts = []
+    for option, text in (("--z", z), ("--y", y), ("--x", x)):
+        bounds = parse_range(text, option)
+        cuts.append(slice(None) if bounds is None else slice(bounds[0], None if bounds[1] == -1 else bounds[1]))
+    return (cuts[0], cuts[1], cuts[2])
+
+
+def _rescale(text: str) -> tuple[float, float] | str | None:
+    """``none``, ``auto``, ``minmax`` or ``LOW:HIGH`` (numbers) for ``--to-uint8``."""
+    if text in ("none", "auto", "minmax"):
+        return None if text == "none" else text
+    low, _, high = text.partition(":")
+    try:
+        bounds = [float(low), float(high)]
+    except ValueError:
+        raise typer.BadParameter(f"--to-uint8 needs LOW:HIGH, minmax, auto or none, got '{text}'") from None
+    if not bounds[0] < bounds[1]:
+        raise typer.BadParameter(f"--to-uint8 needs LOW < HIGH, got '{text}'")
+    low_value, high_value = (int(b) if b.is_integer() else b for b in bounds)
+    return (low_value, high_value)
+
+
+def _like(text: str | None) -> tuple[str, str] | None:
+    """``CONTAINER:DATASET`` (or ``CONTAINER`` for its volumes/raw) for ``--like``."""
+    if text is None:
+        return None
+    container, _, dataset = text.rpartition(":") if ":" in text else (text, "", "volumes/raw")
+    return (container, dataset)
+
+
+_CHUNKS = ",".join(map(str, CHUNKS))
+_RANGE = "voxels START:STOP (stop exclusive; an empty end is open)"
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing output.")
+_SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: local.")
+_WORKERS = typer.Option(None, "--workers", "-n", help="Local threads (default: all cores).")
+
+
+@app.command("convert", help=_CONVERT_HELP)
+def convert(
+    source: Path = typer.Argument(..., help="Folder of 2D TIFF slices, or a multi-page TIFF file."),
+    container: Path = typer.Argument(..., help="Output .zarr container (created when missing)."),
+    dataset: str = typer.Option(
+        "volumes/raw", "--dataset", "-d", help="Output dataset, e.g. volumes/raw or volumes/labels/mito."
+    ),
+    pattern: str = typer.Option(DEFAULT_PATTERN, "--pattern", help="Glob selecting the slices of a folder (any case)."),
+    voxel_size: str | None = typer.Option(None, "--voxel-size", help="Voxel size, nm: Z,Y,X (default 1)."),
+    offset: str | None = typer.Option(None, "--offset", help="World position of the stack's first voxel, nm: Z,Y,X."),
+    like: str | None = typer.Option(
+        None, "--like", help="CONTAINER:DATASET of the raw these labels belong to: same shape required; "
+        "voxel size, offset and chunks are copied (DATASET defaults to volumes/raw)."
+    ),
+    z: str | None = typer.Option(None, "--z", help=f"Slices to convert, {_RANGE}."),
+    y: str | None = typer.Option(None, "--y", help=f"Rows to convert, {_RANGE}."),
+    x: str | None = typer.Option(None, "--x", help=f"Columns to convert, {_RANGE}."),
+    chunks: str | None = typer.Option(
+        None, "--chunks", help=f"Chunk shape, voxels: Z,Y,X (default {_CHUNKS}). Memory ~ workers x Z x slice size."
+    ),
+    to_uint8: str = typer.Option(
+        "none", "--to-uint8", help=f"none: keep the dtype. LOW:HIGH: out = {_LINEAR} as uint8. "
+        "minmax: the same with LOW, HIGH = the converted region's minimum and maximum (one extra pass)."
+    ),
+    overwrite: bool = _OVERWRITE,
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted conversion, skipping finished blocks."),
+    scheduler: str | None = _SCHEDULER,
+    workers: int | None = _WORKERS,
+) -> None:
+    """Convert a TIFF stack into a zarr dataset (help text: ``_CONVERT_HELP``)."""
+    rescale = _rescale(to_uint8)
+    if rescale == "auto":
+        raise typer.BadParameter("--to-uint8 auto is for `incasem export`; here give LOW:HIGH, minmax or none")
+    volume = tiff_to_zarr(
+        source,
+        container,
+        dataset,
+        pattern=pattern,
+        voxel_size=parse_triple(voxel_size, "--voxel-size"),
+        offset_nm=parse_triple(offset, "--offset"),
+        like=_like(like),
+        crop=_crop(z, y, x),
+        chunks=parse_triple(chunks, "--chunks"),
+        rescale=rescale,
+        overwrite=overwrite,
+        resume=resume,
+        scheduler=scheduler,
+        num_workers=workers,
+    )
+    typer.echo(describe_volume(volume))
+    typer.echo(f"values: {volume.array.attrs[JOB_KEY]['mapping']}")
+    if voxel_size is None and like is None:
+        typer.echo(
+            f"note: no --voxel-size given, recorded 1,1,1 nm; set it with "
+            f"`incasem info {container} --dataset {dataset} --voxel-size Z,Y,X`",
+            err=True,
+        )
+
+
+@app.command("export", help=_EXPORT_HELP)
+def export(
+    container: Path = typer.Argument(..., help="A .zarr container."),
+    folder: Path = typer.Argument(..., help="Output folder of TIFF slices."),
+    dataset: str = typer.Option("volumes/raw", "--dataset", "-d", help="Dataset to export."),
+    z: str | None = typer.Option(None, "--z", help=f"Slices to export, {_RANGE}, from the dataset's first slice."),
+    y: str | None = typer.Option(None, "--y", help=f"Rows to export, {_RANGE}."),
+    x: str | None = typer.Option(None, "--x", help=f"Columns to export, {_RANGE}."),
+    to_uint8: str = typer.Option(
+        "auto", "--to-uint8", help="auto: binary labels 0/1 -> 0/255 uint8; float probabilities [0, 1] -> "
+        "round_half_up(255 * p) uint8 (other floats refused); other integer data (uint8, uint16 raw, label ids) "
+        f"unchanged. none: values unchanged. LOW:HIGH: out = {_LINEAR} as uint8. minmax: the same with the "
+        "region's minimum and maximum."
+    ),
+    overwrite: bool = _OVERWRITE,
+    scheduler: str | None = _SCHEDULER,
+    workers: int | None = _WORKERS,
+) -> None:
+    """Write a zarr dataset as TIFF slices (help text: ``_EXPORT_HELP``)."""
+    summary = zarr_to_tiff(
+        container,
+        dataset,
+        folder,
+        crop=_crop(z, y, x),
+        rescale=_rescale(to_uint8),
+        overwrite=overwrite,
+        scheduler=scheduler,
+        num_workers=workers,
+    )
+    typer.echo(str(summary))

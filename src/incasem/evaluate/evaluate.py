@@ -1,0 +1,82 @@
+"""Blockwise scores of a segmentation against the labels of a data-config entry.
+
+Counts are taken inside ``mask ∧ metric masks`` of the entry (absent = everywhere)
+block by block and summed, so memory stays bounded by one block whatever the ROI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from incasem.blockwise import Block, BlockwiseTask, plan_blocks, run_blockwise
+from incasem.evaluate.metrics import ConfusionCounts, confusion_counts
+from incasem.geometry import Triple
+from incasem.io.data_config import RoiEntry
+from incasem.io.volume import Volume, open_volume
+
+#: Block edge (voxels) of evaluation reads.
+EVALUATION_BLOCK = (128, 128, 128)
+
+
+@dataclass
+class _Sources:
+    segmentation: Volume
+    labels: list[tuple[Volume, int]]
+    masks: list[Volume]
+
+
+def _open_sources(segmentation: tuple[Path, str], entry: RoiEntry) -> _Sources:
+    return _Sources(
+        segmentation=open_volume(*segmentation),
+        labels=[(open_volume(entry.container, label.dataset), label.class_id) for label in entry.labels],
+        masks=[open_volume(entry.container, name) for name in (entry.mask, *entry.metric_masks) if name is not None],
+    )
+
+
+def class_targets(label_blocks: list[tuple[np.ndarray, int]], shape: Triple) -> np.ndarray:
+    """Per-voxel class id from binary label datasets (0 where no class or two classes claim it)."""
+    target = np.zeros(shape, dtype=np.int32)
+    claims = np.zeros(shape, dtype=np.uint8)
+    for data, class_id in label_blocks:
+        inside = data != 0
+        target[inside] = class_id
+        claims += inside
+    target[claims > 1] = 0
+    return target
+
+
+def _count_block(class_ids: tuple[int, ...], block: Block, sources: _Sources) -> dict[int, ConfusionCounts]:
+    roi = block.write_roi
+    prediction = sources.segmentation.read(roi)
+    target = class_targets([(volume.read(roi), c) for volume, c in sources.labels], roi.shape)
+    inside = np.ones(roi.shape, dtype=bool)
+    for mask in sources.masks:
+        inside &= mask.read(roi) != 0
+    return {c: confusion_counts(prediction == c, target == c, inside) for c in class_ids}
+
+
+def evaluate_segmentation(
+    container: str | Path, segmentation: str, entry: RoiEntry, scheduler: str | None = None, progress: bool = True
+) -> dict[int, ConfusionCounts]:
+    """Confusion counts per class id of segmentation dataset ``segmentation`` over ``entry``'s ROI.
+
+    The segmentation holds class ids (0 = background); the entry's labels map label
+    datasets to class ids as in the data config.
+    """
+    class_ids = tuple(sorted({label.class_id for label in entry.labels}))
+    seg = open_volume(container, segmentation)
+    roi = entry.roi if entry.roi is not None else seg.roi
+    task = BlockwiseTask(
+        name=f"evaluate {entry.name}",
+        blocks=plan_blocks(roi, EVALUATION_BLOCK, grid_origin=roi.offset),
+        process=partial(_count_block, class_ids),
+        setup=partial(_open_sources, (Path(container), segmentation), entry),
+    )
+    totals = {c: ConfusionCounts() for c in class_ids}
+    for counts in run_blockwise(task, scheduler, progress=progress):
+        totals = {c: totals[c] + counts[c] for c in class_ids}
+    return totals

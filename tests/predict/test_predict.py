@@ -1,0 +1,261 @@
+"""Blockwise prediction: equals one whole-volume pass, resumes, scores, refuses bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from incasem.cli import main
+from incasem.errors import DatasetExistsError, RoiError, VoxelSizeError
+from incasem.evaluate.metrics import confusion_counts
+from incasem.geometry import Roi
+from incasem.io.volume import create_volume, open_volume
+from incasem.model.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from incasem.model.unet import UNet, UNetConfig
+from incasem.predict import PredictOptions, predict_roi
+from incasem.predict.device import auto_block_shape, input_bytes, output_chunk_shape
+from incasem.predict.job import forward_probabilities, probability_to_uint8
+from incasem.predict.outputs import allocate_prediction_id
+
+#: The standard architecture's depth (4 levels), narrow: for the equality with a whole pass.
+TINY = UNetConfig(num_fmaps=4)
+#: Three levels (context 21), fast enough for tests that run hundreds of blocks.
+SMALL = UNetConfig(num_fmaps=4, downsample_factors=((2, 2, 2), (2, 2, 2)))
+
+
+def make_checkpoint(path: Path, config: UNetConfig = SMALL, voxel_size=(5, 5, 5), seed: int = 0) -> Path:
+    """A model with He-initialised random weights, so every level shapes the output."""
+    torch.manual_seed(seed)
+    model = UNet(config)
+    for name, parameter in model.named_parameters():
+        if name.endswith("weight"):
+            torch.nn.init.kaiming_normal_(parameter, nonlinearity="relu")
+        else:
+            torch.nn.init.normal_(parameter, std=0.1)
+    card = ModelCard(voxel_size_nm=voxel_size, class_names=("background", "mito"), organelle="mito", source="test", architecture=config)
+    return save_checkpoint(path, model, card)
+
+
+def write_raw(container: Path, data: np.ndarray, voxel_size=(5, 5, 5), name="volumes/raw_equalized_0.02", offset_nm=(0, 0, 0)):
+    volume = create_volume(container, name, data.shape, data.dtype, voxel_size, offset_nm, chunks=(16, 32, 32))
+    volume.write(volume.roi, data)
+    volume.mark_complete()
+    return volume
+
+
+@pytest.fixture
+def setup(tmp_path, lucchi_crop):
+    raw, labels = lucchi_crop
+    container = tmp_path / "cell.zarr"
+    write_raw(container, raw, offset_nm=(50, 100, 0))
+    labels_volume = create_volume(container, "volumes/labels/mito", labels.shape, "uint8", (5, 5, 5), (50, 100, 0))
+    labels_volume.write(labels_volume.roi, labels)
+    labels_volume.mark_complete()
+    return container, make_checkpoint(tmp_path / "tiny.pt")
+
+
+def whole_volume_pass(checkpoint: Path, container: Path, roi: Roi) -> np.ndarray:
+    """The reference: one forward pass over the whole region, input read with the same padding."""
+    model, card = load_checkpoint(checkpoint)
+    config = card.architecture
+    raw = open_volume(container, "volumes/raw_equalized_0.02")
+    corner = tuple(o - c for o, c in zip(roi.offset, config.context))
+    data = raw.read(Roi(corner, config.input_shape_for_output(roi.shape)), padding="reflect")
+    probabilities = forward_probabilities(model, data, torch.device("cpu"), "fp32")
+    return probabilities[(slice(None), *Roi((0, 0, 0), roi.shape).to_slices())]
+
+
+@pytest.mark.parametrize(
+    ("config", "roi", "block"),
+    [
+        (TINY, Roi((10, 20, 0), (40, 96, 112)), (24, 48, 56)),  # whole dataset, context padded on all sides
+        (SMALL, Roi((10, 20, 0), (40, 96, 112)), (16, 32, 40)),
+        (SMALL, Roi((13, 27, 5), (21, 37, 45)), (8, 16, 24)),  # inner region, not a multiple of the block
+        (SMALL, Roi((10, 20, 0), (9, 50, 30)), (24, 24, 24)),  # region smaller than one block
+    ],
+)
+def test_blockwise_equals_whole_volume_pass(setup, tmp_path, config, roi, block):
+    container, _ = setup
+    checkpoint = make_checkpoint(tmp_path / "tiny.pt", config)
+    output = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions(block, "cpu", progress=False))
+    reference = whole_volume_pass(checkpoint, container, roi)
+    probabilities = open_volume(container, output.probabilities[0]).read()
+    segmentation = open_volume(container, output.segmentation).read()
+    assert probabilities.shape == roi.shape
+    assert np.abs(probabilities.astype(int) - probability_to_uint8(reference[1]).astype(int)).max() <= 1
+    decided = np.abs(reference[1] - 0.5) > 1e-4
+    np.testing.assert_array_equal(segmentation[decided], np.argmax(reference, axis=0)[decided])
+    assert np.ptp(probabilities) > 50 and probabilities.std() > 5, "the test network must not be trivially constant"
+
+
+def test_cli_predicts_config_prints_and_stores_scores(setup, tmp_path, capsys):
+    container, checkpoint = setup
+    config = tmp_path / "predict.json"
+    config.write_text(json.dumps({"crop": {"file": container.name, "offset": [12, 24, 4], "shape": [30, 64, 80], "voxel_size": [5, 5, 5], "raw": "volumes/raw_equalized_0.02", "labels": {"volumes/labels/mito": 1}}}))
+    assert main(["predict", str(config), "--model", str(checkpoint), "--block-size", "16,32,40", "--device", "cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "crop: " in out and "mito: F1" in out
+    group = "volumes/predictions/tiny/0001"
+    segmentation = open_volume(container, f"{group}/segmentation")
+    assert segmentation.roi == Roi((12, 24, 4), (30, 64, 80))
+    labels = open_volume(container, "volumes/labels/mito").read(segmentation.roi)
+    expected = confusion_counts(segmentation.read() == 1, labels)
+    stored = segmentation.array.attrs["scores"]["mito"]
+    assert (stored["tp"], stored["fp"], stored["fn"]) == (expected.tp, expected.fp, expected.fn)
+    assert f"F1 {expected.f1:.4f}" in out
+    provenance = segmentation.array.attrs.asdict()
+    assert provenance["checkpoint_sha256"] and provenance["block_shape"] == [16, 32, 40]
+    assert provenance["data_config_entry"] == "crop"
+
+
+def test_prediction_ids_never_collide(tmp_path):
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda: ids.append(allocate_prediction_id(tmp_path, "m"))) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(ids) == [f"{i:04d}" for i in range(1, 17)]
+
+
+def test_existing_prediction_id_is_refused(setup):
+    container, checkpoint = setup
+    options = PredictOptions((16, 16, 16), "cpu", progress=False)
+    roi = Roi((10, 20, 0), (8, 8, 8))
+    predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, prediction_id="7")
+    with pytest.raises(DatasetExistsError, match="tiny/7 exists"):
+        predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, prediction_id="7")
+
+
+def test_bad_input_gets_one_line_errors(setup, tmp_path, capsys):
+    container, checkpoint = setup
+    other = make_checkpoint(tmp_path / "at4nm.pt", voxel_size=(4, 4, 4))
+    with pytest.raises(VoxelSizeError, match=r"\[4, 4, 4\] nm .* \[5, 5, 5\] nm"):
+        predict_roi(other, container, "volumes/raw_equalized_0.02")
+    with pytest.raises(RoiError, match="not inside"):
+        predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", Roi((0, 0, 0), (20, 20, 20)))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(checkpoint.read_bytes()[:1000])
+    cases = [
+        (["predict", str(container), "--model", str(corrupt)], "corrupt"),
+        (["predict", str(container), "--model", str(checkpoint), "--raw", "volumes/raw"], "no dataset 'volumes/raw'"),
+        (["predict", str(tmp_path / "missing.json"), "--model", str(checkpoint)], "missing.json"),
+    ]
+    for args, message in cases:
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_no_space_left_then_resume(setup, monkeypatch, capsys):
+    container, checkpoint = setup
+    options = PredictOptions((16, 48, 56), "cpu", progress=False)
+    reference = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", None, options)
+    from incasem.io import volume as volume_module
+
+    original_write = volume_module.Volume.write
+    calls = {"n": 0}
+
+    def failing_write(self, roi, data):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise OSError(28, "No space left on device")
+        original_write(self, roi, data)
+
+    monkeypatch.setattr(volume_module.Volume, "write", failing_write)
+    args = ["predict", str(container), "--model", str(checkpoint), "--block-size", "16,48,56", "--device", "cpu", "-q"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "--resume 0002" in err
+    monkeypatch.setattr(volume_module.Volume, "write", original_write)
+    assert main([*args, "--resume"]) == 0
+    resumed = open_volume(container, "volumes/predictions/tiny/0002/prob_maps/class_1").read()
+    np.testing.assert_array_equal(resumed, open_volume(container, reference.probabilities[0]).read())
+
+
+def test_killed_run_resumes_to_identical_bytes(setup):
+    container, checkpoint = setup
+    args = [sys.executable, "-m", "incasem", "predict", str(container), "--model", str(checkpoint), "--block-size", "8,32,32", "--device", "cpu", "-q"]
+    subprocess.run(args, check=True, capture_output=True)
+    done = container / "volumes/predictions/tiny/0002/segmentation/.incasem_done"
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(done.glob("*")) if done.is_dir() else []) < 5:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = len(list(done.glob("*")))
+    assert 5 <= finished_before < 5 * 3 * 4, "the run must be killed midway"
+    assert not open_volume(container, "volumes/predictions/tiny/0002/segmentation", require_complete=False).complete
+    subprocess.run([*args, "--resume"], check=True, capture_output=True)
+    for name in ("segmentation", "prob_maps/class_1"):
+        first = open_volume(container, f"volumes/predictions/tiny/0001/{name}").read()
+        resumed = open_volume(container, f"volumes/predictions/tiny/0002/{name}").read()
+        assert first.tobytes() == resumed.tobytes()
+
+
+def test_auto_block_shape_fits_memory_and_region():
+    config = UNetConfig()
+    budget = 12 * 2**30
+    block = auto_block_shape(config, torch.device("cpu"), "fp32", (1000, 1000, 1000), memory_bytes=budget)
+    assert all(b % 8 == 0 for b in block)  # multiples of the downsampling: blockwise = whole pass
+    assert input_bytes(config.input_shape_for_output(block), "fp32") <= budget * 0.5
+    bigger = tuple(b + 8 for b in block)
+    assert input_bytes(config.input_shape_for_output(bigger), "fp32") > budget * 0.5
+    assert auto_block_shape(config, torch.device("cpu"), "fp32", (20, 30, 40), memory_bytes=budget) == (24, 32, 40)
+    assert output_chunk_shape((256, 208, 104), (8, 8, 8)) == (128, 104, 104)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A Dask scheduler and two single-threaded workers on 127.0.0.1, as processes."""
+    scheduler_file = tmp_path / "scheduler.json"
+    common = {"cwd": tmp_path, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)], **common)
+    ]
+    deadline = time.time() + 60
+    while not scheduler_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    address = json.loads(scheduler_file.read_text())["address"]
+    for _ in range(2):
+        processes.append(
+            subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--nworkers", "1", "--no-nanny", "--host", "127.0.0.1"], **common)
+        )
+    from distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=60)
+    yield address
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
+
+
+def test_dask_cluster_gives_the_same_output(setup, dask_cluster):
+    container, checkpoint = setup
+    roi = Roi((10, 20, 0), (24, 64, 64))
+    local = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions((8, 32, 32), "cpu", progress=False))
+    remote = predict_roi(
+        checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions((8, 32, 32), "cpu", scheduler=dask_cluster, progress=False)
+    )
+    for local_name, remote_name in ((local.segmentation, remote.segmentation), (local.probabilities[0], remote.probabilities[0])):
+        np.testing.assert_array_equal(open_volume(container, local_name).read(), open_volume(container, remote_name).read())
+
+
+def test_unreachable_scheduler_is_one_line(setup, capsys, monkeypatch):
+    monkeypatch.setattr("incasem.blockwise.SCHEDULER_TIMEOUT", "1s")
+    container, checkpoint = setup
+    args = ["predict", str(container), "--model", str(checkpoint), "--device", "cpu", "--scheduler", "tcp://127.0.0.1:9", "-q"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in err and err.count("\n") == 1

@@ -1,0 +1,364 @@
+"""TIFF stack <-> zarr conversion: values, geometry, crops, mappings, bad input, interruption."""
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given
+from hypothesis import strategies as st
+
+from typer.testing import CliRunner
+
+from incasem.cli import app, main
+from incasem.errors import DatasetExistsError, DatasetMismatchError, NotAContainerError, RoiError, VoxelSizeError
+from incasem.io.volume import create_volume, open_volume
+from incasem.preprocess.convert import crop_region, tiff_to_zarr, to_uint8, zarr_to_tiff
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+LUCCHI = DATA / "lucchi_pp_fibsem"
+DROSOPHILA = DATA / "drosophila_vnc_sstem"
+needs_lucchi = pytest.mark.skipif(not LUCCHI.is_dir(), reason="real data ../shared/data/lucchi_pp_fibsem is missing")
+needs_drosophila = pytest.mark.skipif(
+    not DROSOPHILA.is_dir(), reason="real data ../shared/data/drosophila_vnc_sstem is missing"
+)
+
+
+def _stack(folder: Path, data: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, plane in enumerate(data):
+        tifffile.imwrite(folder / f"slice_{index:03d}.tif", plane)
+    return folder
+
+
+def _round_half_up(value: Fraction) -> int:
+    return int(value + Fraction(1, 2)) if value >= 0 else -int(-value + Fraction(1, 2))
+
+
+def _expected_uint8(values: np.ndarray, low: int, high: int) -> np.ndarray:
+    """The documented mapping, computed with exact fractions."""
+    out = [_round_half_up(Fraction(255 * (min(max(int(v), low), high) - low), high - low)) for v in values.ravel()]
+    return np.array(out, dtype=np.uint8).reshape(values.shape)
+
+
+def _error_line(capsys) -> str:
+    """The error printed last; the progress bar before it erases itself with carriage returns."""
+    err = capsys.readouterr().err.split("\r")[-1].strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("incasem: error: ")
+    return err[0]
+
+
+@pytest.fixture
+def uint16_stack(tmp_path):
+    data = np.random.default_rng(3).integers(0, 2**16, (6, 9, 11), dtype=np.uint16)
+    data[0, 0, :3] = [0, 1000, 65535]
+    return _stack(tmp_path / "u16", data), data
+
+
+# --- the one rescaling -------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.integers(0, 2**16 - 1), min_size=1, max_size=40),
+    st.integers(0, 2**16 - 2),
+    st.integers(1, 2**16 - 1),
+)
+def test_to_uint8_is_the_stated_formula_exactly(values, low, width):
+    data = np.array(values, dtype=np.uint16).reshape(1, 1, -1)
+    np.testing.assert_array_equal(to_uint8(data, low, low + width), _expected_uint8(data, low, low + width))
+
+
+def test_to_uint8_binary_probabilities_and_nan():
+    np.testing.assert_array_equal(to_uint8(np.array([[0, 1, 1]], np.uint8), 0, 1), [[0, 255, 255]])
+    probabilities = np.array([[0.0, 0.5, 1 / 255, 0.999, 1.0, np.nan, 1.5, -0.2]], np.float32)
+    expected = np.floor(255 * np.clip(np.nan_to_num(probabilities.astype(np.float64)), 0, 1) + 0.5)
+    np.testing.assert_array_equal(to_uint8(probabilities, 0, 1), expected)
+    assert to_uint8(probabilities, 0, 1)[0, 1] == 128  # 127.5 rounds half up
+    with pytest.raises(ValueError, match="low < high"):
+        to_uint8(probabilities, 1, 1)
+
+
+def test_crop_region_refuses_ranges_outside():
+    assert crop_region((10, 20, 30), (slice(2, None), slice(None), slice(5, 9))).shape == (8, 20, 4)
+    for cut in (slice(5, 11), slice(-1, 4), slice(4, 4)):
+        with pytest.raises(RoiError, match=r"z range .* is not inside the data's 0:10"):
+            crop_region((10, 20, 30), (cut, slice(None), slice(None)))
+
+
+# --- TIFF -> zarr ------------------------------------------------------------------------------
+
+
+@needs_lucchi
+def test_real_crop_equals_tifffile_with_geometry(tmp_path, capsys):
+    files = sorted((LUCCHI / "image").glob("*.tif"))
+    code = main(
+        ["convert", str(LUCCHI / "image"), str(tmp_path / "c.zarr"), "--voxel-size", "5", "--offset", "100,0,0",
+         "--z", "20:40", "--y", "100:356", "--chunks", "8,128,128"]
+    )
+    assert code == 0
+    assert "volumes/raw  shape=[20, 256, 640]  dtype=uint8" in capsys.readouterr().out
+    volume = open_volume(tmp_path / "c.zarr", "volumes/raw")
+    np.testing.assert_array_equal(volume.read(), tifffile.imread(files[20:40])[:, 100:356])
+    assert volume.voxel_size == (5, 5, 5) and volume.chunks == (8, 128, 128)
+    assert volume.offset_nm == (100 + 20 * 5, 100 * 5, 0), "a crop keeps its world position"
+    attrs = json.loads((tmp_path / "c.zarr" / "volumes" / "raw" / ".zattrs").read_text())
+    assert attrs["resolution"] == [5, 5, 5] and attrs["offset"] == [200, 500, 0]
+    assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]["translation"] == [200.0, 500.0, 0.0]
+    assert attrs["incasem_convert"]["crop"] == [[20, 40], [100, 356], [0, 640]]
+
+
+@needs_lucchi
+def test_real_labels_like_raw(tmp_path, capsys):
+    container = tmp_path / "c.zarr"
+    tiff_to_zarr(LUCCHI / "image", container, voxel_size=(5, 5, 5), crop=(slice(30, 42), slice(None), slice(None)),
+                 chunks=(4, 256, 256), progress=False)
+    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/mito",
+                 "--like", f"{container}:volumes/raw", "--z", "30:42"]) == 0
+    labels = open_volume(container, "volumes/labels/mito")
+    raw = open_volume(container, "volumes/raw")
+    assert (labels.voxel_size, labels.offset_nm, labels.chunks) == (raw.voxel_size, raw.offset_nm, raw.chunks)
+    expected = tifffile.imread(sorted((LUCCHI / "labels" / "mito").glob("*.tif"))[30:42])
+    np.testing.assert_array_equal(labels.read(), expected)
+    assert set(np.unique(labels.read())) == {0, 1}
+    capsys.readouterr()
+    # a label stack whose shape differs from the raw is refused, and nothing is written
+    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/other",
+                 "--like", str(container), "--z", "30:43"]) == 1
+    line = _error_line(capsys)
+    assert "has shape [13, 512, 640] but" in line and "volumes/raw has [12, 512, 640]" in line
+    assert not (container / "volumes" / "labels" / "other").exists()
+
+
+@needs_drosophila
+def test_real_full_stack(tmp_path):
+    files = sorted((DROSOPHILA / "image").glob("*.tif"))
+    volume = tiff_to_zarr(DROSOPHILA / "image", tmp_path / "d.zarr", voxel_size=(50, 5, 5), progress=False)
+    assert volume.shape == (20, 640, 1024) and volume.complete
+    np.testing.assert_array_equal(volume.read(), tifffile.imread(files))
+
+
+def test_uint16_kept(tmp_path, uint16_stack):
+    folder, data = uint16_stack
+    volume = tiff_to_zarr(folder, tmp_path / "c.zarr", voxel_size=(40, 4, 4), chunks=(4, 4, 4), progress=False)
+    assert volume.dtype == np.uint16
+    np.testing.assert_array_equal(open_volume(tmp_path / "c.zarr", "volumes/raw").read(), data)
+
+
+@pytest.mark.parametrize("argument", ["1000:60000", "minmax"])
+def test_uint16_to_uint8_mapping_is_exact(tmp_path, uint16_stack, capsys, argument):
+    folder, data = uint16_stack
+    assert main(["convert", str(folder), str(tmp_path / "c.zarr"), "--to-uint8", argument, "--chunks", "2,4,4"]) == 0
+    low, high = (1000, 60000) if argument != "minmax" else (int(data.min()), int(data.max()))
+    out = capsys.readouterr()
+    assert f"uint16 {low}..{high} -> uint8 0..255" in out.out
+    assert "no --voxel-size given, recorded 1,1,1 nm" in out.err
+    volume = open_volume(tmp_path / "c.zarr", "volumes/raw")
+    assert volume.dtype == np.uint8
+    np.testing.assert_array_equal(volume.read(), _expected_uint8(data, low, high))
+
+
+def test_multipage_input(tmp_path):
+    data = np.random.default_rng(4).integers(0, 255, (7, 10, 12), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", data, photometric="minisblack")
+    volume = tiff_to_zarr(tmp_path / "stack.tif", tmp_path / "c.zarr", crop=(slice(2, 7), slice(None), slice(3, 12)),
+                          chunks=(2, 5, 5), progress=False)
+    np.testing.assert_array_equal(volume.read(), data[2:7, :, 3:])
+
+
+def test_overwrite_and_resume_rules(tmp_path, uint16_stack, capsys):
+    folder, data = uint16_stack
+    container = tmp_path / "c.zarr"
+    tiff_to_zarr(folder, container, progress=False)
+    with pytest.raises(DatasetExistsError, match="volumes/raw exists already: pass --overwrite"):
+        tiff_to_zarr(folder, container, progress=False)
+    crop = (slice(0, 3), slice(None), slice(None))
+    with pytest.raises(DatasetMismatchError, match="cannot resume"):
+        tiff_to_zarr(folder, container, crop=crop, resume=True, progress=False)
+    volume = tiff_to_zarr(folder, container, crop=crop, overwrite=True, progress=False)
+    np.testing.assert_array_equal(volume.read(), data[:3])
+
+
+def test_interrupted_conversion_leaves_an_incomplete_dataset_and_resumes(tmp_path, capsys):
+    data = np.random.default_rng(5).integers(0, 255, (12, 16, 16), dtype=np.uint8)
+    folder = _stack(tmp_path / "stack", data)
+    corrupt = folder / "slice_009.tif"
+    whole = corrupt.read_bytes()
+    corrupt.write_bytes(whole[: len(whole) - 100])
+    container = tmp_path / "c.zarr"
+    args = ["convert", str(folder), str(container), "--chunks", "4,16,16", "--workers", "1"]
+    assert main(args) == 1
+    assert "slice_009.tif is corrupt" in _error_line(capsys)
+    with pytest.raises(DatasetMismatchError, match="left unfinished by an interrupted job"):
+        open_volume(container, "volumes/raw")
+    assert not open_volume(container, "volumes/raw", require_complete=False).complete
+    corrupt.write_bytes(whole)
+    assert main(args + ["--resume"]) == 0
+    np.testing.assert_array_equal(open_volume(container, "volumes/raw").read(), data)
+
+
+def _bad_folders(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    good = np.zeros((3, 8, 8), np.uint8)
+    cases = {}
+    (tmp_path / "empty").mkdir()
+    cases["empty folder"] = (tmp_path / "empty", "it is empty")
+    (tmp_path / "png").mkdir()
+    (tmp_path / "png" / "0000.png").write_bytes(b"\x89PNG\r\n")
+    cases["no TIFF"] = (tmp_path / "png", "no files matching '*.tif*'")
+    folder = _stack(tmp_path / "not_tiff", good)
+    (folder / "slice_001.tif").write_text("text")
+    cases["not a TIFF"] = (folder, "slice_001.tif is not a readable TIFF")
+    folder = _stack(tmp_path / "shape", good)
+    tifffile.imwrite(folder / "slice_002.tif", np.zeros((8, 9), np.uint8))
+    cases["shape"] = (folder, "slice_002.tif has shape [8, 9] uint8 but slice_000.tif has [8, 8] uint8")
+    folder = _stack(tmp_path / "dtype", good)
+    tifffile.imwrite(folder / "slice_001.tif", np.zeros((8, 8), np.uint16))
+    cases["dtype"] = (folder, "slice_001.tif has shape [8, 8] uint16")
+    folder = _stack(tmp_path / "gap", good)
+    (folder / "slice_001.tif").unlink()
+    cases["gap"] = (folder, "slice number 1 is missing")
+    return cases
+
+
+CASES = ["empty folder", "no TIFF", "not a TIFF", "shape", "dtype", "gap"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_stack_one_line_error_nothing_written(tmp_path, capsys, case):
+    folder, expected = _bad_folders(tmp_path)[case]
+    assert main(["convert", str(folder), str(tmp_path / "out.zarr")]) == 1
+    assert expected in _error_line(capsys)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_bad_options_one_line_error_nothing_written(tmp_path, capsys, uint16_stack):
+    folder, _ = uint16_stack
+    out = tmp_path / "out.zarr"
+    assert main(["convert", str(folder), str(out), "--z", "2:7"]) == 1
+    assert "z range 2:7 is not inside the data's 0:6" in _error_line(capsys)
+    assert main(["convert", str(folder), str(out), "--like", str(tmp_path / "missing.zarr")]) == 1
+    assert "missing.zarr is not a zarr container" in _error_line(capsys)
+    assert not out.exists()
+    tiff_to_zarr(folder, out, progress=False)
+    assert main(["convert", str(folder), str(out)]) == 1
+    assert "exists already: pass --overwrite" in _error_line(capsys)
+    assert main(["convert", str(out), str(tmp_path / "again.zarr")]) == 1
+    assert "is a zarr container: to write TIFF slices from it use `incasem export`" in _error_line(capsys)
+    for option, value, message in (("--to-uint8", "9:3", "needs LOW < HIGH"), ("--to-uint8", "auto", "is for")):
+        result = CliRunner().invoke(app, ["convert", str(folder), str(out), option, value])
+        assert result.exit_code == 2 and message in result.output
+
+
+# --- zarr -> TIFF ------------------------------------------------------------------------------
+
+
+def _dataset(container: Path, name: str, data: np.ndarray, chunks=(3, 8, 8)) -> None:
+    volume = create_volume(container, name, data.shape, data.dtype, (5, 4, 4), (10, 0, 0), chunks)
+    volume.write(volume.roi, data)
+    volume.mark_complete()
+
+
+@needs_lucchi
+def test_real_round_trip_zarr_tiff_zarr(tmp_path, capsys):
+    container = tmp_path / "c.zarr"
+    crop = (slice(60, 75), slice(None), slice(None))
+    raw = tiff_to_zarr(LUCCHI / "image", container, voxel_size=(5, 5, 5), crop=crop, chunks=(8, 128, 128),
+                       progress=False)
+    tiff_to_zarr(LUCCHI / "labels" / "mito", container, "volumes/labels/mito", like=(container, "volumes/raw"),
+                 crop=crop, progress=False)
+    assert main(["export", str(container), str(tmp_path / "raw")]) == 0
+    assert main(["export", str(container), str(tmp_path / "mito"), "-d", "volumes/labels/mito"]) == 0
+    out = capsys.readouterr().out
+    assert "15 slices 512x640 uint8 (uint8 values unchanged)" in out
+    assert "(uint8 0..1 -> uint8 0..255" in out
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir())[:2] == ["0000.tif", "0001.tif"]
+    back = tiff_to_zarr(tmp_path / "raw", tmp_path / "back.zarr", like=(container, "volumes/raw"), progress=False)
+    np.testing.assert_array_equal(back.read(), raw.read())
+    mito = tifffile.imread(sorted((tmp_path / "mito").iterdir()))
+    np.testing.assert_array_equal(mito, open_volume(container, "volumes/labels/mito").read() * 255)
+
+
+def test_export_mappings(tmp_path):
+    container = tmp_path / "c.zarr"
+    rng = np.random.default_rng(6)
+    probabilities = rng.random((5, 8, 8), dtype=np.float32)
+    _dataset(container, "probabilities", probabilities)
+    _dataset(container, "raw16", rng.integers(0, 2**16, (5, 8, 8), dtype=np.uint16))
+    _dataset(container, "binary64", rng.integers(0, 2, (5, 8, 8)).astype(np.int64))
+    summary = zarr_to_tiff(container, "probabilities", tmp_path / "p", progress=False)
+    exported = tifffile.imread(sorted((tmp_path / "p").iterdir()))
+    np.testing.assert_array_equal(exported, np.floor(255 * probabilities.astype(np.float64) + 0.5))
+    assert summary.dtype == np.uint8 and summary.files == 5
+    zarr_to_tiff(container, "raw16", tmp_path / "r", progress=False)
+    np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "r").iterdir())),
+                                  open_volume(container, "raw16").read())
+    zarr_to_tiff(container, "binary64", tmp_path / "b", progress=False)
+    assert set(np.unique(tifffile.imread(sorted((tmp_path / "b").iterdir())))) == {0, 255}
+    zarr_to_tiff(container, "probabilities", tmp_path / "kept", rescale=None, progress=False)
+    np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "kept").iterdir())), probabilities)
+
+
+def test_export_crop_keeps_slice_numbers(tmp_path, capsys):
+    container = tmp_path / "c.zarr"
+    data = np.arange(12 * 8 * 8, dtype=np.uint16).reshape(12, 8, 8)
+    _dataset(container, "volumes/raw", data)
+    assert main(["export", str(container), str(tmp_path / "t"), "--z", "10:", "--x", "2:6", "--to-uint8", "0:767"]) == 0
+    files = sorted((tmp_path / "t").iterdir())
+    assert [f.name for f in files] == ["0010.tif", "0011.tif"]
+    np.testing.assert_array_equal(tifffile.imread(files), _expected_uint8(data[10:, :, 2:6], 0, 767))
+
+
+def test_export_refuses_existing_folder_and_replaces_it_atomically(tmp_path, capsys):
+    container = tmp_path / "c.zarr"
+    _dataset(container, "volumes/raw", np.ones((4, 8, 8), np.uint8) * 7)
+    target = tmp_path / "tiffs"
+    target.mkdir()
+    assert main(["export", str(container), str(target)]) == 0  # an empty folder is fine
+    (target / "mine.txt").write_text("keep me")
+    assert main(["export", str(container), str(target)]) == 1
+    assert "exists already and is not an empty folder: pass --overwrite" in _error_line(capsys)
+    assert (target / "mine.txt").exists()
+    assert main(["export", str(container), str(target), "--overwrite"]) == 0
+    assert sorted(p.name for p in target.iterdir()) == ["0000.tif", "0001.tif", "0002.tif", "0003.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr", "tiffs"], "no temporary folders are left"
+
+
+def test_export_bad_input_one_line_nothing_written(tmp_path, capsys):
+    container = tmp_path / "c.zarr"
+    floats = np.zeros((6, 8, 8), np.float32)
+    floats[4, 2, 2] = 3.5  # not a probability, in the second block
+    _dataset(container, "volumes/raw", floats)
+    assert main(["export", str(container), str(tmp_path / "t")]) == 1
+    assert "holds values outside [0, 1]" in _error_line(capsys)
+    assert main(["export", str(tmp_path), str(tmp_path / "t")]) == 1
+    assert "is not a zarr container" in _error_line(capsys)
+    assert main(["export", str(container), str(tmp_path / "t"), "--y", "4:9"]) == 1
+    assert "y range 4:9 is not inside the data's 0:8" in _error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]
+    with pytest.raises(NotAContainerError):
+        zarr_to_tiff(tmp_path / "missing.zarr", "volumes/raw", tmp_path / "t")
+
+
+def test_console_script_round_trip(tmp_path):
+    data = np.random.default_rng(7).integers(0, 255, (3, 6, 5), dtype=np.uint8)
+    folder = _stack(tmp_path / "in", data)
+    script = Path(sys.executable).parent / "incasem"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "incasem.cli"]
+    subprocess.run([*command, "convert", str(folder), str(tmp_path / "c.zarr"), "--voxel-size", "8,4,4"], check=True)
+    subprocess.run([*command, "export", str(tmp_path / "c.zarr"), str(tmp_path / "out")], check=True)
+    np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "out").iterdir())), data)
+
+
+def test_like_takes_the_raw_geometry_and_refuses_another(tmp_path, uint16_stack):
+    folder, data = uint16_stack
+    container = tmp_path / "c.zarr"
+    tiff_to_zarr(folder, container, voxel_size=(40, 4, 4), offset_nm=(80, 8, 0), chunks=(2, 3, 5), progress=False)
+    labels = tiff_to_zarr(folder, container, "volumes/labels/x", like=(container, "volumes/raw"), progress=False)
+    assert (labels.voxel_size, labels.offset_nm, labels.chunks) == ((40, 4, 4), (80, 8, 0), (2, 3, 5))
+    with pytest.raises(VoxelSizeError, match=r"voxel size \[5, 4, 4\] nm differs from \[40, 4, 4\] nm"):
+        tiff_to_zarr(folder, container, "volumes/labels/y", like=(container, "volumes/raw"), voxel_size=(5, 4, 4))
+    assert "y" not in [p.name for p in (container / "volumes" / "labels").iterdir()]
