@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole workflow on the bundled example (examples/lucchi_crop, real FIB-SEM with
+# manual mitochondria labels): TIFF -> zarr, 3D CLAHE, metric mask, prediction with
+# the bundled demo model (F1 against the labels), export to TIFF for Fiji.
+# Usage: bash examples/demo.sh [OUTPUT_FOLDER]   (default: ./example)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out="${1:-example}"
+mkdir -p "$out"
+cell="$out/demo.zarr"
+
+incasem convert "$here/lucchi_crop/image" "$cell" --voxel-size 5,5,5 --overwrite
+incasem convert "$here/lucchi_crop/labels/mito" "$cell" -d volumes/labels/mito --like "$cell:volumes/raw" --overwrite
+incasem equalize "$cell" --overwrite
+incasem metric-mask "$cell" --labels volumes/labels/mito --overwrite
+cat > "$out/demo_config.json" <<JSON
+{
+  "demo_crop": {
+    "file": "demo.zarr",
+    "offset": [0, 0, 0],
+    "shape": [48, 192, 192],
+    "voxel_size": [5, 5, 5],
+    "raw": "volumes/raw_equalized_0.02",
+    "labels": {"volumes/labels/mito": 1},
+    "metric_masks": ["volumes/metric_masks/mito"]
+  }
+}
+JSON
+incasem predict "$out/demo_config.json" --model "$here/demo_model_mito_5nm.pt" --device cpu
+incasem info "$cell"
+segmentation=$(cd "$cell" && ls -d volumes/predictions/demo_model_mito_5nm/* | sort | tail -n 1)/segmentation
+incasem export "$cell" "$out/segmentation_tiff" -d "$segmentation" --overwrite
+echo "demo finished: zarr in $cell, segmentation TIFFs in $out/segmentation_tiff"
