@@ -1,0 +1,43 @@
+"""``incasem equalize``: 3D CLAHE of the raw data, out of core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from incasem.cli.app import app
+from incasem.cli.options import parse_triple
+from incasem.io.inspect import describe_volume
+from incasem.preprocess.equalize import equalize_volume
+
+
+@app.command()
+def equalize(
+    container: Path = typer.Argument(..., help="A .zarr container."),
+    source: str = typer.Option("volumes/raw", "--input", "-i", help="uint8 or uint16 dataset to equalise."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="Output dataset (uint8). Default: volumes/raw_equalized_<clip limit>."
+    ),
+    clip_limit: float = typer.Option(0.02, "--clip-limit", help="Clipping limit in (0, 1]; higher = more contrast."),
+    kernel_size: str = typer.Option("128", "--kernel-size", help="Contextual region edge, voxels: N or Z,Y,X."),
+    nbins: int = typer.Option(256, "--nbins", help="Number of histogram bins."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output dataset."),
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run, skipping finished blocks."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786)."),
+    workers: int | None = typer.Option(None, "--workers", help="Local worker threads (default: all cores)."),
+) -> None:
+    """Equalise CONTAINER's raw data with 3D CLAHE (scikit-image's equalize_adapthist, out of core)."""
+    volume = equalize_volume(
+        container,
+        source,
+        output,
+        kernel_size=parse_triple(kernel_size, "--kernel-size"),
+        clip_limit=clip_limit,
+        nbins=nbins,
+        overwrite=overwrite,
+        resume=resume,
+        scheduler=scheduler,
+        num_workers=workers,
+    )
+    typer.echo(f"wrote {volume.container}/{describe_volume(volume)}")
