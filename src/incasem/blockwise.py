@@ -15,6 +15,7 @@ module-level functions and :func:`functools.partial`.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import uuid
@@ -116,6 +117,11 @@ class BlockwiseTask:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+try:
+    _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+    _MALLOC_TRIM = None
+
 _WORKER_STATE: dict[str, Any] = {}
 _WORKER_LOCK = threading.Lock()
 
@@ -128,10 +134,22 @@ def _worker_state(task: BlockwiseTask) -> Any:
         return _WORKER_STATE[task.token]
 
 
+def _release_freed_memory() -> None:
+    """Hand the memory a block freed back to the operating system.
+
+    After numpy frees a large temporary, glibc raises its mmap threshold, later
+    temporaries come from the heap, and the heap fragments: without this, the
+    resident memory of a long job grew by ~0.3 MB per 128³ block, without bound.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _run_block(task: BlockwiseTask, block: Block) -> Any:
     result = task.process(block, _worker_state(task))
     if task.done is not None:
         task.done.mark_done(block)
+    _release_freed_memory()
     return result
 
 

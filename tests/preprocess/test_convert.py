@@ -109,7 +109,7 @@ def test_real_crop_equals_tifffile_with_geometry(tmp_path, capsys):
     attrs = json.loads((tmp_path / "c.zarr" / "volumes" / "raw" / ".zattrs").read_text())
     assert attrs["resolution"] == [5, 5, 5] and attrs["offset"] == [200, 500, 0]
     assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]["translation"] == [200.0, 500.0, 0.0]
-    assert attrs["incasem_convert"]["crop"] == [[20, 40], [100, 356], [0, 640]]
+    assert attrs["incasem_job"]["crop"] == [[20, 40], [100, 356], [0, 640]]
 
 
 @needs_lucchi

@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 
 from incasem.cli.app import app
-from incasem.cli.options import parse_range, parse_triple
+from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_range, parse_triple
 from incasem.io.inspect import describe_volume
 from incasem.io.tiff import DEFAULT_PATTERN
-from incasem.preprocess.convert import CHUNKS, JOB_KEY, Crop, tiff_to_zarr, zarr_to_tiff
+from incasem.io.metadata import JOB_KEY
+from incasem.preprocess.convert import CHUNKS, Crop, tiff_to_zarr, zarr_to_tiff
 
 _LINEAR = "round_half_up(255 * (clip(v, LOW, HIGH) - LOW) / (HIGH - LOW))"
 _CONVERT_HELP = (
@@ -66,9 +67,6 @@ def _like(text: str | None) -> tuple[str, str] | None:
 
 _CHUNKS = ",".join(map(str, CHUNKS))
 _RANGE = "voxels START:STOP (stop exclusive; an empty end is open)"
-_OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing output.")
-_SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: local.")
-_WORKERS = typer.Option(None, "--workers", "-n", help="Local threads (default: all cores).")
 
 
 @app.command("convert", help=_CONVERT_HELP)
@@ -95,10 +93,10 @@ def convert(
         "none", "--to-uint8", help=f"none: keep the dtype. LOW:HIGH: out = {_LINEAR} as uint8. "
         "minmax: the same with LOW, HIGH = the converted region's minimum and maximum (one extra pass)."
     ),
-    overwrite: bool = _OVERWRITE,
-    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted conversion, skipping finished blocks."),
-    scheduler: str | None = _SCHEDULER,
-    workers: int | None = _WORKERS,
+    overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str | None = SCHEDULER,
+    workers: int | None = WORKERS,
 ) -> None:
     """Convert a TIFF stack into a zarr dataset (help text: ``_CONVERT_HELP``)."""
     rescale = _rescale(to_uint8)
@@ -144,9 +142,9 @@ def export(
         f"unchanged. none: values unchanged. LOW:HIGH: out = {_LINEAR} as uint8. minmax: the same with the "
         "region's minimum and maximum."
     ),
-    overwrite: bool = _OVERWRITE,
-    scheduler: str | None = _SCHEDULER,
-    workers: int | None = _WORKERS,
+    overwrite: bool = OVERWRITE,
+    scheduler: str | None = SCHEDULER,
+    workers: int | None = WORKERS,
 ) -> None:
     """Write a zarr dataset as TIFF slices (help text: ``_EXPORT_HELP``)."""
     summary = zarr_to_tiff(

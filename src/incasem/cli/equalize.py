@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from incasem.cli.app import app
-from incasem.cli.options import parse_triple
+from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_triple
 from incasem.io.inspect import describe_volume
 from incasem.preprocess.equalize import equalize_volume
 
@@ -22,10 +22,10 @@ def equalize(
     clip_limit: float = typer.Option(0.02, "--clip-limit", help="Clipping limit in (0, 1]; higher = more contrast."),
     kernel_size: str = typer.Option("128", "--kernel-size", help="Contextual region edge, voxels: N or Z,Y,X."),
     nbins: int = typer.Option(256, "--nbins", help="Number of histogram bins."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output dataset."),
-    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run, skipping finished blocks."),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786)."),
-    workers: int | None = typer.Option(None, "--workers", help="Local worker threads (default: all cores)."),
+    overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str | None = SCHEDULER,
+    workers: int | None = WORKERS,
 ) -> None:
     """Equalise CONTAINER's raw data with 3D CLAHE (scikit-image's equalize_adapthist, out of core)."""
     volume = equalize_volume(

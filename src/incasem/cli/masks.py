@@ -7,16 +7,12 @@ from pathlib import Path
 import typer
 
 from incasem.cli.app import app
-from incasem.cli.options import parse_triple
+from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_triple
 from incasem.io.inspect import describe_volume
 from incasem.preprocess.masks import EXCLUSION_WIDTHS, create_mask, create_metric_mask
 
 _CONTAINER = typer.Argument(..., help="A .zarr container; the mask is written into it.")
 _CHUNKS = typer.Option(None, "--chunks", help="Output chunk shape = block shape, voxels: Z,Y,X (default 128).")
-_OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing output dataset.")
-_RESUME = typer.Option(False, "--resume", help="Finish an interrupted run, skipping finished blocks.")
-_SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: local.")
-_WORKERS = typer.Option(None, "--workers", "-n", help="Local threads (default: all cores).")
 
 _WIDTHS = ", ".join(f"{name} {i}/{o}" for name, (i, o) in EXCLUSION_WIDTHS.items())
 _METRIC_MASK_HELP = (
@@ -45,10 +41,10 @@ def metric_mask(
         None, "--organelle", help="Organelle whose default widths to use (default: guessed from --labels)."
     ),
     chunks: str | None = _CHUNKS,
-    overwrite: bool = _OVERWRITE,
-    resume: bool = _RESUME,
-    scheduler: str | None = _SCHEDULER,
-    workers: int | None = _WORKERS,
+    overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str | None = SCHEDULER,
+    workers: int | None = WORKERS,
 ) -> None:
     """Write the metric mask of a labels dataset (help text: ``_METRIC_MASK_HELP``)."""
     volume = create_metric_mask(
@@ -77,10 +73,10 @@ def mask(
     opening: int = typer.Option(0, "--opening", help="Ball radius (voxels) of an opening removing specks; 0: none."),
     closing: int = typer.Option(0, "--closing", help="Ball radius (voxels) of a closing that fills gaps; 0: none."),
     chunks: str | None = _CHUNKS,
-    overwrite: bool = _OVERWRITE,
-    resume: bool = _RESUME,
-    scheduler: str | None = _SCHEDULER,
-    workers: int | None = _WORKERS,
+    overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str | None = SCHEDULER,
+    workers: int | None = WORKERS,
 ) -> None:
     """Write the cell mask of a grey-value dataset (help text: ``_MASK_HELP``)."""
     volume = create_mask(

@@ -7,6 +7,13 @@ import typer
 from incasem.geometry import Triple
 
 
+#: Options shared by the commands that run blockwise jobs.
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing output.")
+RESUME = typer.Option(False, "--resume", help="Finish an interrupted run, skipping finished blocks.")
+SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: this machine.")
+WORKERS = typer.Option(None, "--workers", "-n", help="Local threads (default: all cores).")
+
+
 def parse_triple(text: str | None, option: str) -> Triple | None:
     """Parse ``"Z,Y,X"`` (or one number for all axes) into three ints; ``None`` stays ``None``."""
     if text is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from incasem.cli.app import app
-from incasem.cli.options import parse_triple
+from incasem.cli.options import SCHEDULER, parse_triple
 from incasem.geometry import Roi
 from incasem.predict import PredictOptions, predict_config, predict_container
 from incasem.predict.job import PredictionOutput
@@ -32,7 +32,7 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16/fp16 autocast (faster; probabilities differ by ~1e-2)."),
     padding: str = typer.Option("reflect", "--padding", help="How raw is extended where the network's context leaves the data: reflect (mirror at the border), symmetric, edge or constant (zeros)."),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to run on a cluster; default: this machine."),
+    scheduler: str | None = SCHEDULER,
     resume: bool = typer.Option(False, "--resume", help="Finish the newest interrupted prediction of the same model, region and options."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder the config's 'file' paths are relative to (default: the config's folder)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache folder (default ~/.cache/incasem/models)."),

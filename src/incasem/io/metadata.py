@@ -17,6 +17,8 @@ from incasem.geometry import Triple, as_triple
 #: Attribute that marks a dataset written by a job that has not finished.
 STATUS_KEY = "incasem_status"
 COMPLETE = "complete"
+#: Attribute recording the job (and its settings) that writes a dataset.
+JOB_KEY = "incasem_job"
 INCOMPLETE = "incomplete"
 
 

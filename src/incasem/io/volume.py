@@ -11,6 +11,7 @@ Containers may be zarr v2 (the original's published cells) or zarr v3.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from incasem.errors import (
     VoxelSizeError,
 )
 from incasem.geometry import Roi, Triple, as_triple
-from incasem.io.metadata import COMPLETE, INCOMPLETE, STATUS_KEY, geometry_attributes, read_geometry
+from incasem.io.metadata import COMPLETE, INCOMPLETE, JOB_KEY, STATUS_KEY, geometry_attributes, read_geometry
 
 PadMode = Literal["constant", "reflect", "symmetric", "edge"]
 
@@ -213,14 +214,18 @@ def create_volume(
     overwrite: bool = False,
     resume: bool = False,
     attributes: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
 ) -> Volume:
     """Create a dataset for a job to fill, marked incomplete until :meth:`Volume.mark_complete`.
 
     An existing dataset is refused (:class:`DatasetExistsError`) unless ``overwrite``
-    (it is deleted) or ``resume`` (it is reused after checking that shape, dtype and
-    geometry match, else :class:`DatasetMismatchError`). The container is created
-    (zarr v2, like the original's) when missing.
+    (it is deleted) or ``resume`` (it is reused after checking that shape, dtype,
+    geometry and the recorded ``job`` settings match, else
+    :class:`DatasetMismatchError`). ``job`` (JSON-like) is stored under
+    :data:`~incasem.io.metadata.JOB_KEY`. The container is created (zarr v2, like
+    the original's) when missing.
     """
+    job = None if job is None else json.loads(json.dumps(job))
     path = Path(path)
     shape = as_triple(shape, "shape")
     voxel_size = as_triple(voxel_size, "voxel_size")
@@ -237,6 +242,9 @@ def create_volume(
         if resume and not overwrite:
             existing = open_volume(path, dataset, "r+", require_complete=False)
             problems = _matches(existing, shape, dtype, voxel_size, offset_nm)
+            stored_job = existing.array.attrs.get(JOB_KEY)
+            if job is not None and stored_job != job:
+                problems.append(f"job settings {stored_job} (expected {job})")
             if problems:
                 raise DatasetMismatchError(
                     f"cannot resume into {existing.label}: its {', '.join(problems)}; use --overwrite to start afresh"
@@ -248,6 +256,8 @@ def create_volume(
     chunks = chunks or tuple(min(DEFAULT_CHUNK, s) if s > 0 else 1 for s in shape)
     attrs = geometry_attributes(voxel_size, offset_nm, dataset)
     attrs.update(attributes or {})
+    if job is not None:
+        attrs[JOB_KEY] = job
     attrs[STATUS_KEY] = INCOMPLETE
     array = group.create_array(dataset, shape=shape, chunks=as_triple(chunks, "chunks"), dtype=dtype, fill_value=0, attributes=attrs)
     return _volume_from_array(path, dataset, array)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from incasem.blockwise import Block, BlockwiseTask, done_record_for, plan_blocks, run_blockwise
-from incasem.errors import DatasetMismatchError, IncasemError, InputFileError, RoiError, VoxelSizeError
+from incasem.errors import IncasemError, InputFileError, RoiError, VoxelSizeError
 from incasem.geometry import Roi, Triple, as_triple
 from incasem.io.volume import PadMode, Volume, create_volume, open_volume
 from incasem.model.checkpoint import ModelCard, checkpoint_sha256, load_checkpoint
@@ -213,8 +213,9 @@ def predict_roi(
         device=str(device),
         **(extra_provenance or {}),
     )
+    job = {key: record[key] for key in _SAME_JOB_KEYS}
     if resume and prediction_id is None:
-        prediction_id = find_resumable(container, model_name, {k: record[k] for k in _SAME_JOB_KEYS})
+        prediction_id = find_resumable(container, model_name, job)
         resume = prediction_id is not None
     pid = claim_prediction_id(container, model_name, prediction_id, resume)
     group = prediction_group(model_name, pid)
@@ -223,13 +224,10 @@ def predict_roi(
     chunks = output_chunk_shape(block_shape, config.total_downsample_factor)
     offset_nm = roi.to_world(raw.voxel_size).offset
 
-    def create(name: str, dtype: str) -> Volume:
-        volume = create_volume(container, name, roi.shape, dtype, raw.voxel_size, offset_nm, chunks, resume=resume, attributes=record)
-        if resume:
-            _check_same_job(volume, record)
-        return volume
-
-    outputs = [create(name, "uint8") for name in names] + [create(segmentation_name, "uint8")]
+    outputs = [
+        create_volume(container, name, roi.shape, "uint8", raw.voxel_size, offset_nm, chunks, resume=resume, attributes=record, job=job)
+        for name in (*names, segmentation_name)
+    ]
     task = BlockwiseTask(
         name=f"predict {model_name}/{pid}",
         blocks=plan_blocks(roi, block_shape, grid_origin=roi.offset),
@@ -251,14 +249,6 @@ def predict_roi(
     return PredictionOutput(container, group, pid, roi, names, segmentation_name, block_shape)
 
 
+
+#: Settings that a resumed prediction must share with the interrupted one.
 _SAME_JOB_KEYS = ("checkpoint_sha256", "roi_offset_voxels", "roi_shape_voxels", "block_shape", "padding", "precision")
-
-
-def _check_same_job(volume: Volume, record: dict[str, Any]) -> None:
-    stored = volume.array.attrs.asdict()
-    different = [key for key in _SAME_JOB_KEYS if stored.get(key) != record[key]]
-    if different:
-        raise DatasetMismatchError(
-            f"cannot resume {volume.label}: it was started with other {', '.join(different)} "
-            f"({', '.join(f'{k}={stored.get(k)}' for k in different)}); run again with the same options or start a new prediction"
-        )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from incasem import __version__
 from incasem.errors import DatasetExistsError, DatasetNotFoundError, IncasemError
-from incasem.io.metadata import INCOMPLETE, STATUS_KEY
+from incasem.io.metadata import INCOMPLETE, JOB_KEY, STATUS_KEY
 from incasem.io.volume import open_volume
 
 PREDICTIONS_GROUP = "volumes/predictions"
@@ -60,9 +61,9 @@ def claim_prediction_id(container: Path, model_name: str, prediction_id: str | N
     return prediction_id
 
 
-def find_resumable(container: Path, model_name: str, same_job: dict[str, Any]) -> str | None:
-    """The id of an unfinished prediction of ``model_name`` whose segmentation was started
-    with the attribute values in ``same_job`` (newest first), or ``None``."""
+def find_resumable(container: Path, model_name: str, job: dict[str, Any]) -> str | None:
+    """The id of the newest unfinished prediction of ``model_name`` started with the
+    same ``job`` settings, or ``None``."""
     base = Path(container) / PREDICTIONS_GROUP / model_name
     if not base.is_dir():
         return None
@@ -71,7 +72,7 @@ def find_resumable(container: Path, model_name: str, same_job: dict[str, Any]) -
             stored = open_volume(container, f"{prediction_group(model_name, folder.name)}/segmentation", require_complete=False).array.attrs
         except IncasemError:
             continue
-        if stored.get(STATUS_KEY) == INCOMPLETE and all(stored.get(k) == v for k, v in same_job.items()):
+        if stored.get(STATUS_KEY) == INCOMPLETE and stored.get(JOB_KEY) == json.loads(json.dumps(job)):
             return folder.name
     return None
 

@@ -39,8 +39,6 @@ from incasem.geometry import Roi, Triple, as_triple
 from incasem.io.tiff import DEFAULT_PATTERN, TiffStack, open_stack, write_slices
 from incasem.io.volume import Volume, create_volume, open_volume
 
-#: Attribute of a converted dataset that records where it came from and how.
-JOB_KEY = "incasem_convert"
 
 #: Default chunk shape (voxels) of converted datasets. A block is one chunk depth of
 #: whole slices, so memory is about workers x 64 slices; 64 rather than 128 deep halves
@@ -281,13 +279,8 @@ def tiff_to_zarr(
         chunks,
         overwrite=overwrite,
         resume=resume,
-        attributes={JOB_KEY: job},
+        job=job,
     )
-    if target.array.attrs.get(JOB_KEY) != job:
-        raise DatasetMismatchError(
-            f"cannot resume into {target.label}: it was converted from {target.array.attrs.get(JOB_KEY)}, "
-            f"not {job}; use --overwrite to start afresh"
-        )
     slab = (target.chunks[0], *target.shape[1:])
     task = BlockwiseTask(
         f"convert {dataset}",

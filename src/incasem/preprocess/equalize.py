@@ -25,7 +25,6 @@ built from the same functions.
 
 from __future__ import annotations
 
-import ctypes
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -50,19 +49,11 @@ from incasem.preprocess.clahe import (
     value_histogram,
 )
 
-#: Attribute of an output dataset that records the job that wrote it.
-JOB_KEY = "incasem_job"
 
 #: Folder inside the output dataset that holds partial results until the job ends.
 SCRATCH_FOLDER = ".incasem_equalize"
 
 Histogram = tuple[np.ndarray, np.ndarray]
-
-try:
-    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-    _malloc_trim = None
-
 
 def default_output_name(clip_limit: float) -> str:
     """The original's name for the equalised raw, e.g. ``volumes/raw_equalized_0.02``."""
@@ -243,23 +234,11 @@ def _setup_writer(
     return source, mapper, open_volume(container, output, "r+", require_complete=False)
 
 
-def _release_freed_memory() -> None:
-    """Hand the memory a block freed back to the operating system.
-
-    After numpy frees a large temporary, glibc raises its mmap threshold, later
-    temporaries come from the heap, and the heap fragments: without this, the
-    resident memory of the write pass grew by ~0.3 MB per 128³ block, without bound.
-    """
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
 def _equalize_block(to_uint8: np.ndarray, block: Block, state: tuple[Volume, _Mapper, Volume]) -> None:
     """Pass 3: write the block's uint8 output."""
     source, mapper, target = state
     levels = mapper.levels(source.read(block.write_roi), block.write_roi.relative_to(source.roi.offset).offset)
     target.write(block.write_roi, np.take(to_uint8, levels))
-    _release_freed_memory()
 
 
 def _create_output(
@@ -278,13 +257,8 @@ def _create_output(
         chunks or volume.chunks,
         overwrite=overwrite,
         resume=resume,
-        attributes={JOB_KEY: job},
+        job=job,
     )
-    if target.array.attrs.get(JOB_KEY) != job:
-        raise DatasetMismatchError(
-            f"cannot resume into {target.label}: it was written with {target.array.attrs.get(JOB_KEY)}, "
-            f"not {job}; use --overwrite to start afresh"
-        )
     return target
 
 

@@ -55,8 +55,6 @@ EXCLUSION_WIDTHS: dict[str, tuple[int, int]] = {
 #: The 6-connected structuring element (a voxel and its face neighbours).
 CROSS = ndimage.generate_binary_structure(3, 1)
 
-#: Attribute of an output dataset that records the job that wrote it.
-JOB_KEY = "incasem_job"
 
 Inside = tuple[slice, ...]
 Filter = Callable[[np.ndarray, Inside | None], np.ndarray]
@@ -252,13 +250,8 @@ def _run_filter(
         chunks,
         overwrite=overwrite,
         resume=resume,
-        attributes={JOB_KEY: job},
+        job=job,
     )
-    if target.array.attrs.get(JOB_KEY) != job:
-        raise DatasetMismatchError(
-            f"cannot resume into {target.label}: it was written with other settings "
-            f"({target.array.attrs.get(JOB_KEY)}); use --overwrite to start afresh"
-        )
     blocks = plan_blocks(target.roi, target.chunks, (context, context, context), target.roi.offset)
     task = BlockwiseTask(
         f"{job['job']} {output}",
