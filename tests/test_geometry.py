@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from incasem.errors import RoiError
-from incasem.geometry import Roi, as_triple
+from incasem.errors import InvalidValueError, VoxelSizeError
+from incasem.geometry import Roi, as_nm_triple, as_triple, nm_to_voxels, voxels_to_nm
 
 triples = st.tuples(*[st.integers(-50, 50)] * 3)
 shapes = st.tuples(*[st.integers(0, 30)] * 3)
@@ -28,11 +28,32 @@ def test_invalid_values_are_refused():
 
 
 def test_world_voxel_conversion_requires_grid():
-    roi = Roi((10, 20, 30), (40, 50, 60))
-    assert roi.to_voxels((5, 10, 10)) == Roi((2, 2, 3), (8, 5, 6))
-    assert roi.to_voxels((5, 10, 10)).to_world((5, 10, 10)) == roi
-    with pytest.raises(RoiError, match="multiple of the voxel size"):
-        roi.to_voxels((7, 10, 10))
+    assert nm_to_voxels((10, 20, 30), (5, 10, 10)) == (2, 2, 3)
+    assert voxels_to_nm((2, 2, 3), (5, 10, 10)) == (10, 20, 30)
+    with pytest.raises(VoxelSizeError, match="multiple of the voxel size"):
+        nm_to_voxels((10, 20, 30), (7, 10, 10))
+
+
+def test_non_whole_nanometre_voxel_sizes_are_exact():
+    """Serial sections of 50 x 4.6 x 4.6 nm: 3 voxels are 13.8 nm, not 13.799999999999999."""
+    voxel_size = as_nm_triple((50, 4.6, 4.6), "voxel size", positive=True)
+    assert voxel_size == (50, 4.6, 4.6) and isinstance(voxel_size[0], int)
+    assert voxels_to_nm((2, 3, 7), voxel_size) == (100, 13.8, 32.2)
+    assert nm_to_voxels((100, 13.8, 32.2), voxel_size) == (2, 3, 7)
+    with pytest.raises(VoxelSizeError):
+        nm_to_voxels((0, 2.3, 0), voxel_size)
+
+
+@pytest.mark.parametrize("bad", [(0, 5, 5), (-5, 5, 5), (float("nan"), 5, 5), (float("inf"), 5, 5), ("5", 5, 5), (5, 5), (True, 5, 5)])
+def test_invalid_voxel_sizes_are_refused(bad):
+    with pytest.raises(InvalidValueError, match="voxel size"):
+        as_nm_triple(bad, "voxel size", positive=True)
+
+
+@pytest.mark.parametrize("bad", [(1.5, 2, 3), (float("nan"), 1, 1), ("1", 2, 3), (1, 2), None])
+def test_invalid_voxel_triples_are_refused(bad):
+    with pytest.raises(InvalidValueError, match="block"):
+        as_triple(bad, "block")
 
 
 def test_grow_intersect_contains():

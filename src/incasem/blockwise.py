@@ -20,6 +20,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ import dask
 from dask.callbacks import Callback
 from tqdm import tqdm
 
-from incasem.errors import SchedulerError
+from incasem.errors import InvalidValueError, SchedulerError
 from incasem.geometry import Roi, Triple, as_triple
 
 #: How long to wait for a Dask scheduler to answer.
@@ -162,6 +163,21 @@ class _ProgressCallback(Callback):
         self._bar.update(1)
 
 
+def check_run_options(scheduler: str | None, num_workers: int | None) -> None:
+    """Refuse a malformed scheduler address or worker count; jobs call this before writing anything.
+
+    Raises
+    ------
+    InvalidValueError
+        For ``num_workers`` < 1 or a ``scheduler`` that is not ``tcp://host:port`` (or another
+        Dask protocol address).
+    """
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1):
+        raise InvalidValueError(f"--workers must be a whole number of at least 1, got {num_workers!r}")
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler or scheduler.endswith("://")):
+        raise InvalidValueError(f"--scheduler needs a Dask scheduler address like tcp://host:8786, got {scheduler!r}")
+
+
 def run_blockwise(
     task: BlockwiseTask, scheduler: str | None = None, num_workers: int | None = None, progress: bool = True
 ) -> list[Any]:
@@ -179,6 +195,7 @@ def run_blockwise(
     progress
         Show a progress bar on stderr.
     """
+    check_run_options(scheduler, num_workers)
     todo = [b for b in task.blocks if task.done is None or not task.done.is_done(b)]
     if not todo:
         return []
@@ -188,12 +205,22 @@ def run_blockwise(
             workers = num_workers or os.cpu_count() or 1
             delayed_blocks = [dask.delayed(run, pure=False)(b) for b in todo]
             with _ProgressCallback(bar):
-                results = list(dask.compute(*delayed_blocks, scheduler="threads", num_workers=workers))
+                results = _compute_locally(delayed_blocks, workers)
         else:
             results = _run_on_cluster(run, todo, scheduler, bar)
     with _WORKER_LOCK:
         _WORKER_STATE.pop(task.token, None)
     return results
+
+
+def _compute_locally(delayed_blocks: list[Any], workers: int) -> list[Any]:
+    """Compute on a thread pool of our own that, on any error or Ctrl-C, drops the queued blocks
+    and waits for the running ones: when this returns or raises, no block is still writing."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="incasem-block")
+    try:
+        return list(dask.compute(*delayed_blocks, scheduler="threads", pool=pool))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_on_cluster(run: Callable[[Block], Any], blocks: list[Block], address: str, bar: tqdm) -> list[Any]:

@@ -13,6 +13,10 @@ class IncasemError(Exception):
     """Base class of all errors caused by user input or the environment."""
 
 
+class InvalidValueError(IncasemError, ValueError):
+    """An option or argument has a value outside what it accepts (also a ``ValueError``)."""
+
+
 class InputFileError(IncasemError):
     """An input file or folder is missing, empty, unreadable or inconsistent."""
 
@@ -29,15 +33,23 @@ class DatasetExistsError(IncasemError):
     """An output dataset exists already and neither overwrite nor resume was asked for."""
 
 
+class ExportFolderError(IncasemError):
+    """An export's output folder is the source container, inside or around it, a file or the current directory."""
+
+
 class DatasetMismatchError(IncasemError):
     """An existing dataset differs from the one a resumed job expects."""
 
 
-class RoiError(IncasemError):
+class MetadataError(IncasemError):
+    """A container's or dataset's stored metadata (zarr JSON, geometry attributes) is damaged or invalid."""
+
+
+class RoiError(InvalidValueError):
     """A region of interest lies (partly) outside the data or does not fit the grid."""
 
 
-class VoxelSizeError(IncasemError):
+class VoxelSizeError(InvalidValueError):
     """Voxel sizes of two things that must agree differ."""
 
 

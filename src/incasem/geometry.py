@@ -1,20 +1,38 @@
-"""Regions of interest on a 3D grid, axis order always (z, y, x).
+"""Regions of interest on a 3D grid, axis order always (z, y, x), and nanometre triples.
 
 A :class:`Roi` is an immutable box given by an ``offset`` (its first corner) and a
-``shape``. It carries no unit: the same type serves for voxel and for world (nm)
-coordinates, and every function that takes one says which it expects. Conversion
-between the two goes through a voxel size with :meth:`Roi.to_voxels` and
-:meth:`Roi.to_world`, which refuse boxes that are not on the voxel grid.
+``shape``, in whole voxels. World positions and voxel sizes are nanometres and need
+not be whole numbers (serial sections of 50 × 4.6 × 4.6 nm are common): they are
+:data:`NmTriple` values made by :func:`as_nm_triple`, and :func:`voxels_to_nm` /
+:func:`nm_to_voxels` convert between the two, the latter refusing positions that are
+not on the voxel grid.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 
-from incasem.errors import RoiError
+from incasem.errors import InvalidValueError, RoiError, VoxelSizeError
 
 Triple = tuple[int, int, int]
+#: Nanometres (z, y, x): whole numbers are ints, others floats rounded to :data:`NM_DECIMALS`.
+NmTriple = tuple[float, float, float]
+
+#: Decimals kept of nanometre values (1e-6 nm): enough for any voxel size, and it
+#: makes ``3 * 4.6`` and ``13.8`` the same position.
+NM_DECIMALS = 6
+
+
+def _three(values: object, name: str) -> tuple[object, object, object]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise InvalidValueError(f"{name} must have 3 entries (z, y, x), got {values!r}")
+    items = tuple(values)
+    if len(items) != 3:
+        raise InvalidValueError(f"{name} must have 3 entries (z, y, x), got {list(items)}")
+    return items  # type: ignore[return-value]
 
 
 def as_triple(values: Sequence[int] | int, name: str = "value") -> Triple:
@@ -22,24 +40,72 @@ def as_triple(values: Sequence[int] | int, name: str = "value") -> Triple:
 
     Raises
     ------
-    ValueError
-        If ``values`` does not have three integral entries; the message names ``name``.
+    InvalidValueError
+        If ``values`` does not have three whole-number entries; the message names ``name``.
     """
-    if isinstance(values, int):
-        return (values, values, values)
-    items = tuple(values)
-    if len(items) != 3:
-        raise ValueError(f"{name} must have 3 entries (z, y, x), got {list(items)}")
-    result = []
-    for item in items:
-        if int(item) != item:
-            raise ValueError(f"{name} must be integers (z, y, x), got {list(items)}")
-        result.append(int(item))
-    return (result[0], result[1], result[2])
+    if isinstance(values, numbers.Integral) and not isinstance(values, bool):
+        return (int(values), int(values), int(values))
+    items = _three(values, name)
+    if not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) for v in items
+    ):
+        raise InvalidValueError(f"{name} must be whole numbers (z, y, x), got {list(items)}")
+    return (int(items[0]), int(items[1]), int(items[2]))  # type: ignore[call-overload]
 
 
-def _mul(a: Triple, b: Triple) -> Triple:
-    return (a[0] * b[0], a[1] * b[1], a[2] * b[2])
+def as_positive_triple(values: Sequence[int] | int, name: str = "value") -> Triple:
+    """Like :func:`as_triple`, and every entry must be at least 1."""
+    triple = as_triple(values, name)
+    if min(triple) < 1:
+        raise InvalidValueError(f"{name} must be positive (z, y, x), got {list(triple)}")
+    return triple
+
+
+def nm_value(value: float) -> float:
+    """A nanometre value rounded to :data:`NM_DECIMALS`; an int when it is whole."""
+    rounded = round(float(value), NM_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+def as_nm_triple(values: Sequence[float] | float, name: str = "value", positive: bool = False) -> NmTriple:
+    """Return ``values`` (nm, z, y, x; a scalar is repeated) as finite numbers, see :func:`nm_value`.
+
+    Raises
+    ------
+    InvalidValueError
+        If there are not three finite real numbers, or ``positive`` and one is not above 0.
+    """
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        values = (values, values, values)
+    items = _three(values, name)
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+        raise InvalidValueError(f"{name} must be three finite numbers in nm (z, y, x), got {list(items)}")
+    triple = tuple(nm_value(v) for v in items)  # type: ignore[arg-type]
+    if positive and min(triple) <= 0:
+        raise InvalidValueError(f"{name} must be positive (nm, z, y, x), got {list(items)}")
+    return triple  # type: ignore[return-value]
+
+
+def voxels_to_nm(voxels: Sequence[int], voxel_size: NmTriple) -> NmTriple:
+    """World position (nm) of the voxel position ``voxels`` on a grid of ``voxel_size``."""
+    return tuple(nm_value(i * v) for i, v in zip(voxels, voxel_size))  # type: ignore[return-value]
+
+
+def nm_to_voxels(position_nm: Sequence[float], voxel_size: NmTriple, what: str = "position") -> Triple:
+    """The voxel position of world position ``position_nm``, which must lie on the voxel grid.
+
+    Raises
+    ------
+    VoxelSizeError
+        If a coordinate is not a whole multiple of the voxel size (to 1e-6 voxels).
+    """
+    quotients = [p / v for p, v in zip(position_nm, voxel_size)]
+    voxels = [round(q) for q in quotients]
+    if any(abs(q - n) > 1e-6 for q, n in zip(quotients, voxels)):
+        raise VoxelSizeError(
+            f"{what} {list(position_nm)} nm is not a whole multiple of the voxel size {list(voxel_size)} nm"
+        )
+    return (voxels[0], voxels[1], voxels[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +119,7 @@ class Roi:
         object.__setattr__(self, "offset", as_triple(self.offset, "offset"))
         object.__setattr__(self, "shape", as_triple(self.shape, "shape"))
         if min(self.shape) < 0:
-            raise ValueError(f"shape must not be negative, got {list(self.shape)}")
+            raise RoiError(f"a region's shape must not be negative, got {list(self.shape)}")
 
     @classmethod
     def from_bounds(cls, begin: Sequence[int], end: Sequence[int]) -> Roi:
@@ -111,24 +177,6 @@ class Roi:
             n % s == 0 for n, s in zip(self.shape, g)
         )
 
-    def to_voxels(self, voxel_size: Sequence[int]) -> Roi:
-        """Convert a world box (nm) into voxel units; it must lie on the voxel grid."""
-        vs = as_triple(voxel_size, "voxel_size")
-        if not self.is_on_grid(vs):
-            raise RoiError(
-                f"region offset {list(self.offset)} shape {list(self.shape)} nm is not a "
-                f"multiple of the voxel size {list(vs)} nm: give it in whole voxels"
-            )
-        return Roi(
-            tuple(o // s for o, s in zip(self.offset, vs)),
-            tuple(n // s for n, s in zip(self.shape, vs)),
-        )
-
-    def to_world(self, voxel_size: Sequence[int]) -> Roi:
-        """Convert a voxel box into world units (nm)."""
-        vs = as_triple(voxel_size, "voxel_size")
-        return Roi(_mul(self.offset, vs), _mul(self.shape, vs))
-
     def to_slices(self, origin: Sequence[int] = (0, 0, 0)) -> tuple[slice, slice, slice]:
         """Numpy slices selecting this box from an array whose first element sits at ``origin``."""
         o = as_triple(origin, "origin")
@@ -148,7 +196,7 @@ class Roi:
         """
         t = as_triple(tile_shape, "tile_shape")
         if min(t) <= 0:
-            raise ValueError(f"tile_shape must be positive, got {list(t)}")
+            raise InvalidValueError(f"tile_shape must be positive, got {list(t)}")
         g = self.offset if grid_origin is None else as_triple(grid_origin, "grid_origin")
         starts = [
             range(g[a] + ((self.offset[a] - g[a]) // t[a]) * t[a], self.end[a], t[a]) for a in range(3)

@@ -233,7 +233,7 @@ BAD_FILES = {
     "entry_not_object": ({"a": 3}, ConfigError, ["entry 'a'", "must be an object"]),
     "unknown_key": ({"a": _entry(lables={"x": 1})}, ConfigError, ["entry 'a'", "key 'lables'", "unknown key", "allowed keys are file, raw"]),
     "missing_raw": ({"a": _entry(raw=None)}, ConfigError, ["entry 'a'", "key 'raw'", "required key is missing"]),
-    "two_numbers": ({"a": _entry(voxel_size=[5, 5])}, ConfigError, ["key 'voxel_size'", "3 positive integers", "[5, 5]"]),
+    "two_numbers": ({"a": _entry(voxel_size=[5, 5])}, ConfigError, ["key 'voxel_size'", "3 positive numbers", "[5, 5]"]),
     "string_number": ({"a": _entry(offset=[1, "2", 3])}, ConfigError, ["key 'offset'", "3 integers", '[1, "2", 3]']),
     "float_number": ({"a": _entry(shape=[10, 20.5, 30])}, ConfigError, ["key 'shape'", "[10, 20.5, 30]"]),
     "zero_voxel": ({"a": _entry(voxel_size=[5, 0, 5])}, ConfigError, ["key 'voxel_size'", "positive"]),

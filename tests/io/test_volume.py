@@ -14,7 +14,7 @@ from incasem.errors import (
     RoiError,
     VoxelSizeError,
 )
-from incasem.geometry import Roi
+from incasem.geometry import Roi, nm_to_voxels, voxels_to_nm
 from incasem.io.volume import create_volume, list_volumes, open_volume, set_geometry
 
 
@@ -66,8 +66,11 @@ def test_read_by_voxel_and_world_region(container, data):
     assert volume.roi == Roi((10, 2, 0), (12, 20, 24))
     region = Roi((12, 5, 3), (3, 4, 5))
     np.testing.assert_array_equal(volume.read(region), data[2:5, 3:7, 3:8])
-    world = region.to_world(volume.voxel_size)
-    np.testing.assert_array_equal(volume.read(world.to_voxels(volume.voxel_size)), data[2:5, 3:7, 3:8])
+    world_offset = voxels_to_nm(region.offset, volume.voxel_size)
+    assert world_offset == (60, 20, 12)
+    np.testing.assert_array_equal(
+        volume.read(Roi(nm_to_voxels(world_offset, volume.voxel_size), region.shape)), data[2:5, 3:7, 3:8]
+    )
 
 
 def test_read_outside_needs_padding(container, data):
@@ -86,8 +89,12 @@ def test_existing_dataset_rules(container, data):
         create_volume(container, "volumes/raw", data.shape, "uint16", (5, 4, 4), (50, 8, 0), resume=True)
     resumed = create_volume(container, "volumes/raw", data.shape, "uint8", (5, 4, 4), (50, 8, 0), resume=True)
     np.testing.assert_array_equal(resumed.read(), data)
-    fresh = create_volume(container, "volumes/raw", (2, 2, 2), "uint8", (5, 4, 4), overwrite=True)
+    with pytest.raises(DatasetExistsError, match="not replace"):  # not written by an incasem job of this kind
+        create_volume(container, "volumes/raw", (2, 2, 2), "uint8", (5, 4, 4), overwrite=True, job={"job": "test"})
+    create_volume(container, "volumes/out", (3, 3, 3), "uint8", (5, 4, 4), job={"job": "test", "value": 1})
+    fresh = create_volume(container, "volumes/out", (2, 2, 2), "uint8", (5, 4, 4), overwrite=True, job={"job": "test"})
     assert fresh.shape == (2, 2, 2) and not fresh.complete
+    np.testing.assert_array_equal(open_volume(container, "volumes/raw").read(), data)
 
 
 def test_incomplete_dataset_is_refused_as_input(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -318,3 +320,180 @@ def test_checkpoint_sha256(tmp_path: Path) -> None:
     data = os.urandom(3 << 20)
     path.write_bytes(data)
     assert checkpoint_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------- untrusted checkpoints
+
+
+def _one_line_naming(info: pytest.ExceptionInfo, path: Path) -> str:
+    """The message of a raised ``CheckpointError``, checked to be one short line naming ``path``."""
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and len(message) < 1000
+    return message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_non_finite_weights_are_refused(tmp_path: Path, bad: float) -> None:
+    state = small_model().state_dict()
+    keys = list(state)
+    for key in (keys[1], keys[4], keys[6], keys[9]):  # four tensors, listed in file order
+        state[key].view(-1)[0] = bad
+    path = tmp_path / "diverged.pt"
+    _write(path, card().to_dict(), state)
+    with pytest.raises(CheckpointError, match="non-finite weights") as info:
+        load_checkpoint(path)
+    message = _one_line_naming(info, path)
+    assert f"[{keys[1]}, {keys[4]}, {keys[6]}] (+1 more)" in message
+    assert "diverged" in message and "use an earlier checkpoint" in message
+
+    src = tmp_path / "diverged_published.pt"
+    torch.save({"model_state_dict": state}, src)
+    dst = tmp_path / "imported.pt"
+    with pytest.raises(CheckpointError, match="non-finite weights") as info:
+        import_published_checkpoint(src, dst, card())
+    _one_line_naming(info, src)
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize(
+    ("architecture", "message"),
+    [
+        ({"num_fmaps": 10**6}, "shape mismatches"),
+        (
+            {"downsample_factors": [[1, 1, 1]] * 49, "kernel_size_down": None, "kernel_size_up": None},
+            "199 convolutions but the file holds only",
+        ),
+        ({"num_fmaps": 2**62}, "cannot be built"),
+        ({"final_kernel_size": [2**40 + 1] * 3}, "cannot be built"),
+        ({"num_fmaps": 10**30}, "invalid metadata.*too large for 64 bits"),
+        (
+            {"downsample_factors": [[1000, 1000, 1000]] * 3},
+            r"downsamples by \[1000000000, 1000000000, 1000000000\] \(z, y, x\), more than 1024",
+        ),
+    ],
+    ids=["million-fmaps", "50-levels", "int64-fmaps", "huge-kernel", "bigint-fmaps", "huge-pooling"],
+)
+def test_absurd_architecture_fails_fast(tmp_path: Path, architecture: dict, message: str) -> None:
+    metadata = card().to_dict()
+    metadata["architecture"].update(architecture)
+    path = tmp_path / "absurd.pt"
+    _write(path, metadata, small_model().state_dict())
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 1.0
+    _one_line_naming(info, path)
+
+
+def _expanded(state: dict) -> None:
+    """Replace a weight by a stride-0 view: it claims far more bytes than are stored."""
+    key = "unet.l_conv.0.conv_pass.0.weight"
+    state[key] = torch.zeros(1).expand(state[key].shape)
+
+
+def _on_meta(state: dict) -> None:
+    key = "unet.l_conv.0.conv_pass.0.weight"
+    state[key] = torch.empty(state[key].shape, device="meta")
+
+
+def _integer(state: dict) -> None:
+    key = "unet.l_conv.0.conv_pass.0.weight"
+    state[key] = torch.zeros(state[key].shape, dtype=torch.int64)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_expanded, "claim more data than the file holds"),
+        (_on_meta, "not a mapping of names to dense tensors"),
+        (_integer, r"not floating point \[unet.l_conv.0.conv_pass.0.weight \(torch.int64\)\]"),
+    ],
+    ids=["stride-0-view", "meta-tensor", "integer"],
+)
+def test_tensors_that_are_not_plain_weights(tmp_path: Path, damage, message: str) -> None:
+    state = small_model().state_dict()
+    damage(state)
+    path = tmp_path / "odd_tensors.pt"
+    _write(path, card().to_dict(), state)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    _one_line_naming(info, path)
+
+
+def _deep(depth: int) -> list:
+    value: list = [5]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.update(format_version=torch.zeros(2)),
+        lambda m: m.update({1: "int key", "also": "str key"}),
+        lambda m: m["architecture"].update({2: 3, "bogus": 1}),
+        lambda m: m.update(voxel_size_nm=_deep(5000)),
+        lambda m: m.update(voxel_size_nm=list(range(1, 10**6))),
+        lambda m: m.update(iteration=2**64),
+    ],
+    ids=["tensor-version", "int-key", "int-key-architecture", "deep", "long", "bigint"],
+)
+def test_hostile_metadata_gives_one_line(tmp_path: Path, change) -> None:
+    metadata = card().to_dict()
+    change(metadata)
+    path = tmp_path / "hostile.pt"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # torch.save recurses per nesting level
+    try:
+        _write(path, metadata, small_model().state_dict())
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(CheckpointError, match="invalid metadata") as info:
+        load_checkpoint(path)
+    _one_line_naming(info, path)
+
+
+def test_fractional_voxel_sizes_round_trip(tmp_path: Path) -> None:
+    metadata = card(voxel_size_nm=(50, 4.6, 4.6))
+    assert metadata.voxel_size_nm == (50, 4.6, 4.6)
+    assert [type(v) for v in metadata.voxel_size_nm] == [int, float, float]
+    data = json.loads(json.dumps(metadata.to_dict()))
+    assert ModelCard.from_dict(data) == metadata
+    assert [type(v) for v in ModelCard.from_dict(data).voxel_size_nm] == [int, float, float]
+
+    path = save_checkpoint(tmp_path / "serial.pt", small_model(), metadata)
+    loaded = load_checkpoint(path)[1]
+    assert loaded == metadata and [type(v) for v in loaded.voxel_size_nm] == [int, float, float]
+    assert card(voxel_size_nm=[5.0, 5, 5]).voxel_size_nm == (5.0, 5, 5)
+
+    for bad in [(True, 5, 5), (0, 5, 5), (-4.6, 5, 5), (float("nan"), 5, 5), (float("inf"), 5, 5),
+                ("5", 5, 5), (5, 5), "555", None]:
+        with pytest.raises(ValueError, match="voxel_size_nm must be three positive finite numbers"):
+            card(voxel_size_nm=bad)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_saved_checkpoint_has_umask_permissions(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "model.pt", small_model(), card())
+        overwritten = save_checkpoint(path, small_model(1), card())
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+    assert (overwritten.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_import_never_writes_over_its_source(tmp_path: Path) -> None:
+    src = tmp_path / "published.pt"
+    _published(src, small_model())
+    link = tmp_path / "hard_link.pt"
+    os.link(src, link)
+    before = src.read_bytes()
+    for dst in (src, link, tmp_path / "." / "published.pt"):
+        with pytest.raises(CheckpointError, match="over its source") as info:
+            import_published_checkpoint(src, dst, card())
+        _one_line_naming(info, src)
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard_link.pt", "published.pt"]

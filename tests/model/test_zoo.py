@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -430,7 +431,7 @@ def test_cli_errors_are_one_line(args, message, cache, published_file, unreachab
 
 def test_cli_bad_voxel_size(cache, published_file, capsys) -> None:
     code = main(["models", "import", str(published_file), "--organelle", "mito", "--voxel-size", "5,5", "--cache-dir", str(cache)])
-    assert code == 2 and "--voxel-size needs three integers" in capsys.readouterr().err
+    assert code == 2 and "--voxel-size needs three numbers" in capsys.readouterr().err
     assert not cache.exists()
 
 
@@ -442,3 +443,57 @@ def test_console_script_lists_models(cache) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "1847  mito" in result.stdout and "not fetched" in result.stdout
+
+
+# ---------------------------------------------------------------------- the user's files are never touched
+
+
+def test_import_refuses_to_overwrite_the_users_source_in_the_models_folder(cache, published_file) -> None:
+    src = cache / "imported" / "golgi_run.pt"  # the user keeps the original in the models folder
+    src.parent.mkdir(parents=True)
+    shutil.copy(published_file, src)
+    before = src.read_bytes()
+    with pytest.raises(ConfigError, match="was not written by incasem") as info:
+        import_model(src, organelle="golgi", voxel_size_nm=(5, 5, 5), cache_dir=cache)
+    assert str(src) in str(info.value) and "\n" not in str(info.value)
+    assert src.read_bytes() == before
+    assert files_in(cache) == ["imported/golgi_run.pt"]
+
+
+def test_models_folder_files_incasem_did_not_write_are_kept(bucket, cache, published_file, published_state) -> None:
+    server, base_url = bucket
+    users = cache / "published" / "1847_mito_CF.pt"  # e.g. --cache-dir is a folder of the user
+    users.parent.mkdir(parents=True)
+    users.write_bytes(b"the user's own file")
+    with pytest.raises(ConfigError, match="was not written by incasem"):
+        import_model(published_file, "1847", cache_dir=cache)
+    with pytest.raises(ConfigError, match="move that file away or use another --cache-dir"):
+        fetch_published_model("1847", cache, base_url, progress=False)
+    assert server.downloads() == 0
+    assert users.read_bytes() == b"the user's own file" and files_in(cache) == ["published/1847_mito_CF.pt"]
+
+    users.unlink()
+    path = import_model(published_file, "1847", cache_dir=cache)
+    assert import_model(published_file, "1847", cache_dir=cache) == path  # its own file: replaced
+    (cache / "index.json").unlink()  # index lost: an incasem checkpoint is still its own
+    assert fetch_published_model("1847", cache, base_url, progress=False) == path
+    assert_weights(load_checkpoint(path)[0], published_state)
+
+
+def test_import_with_fractional_voxel_size(cache, published_file) -> None:
+    src = published_file.parent / "serial_sections.pt"
+    shutil.copy(published_file, src)
+    path = import_model(src, organelle="mito", voxel_size_nm=(50, 4.6, 4.6), cache_dir=cache)
+    assert load_checkpoint(path)[1].voxel_size_nm == (50, 4.6, 4.6)
+    entry = next(e for e in list_models(cache) if e.model_id == "serial_sections")
+    assert entry.voxel_size_nm == (50, 4.6, 4.6) and isinstance(entry.voxel_size_nm[0], int)
+
+
+def test_models_folder_files_get_umask_permissions(cache, published_file) -> None:
+    old = os.umask(0o022)
+    try:
+        path = import_model(published_file, cache_dir=cache)
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
+    assert ((cache / "index.json").stat().st_mode & 0o777) == 0o644

@@ -12,7 +12,7 @@ from skimage.util import img_as_ubyte
 
 import incasem.preprocess.equalize as equalize_module
 from incasem.cli import main
-from incasem.errors import ConfigError, DatasetExistsError, DatasetMismatchError
+from incasem.errors import DatasetExistsError, DatasetMismatchError, InvalidValueError
 from incasem.geometry import Roi
 from incasem.io.volume import create_volume, open_volume
 from incasem.preprocess.clahe import ClaheGrid, interpolate, level_range
@@ -104,9 +104,11 @@ def test_level_range_equals_min_max_of_levels(raw):
 
 
 def test_twin_rejects_bad_parameters(raw):
-    with pytest.raises(ConfigError, match="--clip-limit"):
+    with pytest.raises(InvalidValueError, match="--clip-limit"):
         equalize_array(raw, clip_limit=0)
-    with pytest.raises(ConfigError, match="--kernel-size"):
+    with pytest.raises(InvalidValueError, match="--clip-limit"):
+        equalize_array(raw, clip_limit=float("nan"))
+    with pytest.raises(InvalidValueError, match="--kernel-size"):
         equalize_array(raw, kernel_size=(1, 8, 8))
     with pytest.raises(DatasetMismatchError, match="uint8 and uint16"):
         equalize_array(raw.astype(np.float32))
@@ -191,11 +193,19 @@ def test_resume_finishes_only_the_missing_blocks(tmp_path, raw, monkeypatch):
     assert equalize_volume(container, kernel_size=32, resume=True, progress=False).complete  # nothing left to do
 
 
-def test_refuses_to_overwrite_its_input(tmp_path, raw):
+@pytest.mark.parametrize("output", ["volumes", "volumes/raw", "volumes//raw", "./volumes/raw/", "/volumes/raw"])
+def test_refuses_to_overwrite_its_input(tmp_path, raw, output):
+    """Every spelling zarr resolves to the input (or a group holding it) is refused before anything is deleted."""
     container = _container(tmp_path / "c.zarr", raw, (64, 64, 64))
-    with pytest.raises(ConfigError, match="is the input"):
-        equalize_volume(container, output="volumes", overwrite=True, progress=False)
-    assert open_volume(container, "volumes/raw").complete
+    with pytest.raises(DatasetExistsError, match="input"):
+        equalize_volume(container, output=output, overwrite=True, progress=False)
+    np.testing.assert_array_equal(open_volume(container, "volumes/raw").read(), raw)
+
+
+def test_kernel_far_larger_than_the_data_is_refused_before_allocating(tmp_path, raw):
+    container = _container(tmp_path / "c.zarr", raw, (64, 64, 64))
+    with pytest.raises(InvalidValueError, match="--kernel-size 100000 along z"):
+        equalize_volume(container, kernel_size=(100000, 64, 64), progress=False)
 
 
 # ------------------------------------------------------------------ command line
@@ -233,7 +243,7 @@ def test_cli_refuses_an_existing_output_unless_overwrite(small, capsys):
         (["--clip-limit", "0"], "--clip-limit must be in (0, 1]"),
         (["--clip-limit", "1.5"], "--clip-limit must be in (0, 1]"),
         (["--kernel-size", "1"], "--kernel-size must be at least 2"),
-        (["--nbins", "1"], "--nbins must be between 2 and 16384"),
+        (["--nbins", "1"], "--nbins must be a whole number from 2 to 16384"),
         (["--input", "volumes/float"], "uint8 and uint16"),
     ],
 )

@@ -12,7 +12,7 @@ from scipy import ndimage
 from skimage.morphology import ball, closing, opening
 
 from incasem.cli import main
-from incasem.errors import ConfigError, DatasetExistsError, DatasetMismatchError
+from incasem.errors import DatasetExistsError, DatasetMismatchError, IncasemError
 from incasem.geometry import Roi
 from incasem.io.metadata import INCOMPLETE, STATUS_KEY
 from incasem.io.volume import create_volume, list_volumes, open_volume
@@ -99,11 +99,15 @@ def test_zero_widths_exclude_nothing():
     np.testing.assert_array_equal(metric_mask_array(labels, 0, 1) == 0, outside_band)
 
 
-def test_negative_widths_are_refused_in_memory():
-    with pytest.raises(ValueError, match="exclude_inwards/exclude_outwards"):
+def test_bad_widths_and_ranges_are_refused_in_memory():
+    with pytest.raises(ValueError, match="--exclude-inwards"):
         metric_mask_array(np.zeros((2, 2, 2), np.uint8), -1, 2)
-    with pytest.raises(ValueError, match="opening/closing"):
+    with pytest.raises(ValueError, match="--closing"):
         threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, closing=-1)
+    with pytest.raises(ValueError, match="--opening .* 64"):  # ball(10**4) alone would need 8e12 voxels
+        threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, opening=10**4)
+    with pytest.raises(ValueError, match="--min must be a finite"):  # NaN compares false: an all-zero mask
+        threshold_mask_array(np.zeros((2, 2, 2), np.uint8), float("nan"), 1)
 
 
 def test_object_cut_by_the_border_is_eroded_from_it():
@@ -159,11 +163,11 @@ def test_exclusion_widths(labels, organelle, inwards, outwards, expected):
     [
         ("volumes/labels/x", None, None, 2, "no default exclusion widths"),
         ("volumes/labels/mito", "mitochondria", 1, 1, "unknown organelle 'mitochondria'"),
-        ("volumes/labels/mito", None, -1, None, "--exclude-inwards must be 0 or more"),
+        ("volumes/labels/mito", None, -1, None, "--exclude-inwards must be a whole number of voxels from 0"),
     ],
 )
 def test_exclusion_widths_refused(labels, organelle, inwards, outwards, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(IncasemError, match=message):
         exclusion_widths(labels, organelle, inwards, outwards)
 
 
@@ -310,13 +314,13 @@ def test_cli_mask(cell, capsys):
     [
         (["metric-mask", "--labels", "volumes/labels/missing"], "has no dataset 'volumes/labels/missing'"),
         (["metric-mask", "-l", "volumes/labels/float", "--organelle", "mito"], "are float32, not integers"),
-        (["metric-mask", "-l", "volumes/labels/mito", "--exclude-inwards", "-1"], "--exclude-inwards must be 0 or"),
+        (["metric-mask", "-l", "volumes/labels/mito", "--exclude-inwards", "-1"], "--exclude-inwards must be a whole number"),
         (["metric-mask", "-l", "volumes/labels/thing"], "no default exclusion widths for labels 'volumes/labels/thing"),
         (["metric-mask", "-l", "volumes/labels/mito", "--organelle", "mitos"], "unknown organelle 'mitos'"),
-        (["metric-mask", "-l", "volumes/labels/mito", "-o", "volumes/labels/mito", "--overwrite"], "is the input"),
-        (["metric-mask", "-l", "volumes/labels/mito", "-o", "volumes/labels", "--overwrite"], "or holds it"),
+        (["metric-mask", "-l", "volumes/labels/mito", "-o", "volumes/labels/mito", "--overwrite"], "is, holds or lies in the input"),
+        (["metric-mask", "-l", "volumes/labels/mito", "-o", "volumes/labels", "--overwrite"], "is, holds or lies in the input"),
         (["mask", "--min", "200", "--max", "100"], "--min 200.0 is above --max 100.0"),
-        (["mask", "--min", "0", "--max", "100", "--closing", "-2"], "--closing must be a radius of 0 or more"),
+        (["mask", "--min", "0", "--max", "100", "--closing", "-2"], "--closing must be a whole number of voxels from 0"),
         (["mask", "-i", "volumes/labels/missing", "--min", "0", "--max", "1"], "has no dataset"),
     ],
 )

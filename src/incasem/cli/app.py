@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 import typer
@@ -42,10 +44,44 @@ def _root(
     _state["debug"] = debug
 
 
+class _Interrupted(BaseException):
+    """Raised by the SIGINT handler; a BaseException that no library's ``except Exception`` or
+    ``except KeyboardInterrupt`` (typer turns that into a silent exit) swallows."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted()
+
+
+def _usage_message(error: click.ClickException) -> str:
+    """A click usage error as one line, pointing at the command's ``--help``."""
+    message = " ".join(error.format_message().split()).rstrip(".")
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "incasem"
+    return f"{message} (see `{command} --help`)"
+
+
+def _interrupt_hint(args: list[str]) -> str:
+    """The message for Ctrl-C: how to finish the job, where the command can resume."""
+    name = next((a for a in args if not a.startswith("-")), "")
+    sub = getattr(typer.main.get_command(app), "commands", {}).get(name)
+    if sub is not None and any("--resume" in getattr(p, "opts", ()) for p in sub.params):
+        return "incasem: interrupted: rerun the same command with --resume to finish it"
+    return "incasem: interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Errors caused by input are one line ``incasem: error: ...`` on stderr: exit status
+    1 for an :class:`~incasem.errors.IncasemError` or a failing file operation, 2 for a
+    usage error (unknown option, missing argument); ``--debug`` shows the traceback.
+    Ctrl-C exits with 130 and says how to finish the job.
+    """
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _raise_interrupted) if in_main_thread else None
     try:
         app(args=args, prog_name="incasem", standalone_mode=False)
     except (IncasemError, OSError) as error:
@@ -54,14 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error) if isinstance(error, IncasemError) else f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
         typer.echo(f"incasem: error: {message}", err=True)
         return 1
-    except KeyboardInterrupt:
-        typer.echo("incasem: interrupted (rerun with --resume to continue where it stopped)", err=True)
+    except (_Interrupted, KeyboardInterrupt):
+        typer.echo(_interrupt_hint(args), err=True)
         return 130
     except typer.Exit as done:
         return done.exit_code
     except typer.Abort:
         return 1
     except _USAGE_ERRORS as error:
-        error.show()
+        if _state["debug"]:
+            raise
+        typer.echo(f"incasem: error: {_usage_message(error)}", err=True)
         return error.exit_code
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
     return 0

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 
 from incasem.cli.app import app
-from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_range, parse_triple
+from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_nm_triple, parse_range, parse_triple
 from incasem.io.inspect import describe_volume
 from incasem.io.tiff import DEFAULT_PATTERN
 from incasem.io.metadata import JOB_KEY
-from incasem.preprocess.convert import CHUNKS, Crop, tiff_to_zarr, zarr_to_tiff
+from incasem.preprocess.convert import CHUNKS, Crop, tiff_to_zarr
+from incasem.preprocess.export import MANIFEST, zarr_to_tiff
 
 _LINEAR = "round_half_up(255 * (clip(v, LOW, HIGH) - LOW) / (HIGH - LOW))"
 _CONVERT_HELP = (
@@ -25,9 +26,11 @@ _CONVERT_HELP = (
 )
 _EXPORT_HELP = (
     "Write a zarr dataset (or a crop of it) as one TIFF per z slice into FOLDER, e.g. for Fiji.\n\n"
-    "Files are named by the slice's z index in the dataset, zero-padded (0000.tif, 0001.tif, ...). "
-    "FOLDER must not exist or be empty (unless --overwrite); the slices are written into a temporary folder "
-    "that is renamed to FOLDER at the end, so a failed export leaves nothing behind."
+    "Files are named by the slice's z index in the dataset, zero-padded (0000.tif, 0001.tif, ...), next to "
+    f"a manifest {MANIFEST} that lists them. FOLDER must not exist or be empty; it must never be the container, "
+    "lie inside it or hold it. --overwrite replaces only a previous export: a folder holding its manifest and "
+    "nothing but the files listed there. The slices are written into a temporary folder that is renamed to "
+    "FOLDER at the end, so a failed export leaves nothing behind and an old export as it was."
 )
 
 
@@ -38,7 +41,7 @@ def _crop(z: str | None, y: str | None, x: str | None) -> Crop | None:
     cuts = []
     for option, text in (("--z", z), ("--y", y), ("--x", x)):
         bounds = parse_range(text, option)
-        cuts.append(slice(None) if bounds is None else slice(bounds[0], None if bounds[1] == -1 else bounds[1]))
+        cuts.append(slice(None) if bounds is None else slice(*bounds))
     return (cuts[0], cuts[1], cuts[2])
 
 
@@ -77,7 +80,9 @@ def convert(
         "volumes/raw", "--dataset", "-d", help="Output dataset, e.g. volumes/raw or volumes/labels/mito."
     ),
     pattern: str = typer.Option(DEFAULT_PATTERN, "--pattern", help="Glob selecting the slices of a folder (any case)."),
-    voxel_size: str | None = typer.Option(None, "--voxel-size", help="Voxel size, nm: Z,Y,X (default 1)."),
+    voxel_size: str | None = typer.Option(
+        None, "--voxel-size", help="Voxel size, nm: Z,Y,X (default 1; decimals allowed, e.g. 50,4.6,4.6)."
+    ),
     offset: str | None = typer.Option(None, "--offset", help="World position of the stack's first voxel, nm: Z,Y,X."),
     like: str | None = typer.Option(
         None, "--like", help="CONTAINER:DATASET of the raw these labels belong to: same shape required; "
@@ -107,8 +112,8 @@ def convert(
         container,
         dataset,
         pattern=pattern,
-        voxel_size=parse_triple(voxel_size, "--voxel-size"),
-        offset_nm=parse_triple(offset, "--offset"),
+        voxel_size=parse_nm_triple(voxel_size, "--voxel-size"),
+        offset_nm=parse_nm_triple(offset, "--offset"),
         like=_like(like),
         crop=_crop(z, y, x),
         chunks=parse_triple(chunks, "--chunks"),
@@ -142,7 +147,10 @@ def export(
         f"unchanged. none: values unchanged. LOW:HIGH: out = {_LINEAR} as uint8. minmax: the same with the "
         "region's minimum and maximum."
     ),
-    overwrite: bool = OVERWRITE,
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a previous `incasem export` in FOLDER (refused if FOLDER holds any "
+        "other file)."
+    ),
     scheduler: str | None = SCHEDULER,
     workers: int | None = WORKERS,
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from incasem.cli.app import app
-from incasem.cli.options import parse_triple
+from incasem.cli.options import parse_nm_triple
 from incasem.model.zoo import (
     CACHE_ENV,
     DEFAULT_BASE_URL,
@@ -102,7 +102,7 @@ def import_command(
         file,
         model_id,
         organelle=organelle,
-        voxel_size_nm=parse_triple(voxel_size, "--voxel-size"),
+        voxel_size_nm=parse_nm_triple(voxel_size, "--voxel-size"),
         preparation=preparation,
         cache_dir=cache_dir,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from incasem.geometry import Triple
+from incasem.geometry import NmTriple, Triple, as_nm_triple
 
 
 #: Options shared by the commands that run blockwise jobs.
@@ -14,32 +14,52 @@ SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp:
 WORKERS = typer.Option(None, "--workers", "-n", help="Local threads (default: all cores).")
 
 
+def _numbers(text: str, option: str, kind: type, what: str) -> list:
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        values = [kind(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"{option} needs {what} Z,Y,X, got '{text}'") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise typer.BadParameter(f"{option} needs three {what} Z,Y,X (or one for all), got '{text}'")
+    return values
+
+
 def parse_triple(text: str | None, option: str) -> Triple | None:
     """Parse ``"Z,Y,X"`` (or one number for all axes) into three ints; ``None`` stays ``None``."""
     if text is None:
         return None
-    parts = [p for p in text.replace(" ", ",").split(",") if p]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise typer.BadParameter(f"{option} needs integers Z,Y,X, got '{text}'") from None
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3:
-        raise typer.BadParameter(f"{option} needs three integers Z,Y,X (or one for all), got '{text}'")
+    values = _numbers(text, option, int, "integers")
     return (values[0], values[1], values[2])
 
 
-def parse_range(text: str | None, option: str) -> tuple[int, int] | None:
-    """Parse ``"START:STOP"`` (voxels, stop exclusive; either may be empty) into a pair."""
+def parse_nm_triple(text: str | None, option: str) -> NmTriple | None:
+    """Parse ``"Z,Y,X"`` nanometres (or one number for all axes; decimals allowed, e.g. 50,4.6,4.6)."""
     if text is None:
         return None
-    if ":" not in text:
-        raise typer.BadParameter(f"{option} needs START:STOP, got '{text}'")
-    start_text, stop_text = text.split(":", 1)
+    values = _numbers(text, option, float, "numbers (nm)")
+    return as_nm_triple(values, option)
+
+
+def parse_range(text: str | None, option: str) -> tuple[int | None, int | None] | None:
+    """Parse ``"START:STOP"`` (voxels, stop exclusive; an empty end is open) into a pair.
+
+    Negative numbers are refused: ``0:-1`` would silently mean "all but the last" in
+    Python and "everything" elsewhere; give the stop explicitly.
+    """
+    if text is None:
+        return None
+    start_text, colon, stop_text = text.partition(":")
     try:
-        start = int(start_text) if start_text else 0
-        stop = int(stop_text) if stop_text else -1
+        if not colon:
+            raise ValueError
+        bounds = [int(t) if t.strip() else None for t in (start_text, stop_text)]
     except ValueError:
-        raise typer.BadParameter(f"{option} needs integers START:STOP, got '{text}'") from None
-    return (start, stop)
+        raise typer.BadParameter(f"{option} needs START:STOP in voxels (stop exclusive), got '{text}'") from None
+    if any(b is not None and b < 0 for b in bounds):
+        raise typer.BadParameter(
+            f"{option} needs START:STOP counted from 0 (no negative numbers; leave an end empty for open), got '{text}'"
+        )
+    return (bounds[0], bounds[1])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 
 from incasem.cli.app import app
+from incasem.evaluate.metrics import ConfusionCounts
 from incasem.cli.options import SCHEDULER, parse_triple
 from incasem.geometry import Roi
 from incasem.predict import PredictOptions, predict_config, predict_container
@@ -15,6 +17,17 @@ from incasem.predict.job import PredictionOutput
 
 def _block_shape(text: str) -> tuple[int, int, int] | None:
     return None if text == "auto" else parse_triple(text, "--block-size")
+
+
+def format_scores(counts: ConfusionCounts) -> str:
+    """F1, IoU, precision and recall on one line; undefined ones say why instead of printing nan."""
+    shown = "  ".join(
+        f"{label} {value:.4f}"
+        for label, value in zip(("F1", "IoU", "precision", "recall"), counts.scores().values())
+        if not math.isnan(value)
+    )
+    undefined = counts.undefined()
+    return shown + (f"  undefined: {', '.join(undefined)}" if undefined else "")
 
 
 def _describe(output: PredictionOutput) -> str:
@@ -44,10 +57,6 @@ def predict(
     (uint8, 0..255 = probability 0..1) and segmentation (uint8 class id). With labels in the
     config, F1 / precision / recall / IoU inside mask and metric masks are printed and stored.
     """
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise typer.BadParameter(f"--precision must be fp32, bf16 or fp16, got '{precision}'")
-    if padding not in ("reflect", "symmetric", "edge", "constant"):
-        raise typer.BadParameter(f"--padding must be reflect, symmetric, edge or constant, got '{padding}'")
     options = PredictOptions(_block_shape(block_size), device, precision, padding, scheduler, not quiet)  # type: ignore[arg-type]
     if source.suffix == ".zarr" or (source / ".zgroup").exists() or (source / "zarr.json").exists():
         offset, shape = parse_triple(roi_offset, "--roi-offset"), parse_triple(roi_shape, "--roi-shape")
@@ -59,8 +68,4 @@ def predict(
     for result in predict_config(source, model, options, data_root, resume, cache_dir):
         typer.echo(f"{result.entry}: {_describe(result.output)}")
         for name, counts in result.scores.items():
-            scores = counts.scores()
-            typer.echo(
-                f"  {name}: F1 {scores['f1']:.4f}  IoU {scores['iou']:.4f}  "
-                f"precision {scores['precision']:.4f}  recall {scores['recall']:.4f}"
-            )
+            typer.echo(f"  {name}: {format_scores(counts)}")

@@ -17,6 +17,7 @@ case too, but IoU as 1.0 and precision/recall as 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,21 @@ class ConfusionCounts:
     def scores(self) -> dict[str, float]:
         """``f1``, ``iou``, ``precision`` and ``recall`` by name."""
         return {"f1": self.f1, "iou": self.iou, "precision": self.precision, "recall": self.recall}
+
+    def to_json(self) -> dict[str, int | float | None]:
+        """Scores and counts as strict JSON values: an undefined score is ``None`` (``null``), never NaN."""
+        scores = {name: None if math.isnan(value) else value for name, value in self.scores().items()}
+        return {**scores, "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
+
+    def undefined(self) -> list[str]:
+        """Why each undefined score is undefined, e.g. ``"precision (nothing predicted)"``."""
+        reasons = {
+            "precision": (self.tp + self.fp == 0, "nothing predicted"),
+            "recall": (self.tp + self.fn == 0, "nothing labelled"),
+            "f1": (self.tp + self.fp + self.fn == 0, "nothing predicted or labelled"),
+            "iou": (self.tp + self.fp + self.fn == 0, "nothing predicted or labelled"),
+        }
+        return [f"{name} ({why})" for name, (is_undefined, why) in reasons.items() if is_undefined]
 
 
 def _same_shape(first: NDArray, second: NDArray, names: tuple[str, str]) -> None:

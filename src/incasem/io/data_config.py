@@ -38,13 +38,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from incasem.errors import ConfigError, IncasemError, InputFileError, RoiError, VoxelSizeError
-from incasem.geometry import Roi, Triple, as_triple
+from incasem.geometry import NmTriple, Roi, as_nm_triple
 from incasem.io.volume import open_container, open_volume
 
 _PositiveInt = Annotated[StrictInt, Field(gt=0)]
+_PositiveNm = Annotated[StrictInt | StrictFloat, Field(gt=0, allow_inf_nan=False)]
 _Name = Annotated[StrictStr, Field(min_length=1)]
 
 
@@ -55,7 +56,7 @@ class _EntrySpec(BaseModel):
 
     file: _Name
     raw: _Name
-    voxel_size: tuple[_PositiveInt, _PositiveInt, _PositiveInt]
+    voxel_size: tuple[_PositiveNm, _PositiveNm, _PositiveNm]
     offset: tuple[StrictInt, StrictInt, StrictInt] | None = None
     shape: tuple[_PositiveInt, _PositiveInt, _PositiveInt] | None = None
     labels: dict[_Name, StrictInt] = Field(default_factory=dict)
@@ -72,7 +73,7 @@ class _ConfigSpec(RootModel[dict[str, _EntrySpec]]):
 _EXPECTED = {
     "file": "the path of a .zarr container relative to the data root",
     "raw": "a dataset name",
-    "voxel_size": "3 positive integers [z, y, x] (nm)",
+    "voxel_size": "3 positive numbers [z, y, x] (nm)",
     "offset": "3 integers [z, y, x] (voxels)",
     "shape": "3 positive integers [z, y, x] (voxels)",
     "labels": 'an object {"<labels dataset>": <class id 1..K>}',
@@ -121,7 +122,7 @@ class RoiEntry:
     name: str
     file: str
     container: Path
-    voxel_size: Triple
+    voxel_size: NmTriple
     roi: Roi | None
     raw: str
     labels: tuple[LabelSource, ...] = ()
@@ -153,7 +154,7 @@ class DataConfig:
         return len(self.entries)
 
     @property
-    def voxel_size(self) -> Triple:
+    def voxel_size(self) -> NmTriple:
         """The voxel size (nm) shared by all entries."""
         return self.entries[0].voxel_size
 
@@ -200,7 +201,7 @@ class DataConfig:
 def load_data_config(
     path: str | Path,
     data_root: str | Path | None = None,
-    model_voxel_size: Sequence[int] | None = None,
+    model_voxel_size: Sequence[float] | None = None,
     check_datasets: bool = True,
 ) -> DataConfig:
     """Read and validate a data config JSON file.
@@ -334,7 +335,7 @@ def _entry(path: Path, root: Path, name: str, spec: _EntrySpec) -> RoiEntry:
         name=name,
         file=spec.file,
         container=(root / Path(spec.file).expanduser()).absolute(),
-        voxel_size=spec.voxel_size,
+        voxel_size=as_nm_triple(spec.voxel_size, "voxel_size", positive=True),
         roi=None if spec.offset is None or spec.shape is None else Roi(spec.offset, spec.shape),
         raw=spec.raw,
         labels=tuple(LabelSource(dataset, class_id) for dataset, class_id in spec.labels.items()),
@@ -343,7 +344,7 @@ def _entry(path: Path, root: Path, name: str, spec: _EntrySpec) -> RoiEntry:
     )
 
 
-def _check_config(config: DataConfig, model_voxel_size: Sequence[int] | None) -> None:
+def _check_config(config: DataConfig, model_voxel_size: Sequence[float] | None) -> None:
     """Checks across entries that need no data: voxel sizes and class ids."""
     first = config.entries[0]
     for entry in config.entries[1:]:
@@ -353,7 +354,7 @@ def _check_config(config: DataConfig, model_voxel_size: Sequence[int] | None) ->
                 f"{list(first.voxel_size)} nm of entry '{first.name}': one config holds data of one voxel size"
             )
     if model_voxel_size is not None:
-        model = as_triple(model_voxel_size, "model_voxel_size")
+        model = as_nm_triple(model_voxel_size, "model voxel size", positive=True)
         if first.voxel_size != model:
             raise VoxelSizeError(
                 f"{_where(config.path, first.name, 'voxel_size')}: {list(first.voxel_size)} nm differs from the "

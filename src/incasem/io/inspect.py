@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from incasem.io.volume import Volume, list_volumes
+from incasem.errors import DatasetMismatchError, MetadataError
+from incasem.io.volume import Volume, dataset_names, open_container, open_volume
 
 
 def describe_volume(volume: Volume) -> str:
@@ -16,6 +17,25 @@ def describe_volume(volume: Volume) -> str:
     )
 
 
+def describe_dataset(path: str | Path, dataset: str) -> str:
+    """One line for one dataset.
+
+    Raises
+    ------
+    NotAContainerError, DatasetNotFoundError, MetadataError
+        If the container or the dataset does not exist, or its metadata is invalid.
+    """
+    return describe_volume(open_volume(path, dataset, require_complete=False))
+
+
+def _describe_or_flag(path: Path, dataset: str) -> str:
+    try:
+        return describe_dataset(path, dataset)
+    except (MetadataError, DatasetMismatchError) as error:  # flagged, not fatal: the others are still listed
+        return f"{dataset}  UNUSABLE: {error}"
+
+
 def describe_container(path: str | Path) -> list[str]:
-    """One line per 3D dataset of the container at ``path``."""
-    return [describe_volume(volume) for volume in list_volumes(path)]
+    """One line per dataset of the container at ``path``; one with invalid metadata says what is wrong."""
+    path = Path(path)
+    return [_describe_or_flag(path, name) for name in dataset_names(open_container(path), path)]

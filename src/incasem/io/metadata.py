@@ -10,9 +10,12 @@ OME-NGFF see the same geometry.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from incasem.geometry import Triple, as_triple
+from incasem.errors import InvalidValueError, MetadataError
+from incasem.geometry import NmTriple, as_nm_triple
 
 #: Attribute that marks a dataset written by a job that has not finished.
 STATUS_KEY = "incasem_status"
@@ -22,32 +25,79 @@ JOB_KEY = "incasem_job"
 INCOMPLETE = "incomplete"
 
 
-def read_geometry(attrs: Mapping[str, Any]) -> tuple[Triple, Triple]:
-    """Voxel size (nm) and world offset (nm) of a dataset from its attributes.
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where a dataset lives, for messages: container path and dataset name."""
+
+    container: Path
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.container}/{self.name}"
+
+    def invalid(self, what: str) -> MetadataError:
+        """The error for an invalid geometry attribute ``what`` of this dataset, with the fix."""
+        return MetadataError(
+            f"{self} has {what}: set its geometry with "
+            f"`incasem info {self.container} -d {self.name} --voxel-size Z,Y,X --offset Z,Y,X`"
+        )
+
+
+def _nm_attribute(value: Any, key: str, ref: DatasetRef, positive: bool) -> NmTriple:
+    try:
+        return as_nm_triple(value, key, positive=positive)
+    except InvalidValueError:
+        need = "3 positive numbers" if positive else "3 finite numbers"
+        raise ref.invalid(f"an invalid '{key}' attribute {value!r} (it needs {need}, nm, z, y, x)") from None
+
+
+def _ngff_transform(attrs: Mapping[str, Any], kind: str, ref: DatasetRef) -> Any:
+    """The last three values of the first scale level's OME-NGFF transform ``kind`` (``None``: absent)."""
+    multiscales = attrs.get("multiscales")
+    if not multiscales:
+        return None
+    try:
+        for transform in multiscales[0]["datasets"][0].get("coordinateTransformations", []):
+            if transform.get("type") == kind:
+                return list(transform[kind][-3:])
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise ref.invalid("a malformed OME-NGFF 'multiscales' attribute") from None
+    return None
+
+
+def read_voxel_size(attrs: Mapping[str, Any], ref: DatasetRef) -> NmTriple:
+    """Voxel size (nm) of a dataset from its attributes; see :func:`read_geometry`."""
+    if "resolution" in attrs:
+        return _nm_attribute(attrs["resolution"], "resolution", ref, positive=True)
+    scale = _ngff_transform(attrs, "scale", ref)
+    return (1, 1, 1) if scale is None else _nm_attribute(scale, "multiscales scale", ref, positive=True)
+
+
+def read_offset(attrs: Mapping[str, Any], ref: DatasetRef) -> NmTriple:
+    """World offset (nm) of a dataset from its attributes; see :func:`read_geometry`."""
+    if "resolution" in attrs or "offset" in attrs:
+        return _nm_attribute(attrs.get("offset", (0, 0, 0)), "offset", ref, positive=False)
+    translation = _ngff_transform(attrs, "translation", ref)
+    return (0, 0, 0) if translation is None else _nm_attribute(translation, "multiscales translation", ref, positive=False)
+
+
+def read_geometry(attrs: Mapping[str, Any], ref: DatasetRef) -> tuple[NmTriple, NmTriple]:
+    """Voxel size (nm) and world offset (nm) of dataset ``ref`` from its attributes.
 
     ``resolution``/``offset`` (the original's attributes) win; otherwise the first
     scale of an OME-NGFF ``multiscales`` entry is used; otherwise voxel size 1 and
-    offset 0, as the original assumed.
+    offset 0, as the original assumed. Non-whole nanometres (4.6) are kept exactly.
+
+    Raises
+    ------
+    MetadataError
+        If an attribute is not three finite numbers (the voxel size: positive ones);
+        the message says how to set the geometry.
     """
-    if "resolution" in attrs:
-        voxel_size = as_triple(attrs["resolution"], "resolution")
-        offset = as_triple(attrs.get("offset", (0, 0, 0)), "offset")
-        return voxel_size, offset
-    multiscales = attrs.get("multiscales")
-    if multiscales:
-        transforms = multiscales[0]["datasets"][0].get("coordinateTransformations", [])
-        scale: Triple = (1, 1, 1)
-        translation: Triple = (0, 0, 0)
-        for transform in transforms:
-            if transform.get("type") == "scale":
-                scale = as_triple([round(v) for v in transform["scale"][-3:]], "scale")
-            elif transform.get("type") == "translation":
-                translation = as_triple([round(v) for v in transform["translation"][-3:]], "translation")
-        return scale, translation
-    return (1, 1, 1), (0, 0, 0)
+    return read_voxel_size(attrs, ref), read_offset(attrs, ref)
 
 
-def geometry_attributes(voxel_size: Triple, offset_nm: Triple, name: str) -> dict[str, Any]:
+def geometry_attributes(voxel_size: NmTriple, offset_nm: NmTriple, name: str) -> dict[str, Any]:
     """Attributes that describe a dataset's geometry in both conventions."""
     return {
         "resolution": list(voxel_size),
@@ -61,8 +111,8 @@ def geometry_attributes(voxel_size: Triple, offset_nm: Triple, name: str) -> dic
                     {
                         "path": ".",
                         "coordinateTransformations": [
-                            {"type": "scale", "scale": [float(v) for v in voxel_size]},
-                            {"type": "translation", "translation": [float(v) for v in offset_nm]},
+                            {"type": "scale", "scale": list(voxel_size)},
+                            {"type": "translation", "translation": list(offset_nm)},
                         ],
                     }
                 ],

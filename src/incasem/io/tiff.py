@@ -3,9 +3,12 @@
 :func:`open_stack` finds the slices and checks, from the TIFF headers alone (no
 pixel data is read), that they form one stack: a folder's files are ordered by the
 last number in their names, which must run without gaps, and every slice must be a
-2D greyscale image of one shape and dtype. The returned :class:`TiffStack` then reads
-any range of z slices; a slice whose pixel data turns out to be corrupt is named in
-the error. :func:`write_slices` writes one TIFF per z slice with zero-padded names.
+2D greyscale image of one shape and dtype. A multi-page file's slices are its 2D
+greyscale pages in file order: one image series (a plain or ImageJ stack) is read
+as that series, a file of several series (pages written one by one, appended
+stacks, pages of differing shape) page by page. The returned :class:`TiffStack` then
+reads any range of z slices; a slice whose pixel data turns out to be corrupt is
+named in the error. :func:`write_slices` writes one TIFF per z slice with zero-padded names.
 
 Everything here only reads and writes; jobs that walk a whole stack live in
 :mod:`incasem.preprocess.convert`.
@@ -44,17 +47,22 @@ class TiffStack:
         Stack shape in voxels (z, y, x).
     dtype
         Element type shared by all slices.
+    by_page
+        Whether the slices are read as the pages of a multi-page file that holds
+        several image series (slice ``z`` is page ``z``), rather than as its one
+        series or as one file each.
     """
 
     path: Path
     files: tuple[Path, ...]
     shape: Triple
     dtype: np.dtype
+    by_page: bool = False
 
     @property
     def multipage(self) -> bool:
         """Whether the slices are the pages of one file rather than one file each."""
-        return len(self.files) != self.shape[0]
+        return self.by_page or len(self.files) != self.shape[0]
 
     def read(self, z_start: int, z_stop: int) -> np.ndarray:
         """Read slices ``z_start`` (inclusive) to ``z_stop`` (exclusive), shape (z, y, x).
@@ -67,8 +75,12 @@ class TiffStack:
         if not 0 <= z_start <= z_stop <= self.shape[0]:
             raise ValueError(f"slices {z_start}:{z_stop} are outside {self.path} (0:{self.shape[0]})")
         out = np.empty((z_stop - z_start, *self.shape[1:]), dtype=self.dtype)
-        if self.multipage:
-            _decode(self.files[0], out, slice(z_start, z_stop))
+        if z_start == z_stop:
+            return out
+        if self.by_page:
+            _decode_pages(self.files[0], out, z_start)
+        elif self.multipage:
+            _decode_series(self.files[0], out, z_start)
         else:
             for index, path in enumerate(self.files[z_start:z_stop]):
                 _decode(path, out[index], 0)
@@ -80,6 +92,38 @@ def _decode(path: Path, out: np.ndarray, key: int | slice) -> None:
     try:
         with tifffile.TiffFile(path) as tif:
             tif.asarray(key=key, series=0, out=out.view(), maxworkers=1)  # a view: tifffile may reshape it
+    except Exception as error:  # any decoding failure means the file is damaged
+        raise InputFileError(f"{path} is corrupt ({error}): replace or remove it") from error
+
+
+def _decode_pages(path: Path, out: np.ndarray, z_start: int) -> None:
+    """Decode pages ``z_start`` on of ``path`` (in file order, any series) into ``out`` (z, y, x), one by one.
+
+    Each page is decoded as itself, so pages may differ in compression or tiling.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tif.pages.useframes = False  # real pages: frames would borrow the first page's compression/tiling
+            for index, plane in enumerate(out, start=z_start):
+                tif.pages[index].asarray(out=plane.view(), maxworkers=1)
+    except Exception as error:  # any decoding failure means the file is damaged
+        raise InputFileError(f"{path} is corrupt ({error}): replace or remove it") from error
+
+
+def _decode_series(path: Path, out: np.ndarray, z_start: int) -> None:
+    """Decode slices ``z_start`` on of the one (z, y, x) series of ``path`` into ``out`` (z, y, x).
+
+    Uncompressed contiguous data, as in ImageJ stacks that may carry only the first
+    page header, is read straight from its bytes; other series page by page.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            if series.dataoffset is None:
+                tif.asarray(key=slice(z_start, z_start + len(out)), series=0, out=out.view(), maxworkers=1)
+                return
+            offset = series.dataoffset + z_start * out[0].nbytes
+            tif.filehandle.read_array(tif.byteorder + out.dtype.char, out.size, offset, out=out)
     except Exception as error:  # any decoding failure means the file is damaged
         raise InputFileError(f"{path} is corrupt ({error}): replace or remove it") from error
 
@@ -131,16 +175,57 @@ def list_slices(folder: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path
     return [numbered[n] for n in order]
 
 
-def _page_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str]:
-    """Shape, dtype and axes of the first image series of ``path``, from its header."""
+_Layout = tuple[tuple[int, ...], np.dtype | None, str]
+
+
+def _series_layouts(path: Path) -> list[_Layout]:
+    """Shape, dtype (None if tifffile cannot decode it) and axes of each image series of ``path``.
+
+    Only the headers are read. Raises :class:`InputFileError` if ``path`` is no
+    readable TIFF or holds no image.
+    """
     try:
         with tifffile.TiffFile(path) as tif:
-            layout = [(tuple(s.shape), np.dtype(s.dtype), s.axes) for s in tif.series[:1]]
+            layouts = [(tuple(s.shape), None if s.dtype is None else np.dtype(s.dtype), s.axes) for s in tif.series]
     except Exception as error:  # any header parsing failure means it is no (intact) TIFF
         raise InputFileError(f"{path} is not a readable TIFF file ({error}): replace or remove it") from error
-    if not layout:
+    if not layouts:
         raise InputFileError(f"{path} holds no image: replace or remove it")
-    return layout[0]
+    return layouts
+
+
+def _undecodable(where: str) -> InputFileError:
+    return InputFileError(f"{where} has a pixel format that cannot be decoded: save it as 8/16/32-bit greyscale")
+
+
+def _page_layout(path: Path, layouts: list[_Layout] | None = None) -> tuple[tuple[int, ...], np.dtype, str]:
+    """Shape, dtype and axes of the first image series of ``path`` (from ``layouts`` if given), from its header."""
+    shape, dtype, axes = (layouts or _series_layouts(path))[0]
+    if dtype is None:
+        raise _undecodable(str(path))
+    return shape, dtype, axes
+
+
+def _page_layouts(path: Path) -> list[tuple[bool, tuple[int, ...], np.dtype | None, str]]:
+    """For each page of ``path`` in file order: whether it is 2D greyscale, its shape, dtype and axes.
+
+    Only the page headers are read (every page's, as real pages, never frames that
+    borrow the first page's layout).
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tif.pages.useframes = False
+            return [
+                (
+                    page.samplesperpixel == 1 and page.imagedepth == 1,
+                    tuple(page.shape),
+                    None if page.dtype is None else np.dtype(page.dtype),
+                    page.axes,
+                )
+                for page in tif.pages
+            ]
+    except Exception as error:  # any header parsing failure means it is no (intact) TIFF
+        raise InputFileError(f"{path} is not a readable TIFF file ({error}): replace or remove it") from error
 
 
 def _stack_from_folder(folder: Path, pattern: str) -> TiffStack:
@@ -161,16 +246,47 @@ def _stack_from_folder(folder: Path, pattern: str) -> TiffStack:
     return TiffStack(folder, tuple(files), (len(files), shape[0], shape[1]), dtype)
 
 
+def _is_page_stack(shape: tuple[int, ...], axes: str) -> bool:
+    """Whether a series of this shape and axes is one 2D greyscale page or a stack of them."""
+    return len(shape) in (2, 3) and axes[-2:] == "YX" and "S" not in axes
+
+
 def _stack_from_file(path: Path) -> TiffStack:
-    shape, dtype, axes = _page_layout(path)
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3 or axes[-2:] != "YX":
-        raise InputFileError(
-            f"{path} holds an image of shape {list(shape)} with axes {axes}: incasem needs a greyscale z-stack "
-            "(one 2D page per slice); split channels/time points in Fiji first"
-        )
-    return TiffStack(path, (path,), (shape[0], shape[1], shape[2]), dtype)
+    layouts = _series_layouts(path)
+    if len(layouts) == 1:  # a plain or ImageJ stack: read as the series, however few page headers it has
+        shape, dtype, axes = _page_layout(path, layouts)
+        if not _is_page_stack(shape, axes):
+            raise InputFileError(
+                f"{path} holds an image of shape {list(shape)} with axes {axes}: incasem needs a greyscale z-stack "
+                "(one 2D page per slice); split channels/time points and make colour greyscale in Fiji first"
+            )
+        if len(shape) == 2:
+            shape = (1, *shape)
+        return TiffStack(path, (path,), (shape[0], shape[1], shape[2]), dtype)
+    for index, (shape, _, axes) in enumerate(layouts):  # several series: the stack is every page
+        if not _is_page_stack(shape, axes):
+            raise InputFileError(
+                f"{path} series {index} holds an image of shape {list(shape)} with axes {axes}: incasem needs a "
+                "greyscale z-stack (one 2D page per slice); split channels/time points and make colour greyscale "
+                "in Fiji first"
+            )
+    pages = _page_layouts(path)
+    _, first_shape, first_dtype, _ = pages[0]
+    for index, (greyscale, shape, dtype, axes) in enumerate(pages):
+        if not greyscale or len(shape) != 2:
+            raise InputFileError(
+                f"{path} page {index} holds an image of shape {list(shape)} (axes {axes}): a multi-page TIFF needs "
+                "one 2D greyscale page per slice; make colour pages greyscale in Fiji first"
+            )
+        if dtype is None:
+            raise _undecodable(f"{path} page {index}")
+        if (shape, dtype) != (first_shape, first_dtype):
+            raise InputFileError(
+                f"{path} page {index} has shape {list(shape)} {dtype} but page 0 has {list(first_shape)} "
+                f"{first_dtype}: all pages of a stack need one shape and dtype; re-save the pages alike "
+                "(e.g. crop/convert them in Fiji) or split the file and convert the parts separately"
+            )
+    return TiffStack(path, (path,), (len(pages), first_shape[0], first_shape[1]), first_dtype, by_page=True)
 
 
 def open_stack(path: str | Path, pattern: str = DEFAULT_PATTERN) -> TiffStack:
@@ -183,7 +299,10 @@ def open_stack(path: str | Path, pattern: str = DEFAULT_PATTERN) -> TiffStack:
     ----------
     path
         A folder of slices (ordered by the number in their names, see
-        :func:`list_slices`) or a multi-page TIFF file.
+        :func:`list_slices`) or a multi-page TIFF file. A file of one image
+        series (a plain or ImageJ stack) is that series; a file of several series
+        (pages written one by one, appended stacks) is all its pages in file
+        order, each of which must be a 2D greyscale page of one shape and dtype.
     pattern
         Glob selecting the slices of a folder.
 
@@ -191,7 +310,7 @@ def open_stack(path: str | Path, pattern: str = DEFAULT_PATTERN) -> TiffStack:
     ------
     InputFileError
         If the path is missing, holds no TIFF slices, or the slices are not one
-        consistent stack; the message names the offending file.
+        consistent stack; the message names the offending file (and page).
     """
     path = Path(path)
     if path.is_dir():

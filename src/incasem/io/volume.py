@@ -12,6 +12,8 @@ Containers may be zarr v2 (the original's published cells) or zarr v3.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +26,24 @@ from incasem.errors import (
     DatasetExistsError,
     DatasetMismatchError,
     DatasetNotFoundError,
+    InvalidValueError,
+    MetadataError,
     NotAContainerError,
     RoiError,
     VoxelSizeError,
 )
-from incasem.geometry import Roi, Triple, as_triple
-from incasem.io.metadata import COMPLETE, INCOMPLETE, JOB_KEY, STATUS_KEY, geometry_attributes, read_geometry
+from incasem.geometry import NmTriple, Roi, Triple, as_nm_triple, as_positive_triple, as_triple, nm_to_voxels
+from incasem.io.metadata import (
+    COMPLETE,
+    INCOMPLETE,
+    JOB_KEY,
+    STATUS_KEY,
+    DatasetRef,
+    geometry_attributes,
+    read_geometry,
+    read_offset,
+    read_voxel_size,
+)
 
 PadMode = Literal["constant", "reflect", "symmetric", "edge"]
 
@@ -44,8 +58,8 @@ class Volume:
     container: Path
     name: str
     array: zarr.Array
-    voxel_size: Triple
-    offset_nm: Triple
+    voxel_size: NmTriple
+    offset_nm: NmTriple
 
     @property
     def shape(self) -> Triple:
@@ -65,12 +79,7 @@ class Volume:
     @property
     def roi(self) -> Roi:
         """Region covered, in voxel units on the world grid."""
-        return Roi(tuple(o // v for o, v in zip(self.offset_nm, self.voxel_size)), self.shape)
-
-    @property
-    def roi_nm(self) -> Roi:
-        """Region covered, in nm."""
-        return self.roi.to_world(self.voxel_size)
+        return Roi(nm_to_voxels(self.offset_nm, self.voxel_size), self.shape)
 
     @property
     def complete(self) -> bool:
@@ -126,27 +135,124 @@ class Volume:
         self.array.attrs[STATUS_KEY] = COMPLETE
 
 
+def dataset_name(name: str) -> str:
+    """The normalised form of dataset path ``name``: how zarr resolves it, and how incasem compares names.
+
+    Empty and ``.`` components are dropped (``/volumes//raw/`` and ``./volumes/raw``
+    both name ``volumes/raw``), so that two spellings of one dataset always compare equal.
+
+    Raises
+    ------
+    InvalidValueError
+        For an empty name (the container itself), a ``..`` component, a component
+        starting with ``.`` (zarr's and incasem's own metadata) or a control character.
+    """
+    if not isinstance(name, str):
+        raise InvalidValueError(f"a dataset name must be a string like volumes/raw, got {name!r}")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    problem = None
+    if not parts:
+        problem = "names the container itself, not a dataset"
+    elif ".." in parts:
+        problem = "has a '..' component"
+    elif any(part.startswith(".") for part in parts):
+        problem = "has a component starting with '.' (reserved for metadata)"
+    elif any(ord(c) < 32 for c in name):
+        problem = "holds a control character"
+    if problem:
+        raise InvalidValueError(f"dataset name {name!r} {problem}: give a path like volumes/raw")
+    return "/".join(parts)
+
+
+def _related(first: str, second: str) -> bool:
+    """Whether normalised names ``first`` and ``second`` are one dataset, or one holds the other."""
+    return first == second or first.startswith(f"{second}/") or second.startswith(f"{first}/")
+
+
+_METADATA_FILES = (".zarray", ".zattrs", ".zgroup", "zarr.json")
+
+
+def _damaged_metadata(path: Path) -> MetadataError:
+    """The error naming the first metadata file under ``path`` that is not valid JSON."""
+    for folder, _dirs, files in os.walk(path):
+        for name in sorted(set(files) & set(_METADATA_FILES)):
+            file = Path(folder) / name
+            try:
+                json.loads(file.read_bytes())
+            except (ValueError, OSError):
+                return MetadataError(
+                    f"{file} is damaged (not valid JSON): restore it from a backup, or re-create that dataset"
+                )
+    return MetadataError(f"the zarr metadata of {path} is damaged: check it with `incasem info {path}`")
+
+
 def open_container(path: str | Path, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
-    """Open a zarr container (v2 or v3); ``mode="a"`` creates it when missing."""
+    """Open a zarr container (v2 or v3); ``mode="a"`` creates it when missing.
+
+    Raises
+    ------
+    NotAContainerError
+        If ``path`` exists but is no zarr container (a plain folder or file is never touched).
+    MetadataError
+        If the container's own metadata is damaged.
+    """
     path = Path(path)
     if mode == "a" and not path.exists():
         return zarr.open_group(str(path), mode="a", zarr_format=2)
+    if path.exists() and not path.is_dir():
+        raise NotAContainerError(f"{path} is a file, not a zarr container: give the path of a .zarr folder")
     try:
         return zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as error:
+    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as error:
         raise NotAContainerError(f"{path} is not a zarr container: give the path of a .zarr folder") from error
+    except ValueError as error:  # json.JSONDecodeError and zarr's metadata validation
+        raise _damaged_metadata(path) from error
+
+
+def _node(group: zarr.Group, path: Path, name: str) -> zarr.Array | zarr.Group | None:
+    """The node at normalised ``name`` of ``group`` (``None`` if absent); damaged metadata is named."""
+    try:
+        return group[name] if name in group else None
+    except KeyError:
+        return None
+    except ValueError as error:
+        raise _damaged_metadata(path / name) from error
+
+
+def _array_above(group: zarr.Group, path: Path, name: str) -> str | None:
+    """The first dataset among the parents of ``name`` (zarr cannot nest a dataset in a dataset)."""
+    parts = name.split("/")
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        if isinstance(_node(group, path, parent), zarr.Array):
+            return parent
+    return None
 
 
 def _volume_from_array(container: Path, name: str, array: zarr.Array) -> Volume:
     if array.ndim != 3:
         raise DatasetMismatchError(f"{container}/{name} has {array.ndim} dimensions; incasem needs 3D (z, y, x)")
-    voxel_size, offset_nm = read_geometry(array.attrs.asdict())
-    if any(o % v for o, v in zip(offset_nm, voxel_size)):
-        raise VoxelSizeError(
-            f"offset {list(offset_nm)} nm of {container}/{name} is not a multiple of its voxel size "
-            f"{list(voxel_size)} nm: fix it with `incasem info {container} --dataset {name} --offset Z Y X`"
-        )
+    ref = DatasetRef(container, name)
+    voxel_size, offset_nm = read_geometry(array.attrs.asdict(), ref)
+    try:
+        nm_to_voxels(offset_nm, voxel_size)
+    except VoxelSizeError:
+        raise ref.invalid(f"offset {list(offset_nm)} nm, which is not a multiple of its voxel size {list(voxel_size)} nm") from None
     return Volume(container, name, array, voxel_size, offset_nm)
+
+
+def _open_array(path: Path, dataset: str, mode: Literal["r", "r+"]) -> tuple[zarr.Array, str]:
+    """The zarr array of dataset ``dataset`` (normalised name returned with it)."""
+    name = dataset_name(dataset)
+    group = open_container(path, mode)
+    node = _node(group, path, name)
+    if node is None:
+        raise DatasetNotFoundError(
+            f"{path} has no dataset '{name}' (it has: {', '.join(dataset_names(group, path)) or 'none'})"
+        )
+    if not isinstance(node, zarr.Array):
+        raise DatasetNotFoundError(f"'{name}' in {path} is a group, not a dataset: name a dataset inside it")
+    return node, name
 
 
 def open_volume(
@@ -158,20 +264,14 @@ def open_volume(
     ------
     NotAContainerError, DatasetNotFoundError
         If the container or the dataset does not exist.
+    MetadataError
+        If the dataset's metadata or geometry attributes are damaged.
     DatasetMismatchError
         If ``require_complete`` and the dataset was left unfinished by an interrupted job.
     """
     path = Path(path)
-    group = open_container(path, mode)
-    try:
-        node = group[dataset]
-    except KeyError:
-        raise DatasetNotFoundError(
-            f"{path} has no dataset '{dataset}' (it has: {', '.join(dataset_names(group)) or 'none'})"
-        ) from None
-    if not isinstance(node, zarr.Array):
-        raise DatasetNotFoundError(f"'{dataset}' in {path} is a group, not a dataset")
-    volume = _volume_from_array(path, dataset, node)
+    array, name = _open_array(path, dataset, mode)
+    volume = _volume_from_array(path, name, array)
     if require_complete and not volume.complete:
         raise DatasetMismatchError(
             f"{volume.label} was left unfinished by an interrupted job: rerun that job with --resume or --overwrite"
@@ -179,9 +279,12 @@ def open_volume(
     return volume
 
 
-def dataset_names(group: zarr.Group) -> list[str]:
-    """Paths of all arrays in a container, sorted."""
-    return sorted(name for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array))
+def dataset_names(group: zarr.Group, path: Path) -> list[str]:
+    """Paths of all arrays in container ``group`` (opened from ``path``), sorted."""
+    try:
+        return sorted(name for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array))
+    except ValueError as error:
+        raise _damaged_metadata(path) from error
 
 
 def list_volumes(path: str | Path) -> list[Volume]:
@@ -189,17 +292,39 @@ def list_volumes(path: str | Path) -> list[Volume]:
     path = Path(path)
     group = open_container(path)
     volumes = []
-    for name in dataset_names(group):
+    for name in dataset_names(group, path):
         array = group[name]
         if array.ndim == 3:
             volumes.append(_volume_from_array(path, name, array))
     return volumes
 
 
-def _matches(volume: Volume, shape: Triple, dtype: np.dtype, voxel_size: Triple, offset_nm: Triple) -> list[str]:
+def _matches(volume: Volume, shape: Triple, dtype: np.dtype, voxel_size: NmTriple, offset_nm: NmTriple) -> list[str]:
     expected = {"shape": shape, "dtype": dtype, "voxel size": voxel_size, "offset": offset_nm}
     actual = {"shape": volume.shape, "dtype": volume.dtype, "voxel size": volume.voxel_size, "offset": volume.offset_nm}
     return [f"{key} {actual[key]} (expected {expected[key]})" for key in expected if actual[key] != expected[key]]
+
+
+def _job_kind(job: Any) -> str | None:
+    return job.get("job") if isinstance(job, dict) else None
+
+
+def _check_replaceable(group: zarr.Group, path: Path, name: str, job: dict[str, Any] | None) -> None:
+    """Refuse to overwrite anything but a dataset that the same kind of incasem job wrote."""
+    node = _node(group, path, name)
+    if isinstance(node, zarr.Group):
+        held = [n for n, member in node.members(max_depth=None) if isinstance(member, zarr.Array)]
+        raise DatasetExistsError(
+            f"'{name}' in {path} is a group holding {len(held)} dataset(s), not a dataset: --overwrite replaces one "
+            "dataset, never a group; name the dataset itself (e.g. volumes/labels/mito)"
+        )
+    kind, existing = _job_kind(job), _job_kind(node.attrs.get(JOB_KEY)) if node is not None else None
+    if kind is None or existing != kind:
+        writer = f"`incasem {existing}`" if existing else "something other than incasem"
+        raise DatasetExistsError(
+            f"{path}/{name} was written by {writer}, so --overwrite{f' of `incasem {kind}`' if kind else ''} will not "
+            "replace it (it may be data you need): choose another output name, or delete it yourself"
+        )
 
 
 def create_volume(
@@ -207,40 +332,51 @@ def create_volume(
     dataset: str,
     shape: Triple,
     dtype: np.dtype | str,
-    voxel_size: Triple,
-    offset_nm: Triple = (0, 0, 0),
+    voxel_size: NmTriple,
+    offset_nm: NmTriple = (0, 0, 0),
     chunks: Triple | None = None,
     *,
     overwrite: bool = False,
     resume: bool = False,
     attributes: dict[str, Any] | None = None,
     job: dict[str, Any] | None = None,
+    reads: Sequence[str] = (),
 ) -> Volume:
     """Create a dataset for a job to fill, marked incomplete until :meth:`Volume.mark_complete`.
 
-    An existing dataset is refused (:class:`DatasetExistsError`) unless ``overwrite``
-    (it is deleted) or ``resume`` (it is reused after checking that shape, dtype,
-    geometry and the recorded ``job`` settings match, else
-    :class:`DatasetMismatchError`). ``job`` (JSON-like) is stored under
+    An existing dataset is refused (:class:`DatasetExistsError`) unless ``resume``
+    (it is reused after checking that shape, dtype, geometry and the recorded ``job``
+    settings match, else :class:`DatasetMismatchError`) or ``overwrite``, which
+    replaces only a *dataset* that an incasem job of the same kind (``job["job"]``)
+    wrote: never a group, a container, or a dataset of other origin. ``reads`` names
+    the datasets the job reads: the output may be none of them, hold none and lie in
+    none. ``job`` (JSON-like, finite numbers) is stored under
     :data:`~incasem.io.metadata.JOB_KEY`. The container is created (zarr v2, like
     the original's) when missing.
     """
-    job = None if job is None else json.loads(json.dumps(job))
+    job = None if job is None else json.loads(json.dumps(job, allow_nan=False))
     path = Path(path)
+    name = dataset_name(dataset)
+    for source in reads:
+        if _related(name, dataset_name(source)):
+            raise DatasetExistsError(
+                f"output '{name}' is, holds or lies in the input '{dataset_name(source)}' of {path}: choose another output name"
+            )
     shape = as_triple(shape, "shape")
-    voxel_size = as_triple(voxel_size, "voxel_size")
-    offset_nm = as_triple(offset_nm, "offset")
+    if min(shape) < 0:
+        raise InvalidValueError(f"shape of {path}/{name} must not be negative, got {list(shape)}")
+    voxel_size = as_nm_triple(voxel_size, "voxel size", positive=True)
+    offset_nm = as_nm_triple(offset_nm, "offset")
+    nm_to_voxels(offset_nm, voxel_size, f"offset of {path}/{name}")
+    chunks = as_positive_triple(chunks, "--chunks") if chunks is not None else None
     dtype = np.dtype(dtype)
-    if min(voxel_size) <= 0:
-        raise VoxelSizeError(f"voxel size {list(voxel_size)} nm for {path}/{dataset} must be positive")
-    if any(o % v for o, v in zip(offset_nm, voxel_size)):
-        raise VoxelSizeError(
-            f"offset {list(offset_nm)} nm for {path}/{dataset} is not a multiple of the voxel size {list(voxel_size)} nm"
-        )
     group = open_container(path, "a")
-    if dataset in group:
+    above = _array_above(group, path, name)
+    if above is not None:
+        raise DatasetExistsError(f"'{name}' would lie inside the dataset '{above}' of {path}: choose another output name")
+    if _node(group, path, name) is not None:
         if resume and not overwrite:
-            existing = open_volume(path, dataset, "r+", require_complete=False)
+            existing = open_volume(path, name, "r+", require_complete=False)
             problems = _matches(existing, shape, dtype, voxel_size, offset_nm)
             stored_job = existing.array.attrs.get(JOB_KEY)
             if job is not None and stored_job != job:
@@ -251,37 +387,34 @@ def create_volume(
                 )
             return existing
         if not overwrite:
-            raise DatasetExistsError(f"{path}/{dataset} exists already: pass --overwrite to replace it")
-        del group[dataset]
+            raise DatasetExistsError(f"{path}/{name} exists already: pass --overwrite to replace it")
+        _check_replaceable(group, path, name, job)
+        del group[name]
     chunks = chunks or tuple(min(DEFAULT_CHUNK, s) if s > 0 else 1 for s in shape)
-    attrs = geometry_attributes(voxel_size, offset_nm, dataset)
+    attrs = geometry_attributes(voxel_size, offset_nm, name)
     attrs.update(attributes or {})
     if job is not None:
         attrs[JOB_KEY] = job
     attrs[STATUS_KEY] = INCOMPLETE
-    array = group.create_array(dataset, shape=shape, chunks=as_triple(chunks, "chunks"), dtype=dtype, fill_value=0, attributes=attrs)
-    return _volume_from_array(path, dataset, array)
-
-
-def delete_volume(path: str | Path, dataset: str) -> None:
-    """Remove a dataset from a container (nothing happens if it is missing)."""
-    group = open_container(path, "r+")
-    if dataset in group:
-        del group[dataset]
+    array = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, attributes=attrs)
+    return _volume_from_array(path, name, array)
 
 
 def set_geometry(
-    path: str | Path, dataset: str, voxel_size: Triple | None = None, offset_nm: Triple | None = None
+    path: str | Path, dataset: str, voxel_size: NmTriple | None = None, offset_nm: NmTriple | None = None
 ) -> Volume:
-    """Change the voxel size and/or world offset (nm) recorded for a dataset."""
-    volume = open_volume(path, dataset, "r+", require_complete=False)
-    new_voxel_size = volume.voxel_size if voxel_size is None else as_triple(voxel_size, "voxel_size")
-    new_offset = volume.offset_nm if offset_nm is None else as_triple(offset_nm, "offset")
-    if min(new_voxel_size) <= 0 or any(o % v for o, v in zip(new_offset, new_voxel_size)):
-        raise VoxelSizeError(
-            f"offset {list(new_offset)} nm must be a multiple of the voxel size {list(new_voxel_size)} nm "
-            f"(both positive) for {volume.label}"
-        )
-    volume.array.attrs.update(geometry_attributes(new_voxel_size, new_offset, dataset))
-    return _volume_from_array(volume.container, dataset, volume.array)
+    """Change the voxel size and/or world offset (nm) recorded for a dataset.
 
+    Works on a dataset whose recorded geometry is invalid, as long as the values
+    given replace the invalid ones.
+    """
+    path = Path(path)
+    array, name = _open_array(path, dataset, "r+")
+    ref, attrs = DatasetRef(path, name), array.attrs.asdict()
+    new_voxel_size = (
+        read_voxel_size(attrs, ref) if voxel_size is None else as_nm_triple(voxel_size, "--voxel-size", positive=True)
+    )
+    new_offset = read_offset(attrs, ref) if offset_nm is None else as_nm_triple(offset_nm, "--offset")
+    nm_to_voxels(new_offset, new_voxel_size, f"offset of {ref}")
+    array.attrs.update(geometry_attributes(new_voxel_size, new_offset, name))
+    return _volume_from_array(path, name, array)

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 import pickle
+import reprlib
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -39,6 +41,22 @@ CHECKPOINT_FORMAT = "incasem-checkpoint"
 FORMAT_VERSION = 1
 """Version of the metadata layout written by this incasem."""
 
+MAX_TOTAL_DOWNSAMPLE = 1024
+"""Largest product of the pooling factors along an axis that a loaded architecture may
+have (the standard network has 8); larger ones need inputs of many thousand voxels per
+axis, and finding the valid input sizes would take very long."""
+
+VoxelSize = tuple[float, float, float]
+"""A voxel size (z, y, x) in nm: positive finite numbers (ints stay ints)."""
+
+_MAX_DEPTH = 16  # nesting allowed in metadata (lists and dicts)
+_INT64 = 1 << 63  # metadata ints must fit in 64 bits
+_MAX_MESSAGE = 300  # characters of a cause quoted in an error message
+_LISTED = 3  # names listed in an error message before "(+N more)"
+
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxlist, _short.maxdict, _short.maxstring, _short.maxother = 3, 6, 6, 60, 60
+
 # Fragments of torch's weights-only unpickler errors that mean the file wants to
 # build objects or call functions, as opposed to being damaged.
 _CODE_REJECTION_MARKERS = (
@@ -50,27 +68,57 @@ _CODE_REJECTION_MARKERS = (
 )
 
 
-def _check_plain(value: Any, name: str) -> Any:
-    """Return a deep copy of ``value`` made of JSON-like types, or raise ``ValueError``."""
-    if value is None or isinstance(value, (str, bool, int)):
+def _check_plain(value: Any, name: str, depth: int = 0) -> Any:
+    """Return a deep copy of ``value`` made of JSON-like types, or raise ``ValueError``.
+
+    Floats must be finite, ints fit in 64 bits, dict keys be strings and nesting be at
+    most ``_MAX_DEPTH`` deep, so that untrusted metadata can be validated and quoted in
+    messages without recursion errors or giant numbers.
+    """
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{name} is nested more than {_MAX_DEPTH} levels deep")
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise ValueError(f"{name} is an integer too large for 64 bits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
         return value
     if isinstance(value, (list, tuple)):
-        return [_check_plain(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        return [_check_plain(v, f"{name}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         out = {}
         for key, v in value.items():
             if not isinstance(key, str):
-                raise ValueError(f"{name} keys must be strings, got {key!r}")
-            out[key] = _check_plain(v, f"{name}[{key!r}]")
+                raise ValueError(f"{name} keys must be strings, got {_short.repr(key)}")
+            out[key] = _check_plain(v, f"{name}[{_short.repr(key)}]", depth + 1)
         return out
     raise ValueError(
         f"{name} may hold only str, int, float, bool, None, lists and dicts, "
         f"got {type(value).__name__}"
     )
+
+
+def _as_voxel_size(value: Any) -> VoxelSize:
+    """Return ``value`` as three positive finite numbers (ints kept) or raise ``ValueError``."""
+    error = ValueError(
+        "voxel_size_nm must be three positive finite numbers (z, y, x), "
+        f"got {_short.repr(value)}"
+    )
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
+        raise error
+    sizes = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise error
+        v = int(v) if isinstance(v, numbers.Integral) else float(v)
+        if not (v > 0 and (isinstance(v, int) or math.isfinite(v))):
+            raise error
+        sizes.append(v)
+    return (sizes[0], sizes[1], sizes[2])
 
 
 @dataclass(frozen=True)
@@ -79,8 +127,9 @@ class ModelCard:
 
     Parameters
     ----------
-    voxel_size_nm : (int, int, int)
-        Voxel size (z, y, x) in nanometres the model was trained for.
+    voxel_size_nm : (float, float, float)
+        Voxel size (z, y, x) in nanometres the model was trained for: positive finite
+        numbers, e.g. ``(50, 4.6, 4.6)``; ints stay ints.
     class_names : sequence of str
         Name of each output channel; index 0 is ``"background"``. Its length must equal
         ``architecture.num_classes``.
@@ -110,7 +159,7 @@ class ModelCard:
         If a field has the wrong type or value.
     """
 
-    voxel_size_nm: tuple[int, int, int]
+    voxel_size_nm: VoxelSize
     class_names: tuple[str, ...]
     organelle: str
     source: str
@@ -123,26 +172,17 @@ class ModelCard:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.format_version != FORMAT_VERSION:
+        version = self.format_version
+        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
             raise ValueError(
-                f"metadata format_version {self.format_version!r} is not supported "
+                f"metadata format_version {_short.repr(version)} is not supported "
                 f"(this incasem reads version {FORMAT_VERSION}); upgrade incasem"
             )
         if not isinstance(self.architecture, UNetConfig):
             raise ValueError(
                 f"architecture must be a UNetConfig, got {type(self.architecture).__name__}"
             )
-        voxel = self.voxel_size_nm
-        if (
-            isinstance(voxel, (str, bytes))
-            or not isinstance(voxel, Sequence)
-            or len(voxel) != 3
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in voxel)
-        ):
-            raise ValueError(
-                f"voxel_size_nm must be three positive integers (z, y, x), got {voxel!r}"
-            )
-        object.__setattr__(self, "voxel_size_nm", tuple(voxel))
+        object.__setattr__(self, "voxel_size_nm", _as_voxel_size(self.voxel_size_nm))
         names = self.class_names
         if (
             isinstance(names, (str, bytes))
@@ -217,10 +257,12 @@ class ModelCard:
         Raises
         ------
         ValueError
-            If ``data`` is not a mapping, has unknown or missing keys or invalid values.
+            If ``data`` is not a mapping of plain JSON-like values, has unknown or missing
+            keys or invalid values.
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"metadata must be a mapping, got {type(data).__name__}")
+        data = _check_plain(data, "metadata")
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown metadata keys {unknown}")
@@ -247,11 +289,26 @@ def _describe(config: UNetConfig) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    """First non-empty line of an exception message (or its type name)."""
+    """First non-empty line of an exception message (or its type name), shortened."""
     for line in str(exc).splitlines():
         if line.strip():
-            return line.strip()
+            line = line.strip()
+            return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 3] + "..."
     return type(exc).__name__
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``[a, b, c] (+N more)``: the first few of ``names`` for an error message."""
+    more = f" (+{len(names) - _LISTED} more)" if len(names) > _LISTED else ""
+    return "[" + ", ".join(names[:_LISTED]) + "]" + more
+
+
+def _is_incasem_payload(payload: Any) -> bool:
+    """Whether a loaded file is marked as an incasem checkpoint."""
+    if not isinstance(payload, Mapping):
+        return False
+    marker = payload.get("format")
+    return isinstance(marker, str) and marker == CHECKPOINT_FORMAT
 
 
 def _read(path: Path) -> Any:
@@ -293,57 +350,164 @@ def _read(path: Path) -> Any:
 
 
 def _state_dict_from(payload: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Return the model state dict of a loaded payload or raise ``CheckpointError``."""
+    """Return the model state dict of a loaded payload or raise ``CheckpointError``.
+
+    The tensors must be dense CPU tensors whose data the file really holds: views
+    that repeat the same bytes (stride 0, overlapping) could claim terabytes.
+    """
     if not isinstance(payload, Mapping) or "model_state_dict" not in payload:
         raise CheckpointError(
             f"checkpoint {path} holds no 'model_state_dict': it is not an incasem model checkpoint"
         )
     state = payload["model_state_dict"]
     if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        isinstance(k, str)
+        and isinstance(v, torch.Tensor)
+        and v.layout == torch.strided
+        and v.device.type == "cpu"
+        for k, v in state.items()
     ):
         raise CheckpointError(
             f"checkpoint {path} has a 'model_state_dict' that is not a mapping of names "
-            "to tensors: re-export it"
+            "to dense tensors: re-export it"
         )
-    return dict(state)
+    state = dict(state)
+    if _claimed_bytes(state) > _held_bytes(state):
+        raise CheckpointError(
+            f"checkpoint {path} has tensors that claim more data than the file holds "
+            "(overlapping views of the same bytes): re-export it"
+        )
+    return state
 
 
-def _build_model(state: Mapping[str, torch.Tensor], config: UNetConfig, path: Path) -> UNet:
-    """Create a :class:`UNet` from ``config`` and load ``state`` into it strictly.
+def _claimed_bytes(state: Mapping[str, torch.Tensor]) -> int:
+    """Bytes the tensors of ``state`` describe (what copying them would allocate)."""
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def _held_bytes(state: Mapping[str, torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind the tensors of ``state``."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in state.values()}
+    return sum(storages.values())
+
+
+def _num_convolutions(config: UNetConfig) -> int:
+    """Number of convolutions of a :class:`UNet` (each has at least a weight tensor)."""
+    return sum(map(len, config.kernel_size_down)) + sum(map(len, config.kernel_size_up)) + 1
+
+
+def _check_plausible(state: Mapping[str, torch.Tensor], config: UNetConfig, path: Path) -> None:
+    """Refuse architectures that cannot fit ``state`` or whose geometry is intractable.
+
+    Every convolution has at least a weight tensor, so an architecture with more
+    convolutions than ``state`` has tensors cannot match it; refusing it first bounds
+    the work spent on it by the size of the file. Pooling has no weights, so its
+    factors are bounded explicitly: the smallest valid input grows with their product.
 
     Raises
     ------
     CheckpointError
-        Listing (the first three) missing and unexpected keys and shape mismatches.
+        If the architecture has too many convolutions or pools too much.
     """
-    model = UNet(config)
-    expected = model.state_dict()
+    convolutions = _num_convolutions(config)
+    if convolutions > len(state):
+        raise CheckpointError(
+            f"checkpoint {path} does not match architecture {_describe(config)}: it has "
+            f"{convolutions} convolutions but the file holds only {len(state)} tensors: "
+            "use the metadata that belongs to these weights"
+        )
+    if max(config.total_downsample_factor) > MAX_TOTAL_DOWNSAMPLE:
+        raise CheckpointError(
+            f"checkpoint {path} describes an architecture that downsamples by "
+            f"{_short.repr(list(config.total_downsample_factor))} (z, y, x), more than "
+            f"{MAX_TOTAL_DOWNSAMPLE}: use the metadata that belongs to these weights"
+        )
 
-    def listed(keys: list[str]) -> str:
-        more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-        return "[" + ", ".join(keys[:3]) + "]" + more
 
+def _meta_model(config: UNetConfig, path: Path) -> UNet:
+    """Build ``UNet(config)`` on the meta device: shapes without memory.
+
+    Raises
+    ------
+    CheckpointError
+        If the architecture cannot be built (sizes beyond what torch can represent).
+    """
+    try:
+        with torch.device("meta"):
+            return UNet(config)
+    except (RuntimeError, TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} describes an architecture {_describe(config)} that cannot be "
+            f"built ({_first_line(exc)}): use the metadata that belongs to these weights"
+        ) from exc
+
+
+def _check_architecture(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], config: UNetConfig,
+    path: Path,
+) -> None:
+    """Compare names, shapes and dtypes of ``state`` with those of ``expected``.
+
+    Raises
+    ------
+    CheckpointError
+        Listing (the first three) missing and unexpected keys, shape mismatches and
+        tensors that are not floating point.
+    """
+    common = [key for key in expected if key in state]
     problems = []
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(
         f"{key} {tuple(state[key].shape)} (expected {tuple(expected[key].shape)})"
-        for key in set(expected) & set(state)
+        for key in common
         if state[key].shape != expected[key].shape
     )
+    not_float = [f"{key} ({state[key].dtype})" for key in common if not state[key].is_floating_point()]
     if missing:
-        problems.append(f"missing keys {listed(missing)}")
+        problems.append(f"missing keys {_listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys {listed(unexpected)}")
+        problems.append(f"unexpected keys {_listed(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches {listed(mismatched)}")
+        problems.append(f"shape mismatches {_listed(mismatched)}")
+    if not_float:
+        problems.append(f"tensors that are not floating point {_listed(not_float)}")
     if problems:
         raise CheckpointError(
             f"checkpoint {path} does not match architecture {_describe(config)}: "
             + "; ".join(problems)
             + ": use the metadata that belongs to these weights"
         )
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Raise ``CheckpointError`` naming the first tensors of ``state`` with NaN or inf."""
+    bad = [key for key, tensor in state.items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} has non-finite weights (NaN or inf) in {_listed(bad)}: "
+            "the weights are unusable (a diverged training run?): use an earlier checkpoint"
+        )
+
+
+def _build_model(state: Mapping[str, torch.Tensor], config: UNetConfig, path: Path) -> UNet:
+    """Create a :class:`UNet` from ``config`` and load ``state`` into it strictly.
+
+    The architecture is first built on the meta device and compared with ``state``,
+    and the weights are checked to be finite; only then is memory allocated, so an
+    absurd architecture in untrusted metadata costs nothing.
+
+    Raises
+    ------
+    CheckpointError
+        If the architecture cannot be built, does not match the names, shapes or dtypes
+        of ``state``, or ``state`` holds NaN or inf.
+    """
+    _check_plausible(state, config, path)
+    model = _meta_model(config, path)
+    _check_architecture(state, model.state_dict(), config, path)
+    _check_finite(state, path)
+    model.to_empty(device="cpu")
     model.load_state_dict(state)
     return model
 
@@ -356,7 +520,8 @@ def load_checkpoint(
     """Load a checkpoint into a :class:`UNet` in eval mode.
 
     The file is read with ``torch.load(..., weights_only=True)``, so it can never run
-    code.
+    code. The architecture is compared with the weights before any memory is
+    allocated for the model.
 
     Parameters
     ----------
@@ -378,27 +543,32 @@ def load_checkpoint(
     ------
     CheckpointError
         If the file is missing, corrupt, contains pickled code, lacks or has invalid
-        metadata, or its weights do not match the architecture.
+        metadata, its weights do not match the architecture or hold NaN or inf.
     """
     path = Path(path)
     payload = _read(path)
     state = _state_dict_from(payload, path)
     if metadata is None:
-        if payload.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"checkpoint {path} has no incasem metadata (a published incasem checkpoint?): "
-                "import it first with `incasem models import`"
-            )
-        try:
-            metadata = ModelCard.from_dict(payload.get("metadata"))
-        except ValueError as exc:
-            raise CheckpointError(
-                f"checkpoint {path} has invalid metadata ({_first_line(exc)}): re-export it"
-            ) from exc
+        metadata = _metadata_from(payload, path)
     model = _build_model(state, metadata.architecture, path)
     model.to(torch.device(map_location))
     model.eval()
     return model, metadata
+
+
+def _metadata_from(payload: Mapping[str, Any], path: Path) -> ModelCard:
+    """The metadata stored in a loaded incasem checkpoint, or ``CheckpointError``."""
+    if not _is_incasem_payload(payload):
+        raise CheckpointError(
+            f"checkpoint {path} has no incasem metadata (a published incasem checkpoint?): "
+            "import it first with `incasem models import`"
+        )
+    try:
+        return ModelCard.from_dict(payload.get("metadata"))
+    except ValueError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} has invalid metadata ({_first_line(exc)}): re-export it"
+        ) from exc
 
 
 def save_checkpoint(
@@ -411,7 +581,7 @@ def save_checkpoint(
 
     The file is first written to a temporary file in the same folder, flushed to disk
     and then renamed over ``path``, so readers never see a partial file. Missing parent
-    folders are created.
+    folders are created. The file gets the usual permissions (``0o666`` less the umask).
 
     Parameters
     ----------
@@ -446,18 +616,43 @@ def save_checkpoint(
     }
     if optimizer is not None:
         payload["optimizer_state_dict"] = optimizer.state_dict()
-    return _atomic_save(payload, Path(path))
+    return atomic_write(Path(path), lambda stream: torch.save(payload, stream))
 
 
-def _atomic_save(payload: dict[str, Any], path: Path) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, fsync and rename it over ``path``."""
+def _default_file_mode() -> int:
+    """Permissions of a newly created file: ``0o666`` less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file atomically: into a temporary file next to it, fsync, rename over it.
+
+    Readers never see a partial file, a failure leaves ``path`` as it was and no
+    temporary file behind. The file gets the usual permissions (``0o666`` less the
+    umask), not the ``0o600`` of a temporary file. Missing parent folders are created.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Destination file.
+    write : callable
+        Called with the open binary stream; writes the content.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as stream:
-            torch.save(payload, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(tmp_name, _default_file_mode())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -477,15 +672,16 @@ def import_published_checkpoint(
 ) -> str:
     """Convert a checkpoint of the original incasem into an incasem checkpoint.
 
-    The weights are checked to load into ``metadata.architecture``; the optimizer
-    state of the published file is dropped.
+    The weights are checked to load into ``metadata.architecture`` and to be finite;
+    the optimizer state of the published file is dropped. The source file is never
+    modified.
 
     Parameters
     ----------
     src_path : str or os.PathLike
         Published checkpoint: a dict with ``model_state_dict`` and no metadata.
     dst_path : str or os.PathLike
-        Where to write the converted checkpoint (atomically).
+        Where to write the converted checkpoint (atomically); must not be the source.
     metadata : ModelCard
         Metadata describing the published model (voxel size, organelle, source, ...).
 
@@ -498,18 +694,42 @@ def import_published_checkpoint(
     ------
     CheckpointError
         If the source is missing, corrupt, contains pickled code, is already an
-        incasem checkpoint or does not match ``metadata.architecture``.
+        incasem checkpoint, does not match ``metadata.architecture``, holds NaN or inf
+        weights, or ``dst_path`` is the source file itself.
     """
-    src = Path(src_path)
+    src, dst = Path(src_path), Path(dst_path)
     payload = _read(src)
+    if dst.exists() and dst.samefile(src):
+        raise CheckpointError(
+            f"refusing to write the converted checkpoint over its source {src}: "
+            "choose another destination"
+        )
     state = _state_dict_from(payload, src)
-    if payload.get("format") == CHECKPOINT_FORMAT:
+    if _is_incasem_payload(payload):
         raise CheckpointError(
             f"checkpoint {src} is already an incasem checkpoint: use it directly"
         )
     model = _build_model(state, metadata.architecture, src)
-    dst = save_checkpoint(dst_path, model, metadata)
+    dst = save_checkpoint(dst, model, metadata)
     return checkpoint_sha256(dst)
+
+
+def is_incasem_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a readable file written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    bool
+        ``False`` for a missing, unreadable, corrupt or original-format file.
+    """
+    try:
+        return _is_incasem_payload(_read(Path(path)))
+    except CheckpointError:
+        return False
 
 
 def checkpoint_sha256(path: str | os.PathLike[str]) -> str:

@@ -41,7 +41,14 @@ from tqdm import tqdm
 
 from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError
 from incasem.geometry import Triple
-from incasem.model.checkpoint import ModelCard, checkpoint_sha256, import_published_checkpoint
+from incasem.model.checkpoint import (
+    ModelCard,
+    VoxelSize,
+    atomic_write,
+    checkpoint_sha256,
+    import_published_checkpoint,
+    is_incasem_checkpoint,
+)
 from incasem.model.unet import standard_config
 
 DEFAULT_BASE_URL = "https://asem-project.s3.amazonaws.com"
@@ -140,8 +147,8 @@ class ModelEntry:
     organelle : str
     preparation : str or None
         Preparation code (``"CF"``, ``"HPF"``) or what the user gave on import.
-    voxel_size_nm : (int, int, int)
-        Voxel size (z, y, x) in nm.
+    voxel_size_nm : (float, float, float)
+        Voxel size (z, y, x) in nm (ints where whole).
     file_name : str
         Original file name (``model_checkpoint_1675_*`` while not known).
     path : pathlib.Path or None
@@ -151,7 +158,7 @@ class ModelEntry:
     model_id: str
     organelle: str
     preparation: str | None
-    voxel_size_nm: Triple
+    voxel_size_nm: VoxelSize
     file_name: str
     path: Path | None
 
@@ -171,13 +178,21 @@ def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    ConfigError
+        If that path exists and is not a folder.
     """
     if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(xdg).expanduser() / "incasem" / "models"
+        root = Path(cache_dir).expanduser()
+    elif os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV]).expanduser()
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "incasem" / "models"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"models folder {root} is a file, not a folder: give a folder with --cache-dir or ${CACHE_ENV}")
+    return root
 
 
 def _read_index(root: Path) -> dict[str, dict[str, Any]]:
@@ -202,16 +217,33 @@ def _record(root: Path, section: str, key: str, record: dict[str, Any]) -> None:
     """Add ``record`` to the index of ``root`` and write the index atomically."""
     index = _read_index(root)
     index[section][key] = record
-    fd, tmp = tempfile.mkstemp(prefix=f".{_INDEX}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(index, stream, indent=2, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, root / _INDEX)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(index, indent=2, sort_keys=True)
+    atomic_write(root / _INDEX, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def _check_replaceable(root: Path, section: str, key: str, dst: Path) -> None:
+    """Refuse to write ``dst`` over a file that incasem did not write there.
+
+    The models folder may be a folder of the user (``--cache-dir``): a file at ``dst``
+    is replaced only if the index records it as the file of ``key``, or it is an
+    incasem checkpoint (one written here before the index was lost). The user's own
+    files, the source being imported among them, are never touched.
+
+    Raises
+    ------
+    ConfigError
+        If ``dst`` exists and is not such a file.
+    """
+    if not os.path.lexists(dst):
+        return
+    record = _read_index(root)[section].get(key)
+    recorded = isinstance(record, dict) and record.get("file") == dst.relative_to(root).as_posix()
+    if not dst.is_symlink() and dst.is_file() and (recorded or is_incasem_checkpoint(dst)):
+        return
+    raise ConfigError(
+        f"{dst} exists and was not written by incasem, which replaces only its own files in "
+        f"the models folder {root}: move that file away or use another --cache-dir"
+    )
 
 
 def _published_model(model_id: str) -> PublishedModel:
@@ -394,6 +426,7 @@ def fetch_published_model(
     path = _cached_path(root, model)
     if _is_cached(root, model):
         return path
+    _check_replaceable(root, "published", model.model_id, path)
     base_url = _check_base_url(base_url)
     name = _bucket_name(model, base_url)
     url = f"{base_url}/{CHECKPOINT_PREFIX}{urllib.parse.quote(name)}"
@@ -426,7 +459,7 @@ def import_model(
     model_id: str | None = None,
     *,
     organelle: str | None = None,
-    voxel_size_nm: Triple | None = None,
+    voxel_size_nm: VoxelSize | None = None,
     preparation: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
@@ -438,6 +471,9 @@ def import_model(
     any checkpoint of the standard U-Net written by the original incasem, which is
     stored as ``<models folder>/imported/<file stem>.pt`` and can be named by its stem.
 
+    The source file is only read. Importing again replaces the converted file of the
+    same id or name, but never a file in the models folder that incasem did not write.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -446,8 +482,9 @@ def import_model(
         Published id of the file.
     organelle : str, optional
         What the model segments (the name of class 1), for a non-published model.
-    voxel_size_nm : (int, int, int), optional
-        Voxel size (z, y, x) in nm the model was trained for, for a non-published model.
+    voxel_size_nm : (float, float, float), optional
+        Voxel size (z, y, x) in nm the model was trained for (positive finite numbers,
+        e.g. ``(50, 4.6, 4.6)``), for a non-published model.
     preparation : str, optional
         Sample preparation, for a non-published model.
     cache_dir : str or os.PathLike, optional
@@ -461,7 +498,8 @@ def import_model(
     Raises
     ------
     ConfigError
-        If the arguments mix or lack the two ways of describing the model.
+        If the arguments mix or lack the two ways of describing the model, or the
+        destination in the models folder is a file incasem did not write.
     ModelNotFoundError
         If ``model_id`` is not a published id.
     CheckpointError
@@ -492,6 +530,8 @@ def import_model(
     else:
         if organelle is None or voxel_size_nm is None:
             raise ConfigError(f"importing {src} needs both --organelle and --voxel-size")
+        if not organelle.strip():
+            raise ConfigError(f"--organelle must name what {src} segments, e.g. mito")
         try:
             card = ModelCard(
                 voxel_size_nm=voxel_size_nm,
@@ -505,6 +545,7 @@ def import_model(
         section, key = "imported", src.stem
         dst = root / "imported" / f"{key}.pt"
         extra = {"organelle": organelle, "voxel_size_nm": list(card.voxel_size_nm), "preparation": preparation}
+    _check_replaceable(root, section, key, dst)
     sha256 = import_published_checkpoint(src, dst, card)
     _record(root, section, key, {
         "file": dst.relative_to(root).as_posix(),

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from incasem.blockwise import Block, BlockwiseTask, done_record_for, plan_blocks, run_blockwise
-from incasem.errors import IncasemError, InputFileError, RoiError, VoxelSizeError
-from incasem.geometry import Roi, Triple, as_triple
+from incasem.blockwise import Block, BlockwiseTask, check_run_options, done_record_for, plan_blocks, run_blockwise
+from incasem.errors import IncasemError, InputFileError, InvalidValueError, RoiError, VoxelSizeError
+from incasem.geometry import Roi, Triple, as_positive_triple, voxels_to_nm
 from incasem.io.volume import PadMode, Volume, create_volume, open_volume
 from incasem.model.checkpoint import ModelCard, checkpoint_sha256, load_checkpoint
 from incasem.model.unet import UNet, normalize_raw
@@ -30,6 +30,10 @@ from incasem.predict.device import Precision, auto_block_shape, output_chunk_sha
 from incasem.predict.outputs import claim_prediction_id, find_resumable, prediction_group, provenance
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: Accepted values of :attr:`PredictOptions.precision` and :attr:`PredictOptions.padding`.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PADDINGS: tuple[str, ...] = ("reflect", "symmetric", "edge", "constant")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,19 @@ class PredictOptions:
     padding: PadMode = "reflect"
     scheduler: str | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.block_shape is not None:
+            object.__setattr__(self, "block_shape", as_positive_triple(self.block_shape, "--block-size"))
+        for option, value, allowed in (
+            ("--precision", self.precision, PRECISIONS),
+            ("--padding", self.padding, PADDINGS),
+        ):
+            if value not in allowed:
+                raise InvalidValueError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise InvalidValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        check_run_options(self.scheduler, None)
 
 
 @dataclass(frozen=True)
@@ -140,11 +157,13 @@ def _check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> None:
 
 
 def _block_shape(options: PredictOptions, card: ModelCard, device: torch.device, roi: Roi) -> Triple:
+    """The output block: as requested (rounded down to the downsampling grid) or the auto choice,
+    never larger than the region needs (rounded up to the grid), so no block reads far past the data."""
     step = card.architecture.total_downsample_factor
     if options.block_shape is None:
         return auto_block_shape(card.architecture, device, options.precision, roi.shape)
-    requested = as_triple(options.block_shape, "block_shape")
-    rounded = tuple(max(s, (b // s) * s) for b, s in zip(requested, step))
+    needed = [-(-r // s) * s for r, s in zip(roi.shape, step)]
+    rounded = tuple(min(max(s, (b // s) * s), n) for b, s, n in zip(options.block_shape, step, needed))
     return (rounded[0], rounded[1], rounded[2])
 
 
@@ -213,7 +232,7 @@ def predict_roi(
         device=str(device),
         **(extra_provenance or {}),
     )
-    job = {key: record[key] for key in _SAME_JOB_KEYS}
+    job = {"job": "predict", **{key: record[key] for key in _SAME_JOB_KEYS}}
     if resume and prediction_id is None:
         prediction_id = find_resumable(container, model_name, job)
         resume = prediction_id is not None
@@ -222,7 +241,7 @@ def predict_roi(
     names = tuple(f"{group}/prob_maps/class_{c}" for c in range(1, config.num_classes))
     segmentation_name = f"{group}/segmentation"
     chunks = output_chunk_shape(block_shape, config.total_downsample_factor)
-    offset_nm = roi.to_world(raw.voxel_size).offset
+    offset_nm = voxels_to_nm(roi.offset, raw.voxel_size)
 
     outputs = [
         create_volume(container, name, roi.shape, "uint8", raw.voxel_size, offset_nm, chunks, resume=resume, attributes=record, job=job)

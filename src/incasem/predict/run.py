@@ -52,7 +52,7 @@ def predict_config(
             counts = evaluate_segmentation(output.container, output.segmentation, entry, options.scheduler, options.progress)
             scores = {card.class_names[c]: counts[c] for c in counts if c < len(card.class_names)}
             segmentation = open_volume(output.container, output.segmentation, "r+")
-            segmentation.array.attrs["scores"] = {name: {**c.scores(), **vars(c)} for name, c in scores.items()}
+            segmentation.array.attrs["scores"] = {name: c.to_json() for name, c in scores.items()}
         results.append(EntryPrediction(entry.name, output, scores))
     return results
 

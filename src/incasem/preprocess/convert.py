@@ -1,4 +1,4 @@
-"""TIFF stacks to zarr datasets and back, block by block.
+"""TIFF stacks to zarr datasets, block by block, and the value mapping shared with export.
 
 :func:`tiff_to_zarr` converts a folder of 2D TIFF slices or a multi-page TIFF into a
 dataset. Each block is one chunk-depth slab of z slices across the whole (cropped)
@@ -6,20 +6,16 @@ y, x extent, so the slabs align with the output chunks and memory stays at a few
 slabs whatever the depth of the stack. All slices are validated from their headers
 before anything is written, and the dataset is marked complete only at the end.
 
-:func:`zarr_to_tiff` writes a dataset, or a region of it, as one TIFF per z slice
-for Fiji/ImageJ, into a temporary folder that is renamed into place at the end.
-
-Both keep the dtype unless told otherwise; :func:`to_uint8` is the one rescaling
+:func:`incasem.preprocess.export.zarr_to_tiff` (in its own module) goes the other
+way. Both keep the dtype unless told otherwise; :func:`to_uint8` is the one rescaling
 they use: ``round_half_up(255 * (clip(v, low, high) - low) / (high - low))``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -27,16 +23,16 @@ from typing import Any, Literal
 import dask
 import numpy as np
 
-from incasem.blockwise import Block, BlockwiseTask, done_record_for, plan_blocks, run_blockwise
+from incasem.blockwise import Block, BlockwiseTask, check_run_options, done_record_for, plan_blocks, run_blockwise
 from incasem.errors import (
-    DatasetExistsError,
     DatasetMismatchError,
     InputFileError,
+    InvalidValueError,
     RoiError,
     VoxelSizeError,
 )
-from incasem.geometry import Roi, Triple, as_triple
-from incasem.io.tiff import DEFAULT_PATTERN, TiffStack, open_stack, write_slices
+from incasem.geometry import NmTriple, Roi, Triple, as_nm_triple, as_positive_triple, voxels_to_nm
+from incasem.io.tiff import DEFAULT_PATTERN, TiffStack, open_stack
 from incasem.io.volume import Volume, create_volume, open_volume
 
 
@@ -51,8 +47,6 @@ Crop = tuple[slice, slice, slice]
 #: A rescaling to uint8: the value range ``(low, high)`` mapped onto 0..255, or
 #: ``"minmax"`` for the data's own minimum and maximum.
 Rescale = tuple[float, float] | Literal["minmax"]
-
-_PROBABILITY_RANGE = (0.0, 1.0)
 
 
 def to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -70,8 +64,8 @@ def to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
     low, high
         The values that map to 0 and 255; ``low < high``.
     """
-    if not low < high:
-        raise ValueError(f"the range to map onto 0..255 needs low < high, got {low}:{high}")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidValueError(f"the range to map onto 0..255 needs finite LOW < HIGH, got {low}:{high}")
     exact = not np.issubdtype(data.dtype, np.floating) and float(low).is_integer() and float(high).is_integer()
     out = np.empty(data.shape, np.uint8)
     for source, target in zip(data.reshape(-1, *data.shape[-2:]), out.reshape(-1, *data.shape[-2:])):
@@ -118,7 +112,7 @@ def _value_range(reads: list[Callable[[], np.ndarray]], num_workers: int | None)
     return (int(low), int(high)) if np.issubdtype(type(low), np.integer) else (float(low), float(high))
 
 
-def _resolve_rescale(
+def resolve_rescale(
     rescale: Rescale, reads: list[Callable[[], np.ndarray]], num_workers: int | None
 ) -> tuple[float, float]:
     """The (low, high) of a rescaling; ``"minmax"`` reads the data (a constant one maps to 0)."""
@@ -126,12 +120,13 @@ def _resolve_rescale(
         low, high = _value_range(reads, num_workers)
         return (low, high) if low < high else (low, low + 1)
     low, high = rescale
-    if not low < high:
-        raise ValueError(f"--to-uint8 needs LOW < HIGH, got {low}:{high}")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidValueError(f"--to-uint8 needs finite LOW < HIGH, got {low}:{high}")
     return low, high
 
 
-def _describe_mapping(dtype: np.dtype, value_range: tuple[float, float] | None) -> str:
+def describe_mapping(dtype: np.dtype, value_range: tuple[float, float] | None) -> str:
+    """How values of ``dtype`` become output values: unchanged, or ``value_range`` onto uint8."""
     if value_range is None:
         return f"{dtype} values unchanged"
     low, high = value_range
@@ -166,13 +161,20 @@ def _convert_block(
 
 
 def _output_geometry(
-    shape: Triple, region: Roi, voxel_size: Triple | None, offset_nm: Triple | None, like: tuple[str | Path, str] | None
-) -> tuple[Triple, Triple, Triple | None]:
+    shape: Triple,
+    region: Roi,
+    voxel_size: NmTriple | None,
+    offset_nm: NmTriple | None,
+    like: tuple[str | Path, str] | None,
+) -> tuple[NmTriple, NmTriple, Triple | None]:
     """Voxel size, offset (nm) and default chunks of the output, from the options or the raw ``like``."""
+    voxel_size = None if voxel_size is None else as_nm_triple(voxel_size, "--voxel-size", positive=True)
+    offset_nm = None if offset_nm is None else as_nm_triple(offset_nm, "--offset")
     if like is None:
-        voxel_size = (1, 1, 1) if voxel_size is None else as_triple(voxel_size, "voxel_size")
-        stack_offset = (0, 0, 0) if offset_nm is None else as_triple(offset_nm, "offset")
-        return voxel_size, tuple(o + b * v for o, b, v in zip(stack_offset, region.offset, voxel_size)), None
+        voxel_size = (1, 1, 1) if voxel_size is None else voxel_size
+        stack_offset = (0, 0, 0) if offset_nm is None else offset_nm
+        crop_offset = voxels_to_nm(region.offset, voxel_size)
+        return voxel_size, as_nm_triple([o + c for o, c in zip(stack_offset, crop_offset)], "--offset"), None
     raw = open_volume(*like)
     if region.shape != raw.shape:
         raise DatasetMismatchError(
@@ -180,7 +182,7 @@ def _output_geometry(
             f"{list(raw.shape)}: labels must cover their raw voxel for voxel (crop with --z/--y/--x to match)"
         )
     for name, given, own in (("voxel size", voxel_size, raw.voxel_size), ("offset", offset_nm, raw.offset_nm)):
-        if given is not None and as_triple(given, name) != own:
+        if given is not None and given != own:
             raise VoxelSizeError(f"{name} {list(given)} nm differs from {list(own)} nm of {raw.label}: leave it out")
     return raw.voxel_size, raw.offset_nm, raw.chunks
 
@@ -191,8 +193,8 @@ def tiff_to_zarr(
     dataset: str = "volumes/raw",
     *,
     pattern: str = DEFAULT_PATTERN,
-    voxel_size: Triple | None = None,
-    offset_nm: Triple | None = None,
+    voxel_size: NmTriple | None = None,
+    offset_nm: NmTriple | None = None,
     like: tuple[str | Path, str] | None = None,
     crop: Crop | None = None,
     chunks: Triple | None = None,
@@ -256,17 +258,19 @@ def tiff_to_zarr(
     source, container = Path(source), Path(container)
     if (source / ".zgroup").is_file() or (source / "zarr.json").is_file():
         raise InputFileError(f"{source} is a zarr container: to write TIFF slices from it use `incasem export`")
+    check_run_options(scheduler, num_workers)
     stack = open_stack(source, pattern)
     region = crop_region(stack.shape, crop)
     voxel_size, offset_nm, like_chunks = _output_geometry(stack.shape, region, voxel_size, offset_nm, like)
-    chunks = as_triple(chunks or like_chunks or [min(c, s) for c, s in zip(CHUNKS, region.shape)], "chunks")
+    chunks = as_positive_triple(chunks or like_chunks or [min(c, s) for c, s in zip(CHUNKS, region.shape)], "--chunks")
     depth = region.shape[0]
     slabs = [partial(_stack_slab, stack, region, z, min(z + chunks[0], depth)) for z in range(0, depth, chunks[0])]
-    value_range = None if rescale is None else _resolve_rescale(rescale, slabs, num_workers)
+    value_range = None if rescale is None else resolve_rescale(rescale, slabs, num_workers)
     job = {
+        "job": "convert",
         "source": str(source.resolve()),
         "crop": [[b, e] for b, e in zip(region.offset, region.end)],
-        "mapping": _describe_mapping(stack.dtype, value_range),
+        "mapping": describe_mapping(stack.dtype, value_range),
     }
     dtype = stack.dtype if value_range is None else np.dtype(np.uint8)
     target = create_volume(
@@ -280,177 +284,16 @@ def tiff_to_zarr(
         overwrite=overwrite,
         resume=resume,
         job=job,
+        reads=[like[1]] if like is not None and Path(like[0]).resolve() == container.resolve() else [],
     )
     slab = (target.chunks[0], *target.shape[1:])
     task = BlockwiseTask(
-        f"convert {dataset}",
+        f"convert {target.name}",
         plan_blocks(target.roi, slab, grid_origin=target.roi.offset),
         partial(_convert_block, stack, region, value_range),
-        partial(_open_target, container, dataset),
-        done_record_for(container, dataset),
+        partial(_open_target, container, target.name),
+        done_record_for(container, target.name),
     )
     run_blockwise(task, scheduler, num_workers, progress)
     target.mark_complete()
     return target
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    """What :func:`zarr_to_tiff` wrote.
-
-    Attributes
-    ----------
-    folder
-        The folder of TIFF slices.
-    files
-        Number of slices (one file each).
-    slice_shape
-        (y, x) in voxels.
-    dtype
-        Element type of the files.
-    mapping
-        How the dataset's values became the files' values.
-    """
-
-    folder: Path
-    files: int
-    slice_shape: tuple[int, int]
-    dtype: np.dtype
-    mapping: str
-
-    def __str__(self) -> str:
-        y, x = self.slice_shape
-        return f"{self.folder}: {self.files} slices {y}x{x} {self.dtype} ({self.mapping})"
-
-
-def _read_region(volume: Volume, roi: Roi) -> np.ndarray:
-    return volume.read(roi)
-
-
-def _is_binary(volume: Volume, blocks: list[Block]) -> bool:
-    """Whether all values in the blocks are 0 or 1; stops at the first block that shows otherwise."""
-    for block in blocks:
-        data = volume.read(block.write_roi)
-        if data.size and (data.min() < 0 or data.max() > 1):
-            return False
-    return True
-
-
-def _export_range(
-    volume: Volume, blocks: list[Block], rescale: Rescale | Literal["auto"] | None, num_workers: int | None
-) -> tuple[float, float] | None:
-    """The value range mapped onto uint8 (``None``: values unchanged)."""
-    if rescale is None:
-        return None
-    if rescale != "auto":
-        return _resolve_rescale(rescale, [partial(_read_region, volume, b.write_roi) for b in blocks], num_workers)
-    if volume.dtype == np.bool_ or np.issubdtype(volume.dtype, np.floating) or _is_binary(volume, blocks):
-        return _PROBABILITY_RANGE
-    return None
-
-
-def _export_block(
-    folder: Path, value_range: tuple[float, float] | None, checked: bool, digits: int, block: Block, source: Volume
-) -> None:
-    data = source.read(block.write_roi)
-    if checked and data.size and not (data.min() >= 0 and data.max() <= 1):
-        raise InputFileError(
-            f"{source.label} holds values outside [0, 1] (e.g. {data.min():g}..{data.max():g}), so they are no "
-            "probabilities: pass --to-uint8 LOW:HIGH, minmax or none"
-        )
-    first = block.write_roi.offset[0] - source.roi.offset[0]
-    write_slices(folder, data if value_range is None else to_uint8(data, *value_range), first, digits)
-
-
-def _open_source(container: Path, dataset: str) -> Volume:
-    return open_volume(container, dataset)
-
-
-def _replace_folder(staging: Path, folder: Path) -> None:
-    """Move the finished ``staging`` folder to ``folder``, replacing what is there."""
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-    if not folder.exists():
-        os.rename(staging, folder)
-        return
-    old = folder.with_name(f".{folder.name}.incasem-old-{uuid.uuid4().hex[:8]}")
-    os.rename(folder, old)
-    os.rename(staging, folder)
-    if old.is_dir():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
-
-
-def zarr_to_tiff(
-    container: str | Path,
-    dataset: str,
-    folder: str | Path,
-    *,
-    crop: Crop | None = None,
-    rescale: Rescale | Literal["auto"] | None = "auto",
-    overwrite: bool = False,
-    scheduler: str | None = None,
-    num_workers: int | None = None,
-    progress: bool = True,
-) -> ExportSummary:
-    """Write dataset ``dataset`` (or a crop of it) as one TIFF per z slice into ``folder``.
-
-    Files are named by the slice's z index in the dataset, zero-padded to at least
-    4 digits (``0000.tif``, ``0001.tif``, ...).
-
-    The files are written into a hidden temporary folder next to ``folder`` that is
-    renamed to ``folder`` once all slices are written, so a failed export leaves no
-    partial folder.
-
-    Parameters
-    ----------
-    container, dataset
-        The .zarr container and the dataset to export.
-    folder
-        Output folder; it must not exist or be empty, unless ``overwrite``.
-    crop
-        Region to export in voxels, counted from the dataset's first voxel (default: all).
-    rescale
-        How values become file values. ``"auto"`` (default), as Fiji users expect:
-        binary labels 0/1 (any integer dtype or bool) -> 0/255 uint8; float
-        probabilities in [0, 1] -> ``round(255 * p)`` uint8 (other floats are
-        refused); any other integer dataset (uint8 or uint16 raw, label ids)
-        unchanged. ``None``: unchanged, whatever the dtype. ``(low, high)`` or
-        ``"minmax"``: that range linearly onto 0..255 with :func:`to_uint8`.
-    overwrite
-        Replace an existing non-empty ``folder``.
-    scheduler, num_workers, progress
-        Passed to :func:`incasem.blockwise.run_blockwise`.
-    """
-    folder = Path(folder)
-    volume = open_volume(container, dataset)
-    if folder.exists() and not overwrite and (not folder.is_dir() or any(folder.iterdir())):
-        raise DatasetExistsError(f"{folder} exists already and is not an empty folder: pass --overwrite to replace it")
-    region = crop_region(volume.shape, crop).shift(volume.roi.offset)
-    slab_grid = (volume.roi.offset[0], region.offset[1], region.offset[2])  # slabs on the dataset's z chunks
-    blocks = plan_blocks(region, (volume.chunks[0], *region.shape[1:]), grid_origin=slab_grid)
-    value_range = _export_range(volume, blocks, rescale, num_workers)
-    checked = rescale == "auto" and np.issubdtype(volume.dtype, np.floating)
-    digits = max(4, len(str(volume.shape[0] - 1)))
-    staging = folder.with_name(f".{folder.name}.incasem-partial-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    try:
-        task = BlockwiseTask(
-            f"export {dataset}",
-            blocks,
-            partial(_export_block, staging, value_range, checked, digits),
-            partial(_open_source, volume.container, dataset),
-        )
-        run_blockwise(task, scheduler, num_workers, progress)
-        _replace_folder(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return ExportSummary(
-        folder,
-        region.shape[0],
-        (region.shape[1], region.shape[2]),
-        volume.dtype if value_range is None else np.dtype(np.uint8),
-        _describe_mapping(volume.dtype, value_range),
-    )

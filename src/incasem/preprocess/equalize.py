@@ -25,6 +25,8 @@ built from the same functions.
 
 from __future__ import annotations
 
+import math
+import numbers
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -34,10 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from incasem.blockwise import Block, BlockwiseTask, DoneRecord, done_record_for, plan_blocks, run_blockwise
-from incasem.errors import ConfigError, DatasetMismatchError
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    DoneRecord,
+    check_run_options,
+    done_record_for,
+    plan_blocks,
+    run_blockwise,
+)
+from incasem.errors import DatasetMismatchError, InvalidValueError
 from incasem.geometry import Roi, Triple, as_triple
-from incasem.io.volume import Volume, create_volume, open_volume
+from incasem.io.volume import Volume, create_volume, dataset_name, open_volume
 from incasem.preprocess.clahe import (
     SUPPORTED_DTYPES,
     ClaheGrid,
@@ -54,6 +64,10 @@ from incasem.preprocess.clahe import (
 SCRATCH_FOLDER = ".incasem_equalize"
 
 Histogram = tuple[np.ndarray, np.ndarray]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 def default_output_name(clip_limit: float) -> str:
     """The original's name for the equalised raw, e.g. ``volumes/raw_equalized_0.02``."""
@@ -80,12 +94,13 @@ class ClaheOptions:
     nbins: int = 256
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel_size", as_triple(self.kernel_size, "--kernel-size"))
         if min(self.kernel_size) < 2:
-            raise ConfigError(f"--kernel-size must be at least 2 voxels per axis, got {list(self.kernel_size)}")
-        if not 0 < self.clip_limit <= 1:
-            raise ConfigError(f"--clip-limit must be in (0, 1], got {self.clip_limit} (the original uses 0.02)")
-        if not 2 <= self.nbins <= 2**14:
-            raise ConfigError(f"--nbins must be between 2 and 16384, got {self.nbins}")
+            raise InvalidValueError(f"--kernel-size must be at least 2 voxels per axis, got {list(self.kernel_size)}")
+        if not _is_number(self.clip_limit) or not 0 < self.clip_limit <= 1:
+            raise InvalidValueError(f"--clip-limit must be in (0, 1], got {self.clip_limit!r} (the original uses 0.02)")
+        if not _is_number(self.nbins) or self.nbins != int(self.nbins) or not 2 <= self.nbins <= 2**14:
+            raise InvalidValueError(f"--nbins must be a whole number from 2 to 16384, got {self.nbins!r}")
 
     def job(self, source: str) -> dict[str, Any]:
         """The record of the job stored with its output."""
@@ -96,6 +111,21 @@ class ClaheOptions:
             "clip_limit": self.clip_limit,
             "nbins": self.nbins,
         }
+
+
+#: Largest contextual region edge, voxels: one region's histogram is taken in memory.
+MAX_KERNEL_EDGE = 512
+
+
+def _check_kernel_size(kernel_size: Triple, shape: Triple) -> None:
+    """Refuse regions larger than the data needs (and than the default 128) or than :data:`MAX_KERNEL_EDGE`."""
+    for axis, edge, size in zip("zyx", kernel_size, shape):
+        largest = min(max(size, 128), MAX_KERNEL_EDGE)
+        if edge > largest:
+            raise InvalidValueError(
+                f"--kernel-size {edge} along {axis} exceeds what the data needs ({size} voxels there; "
+                f"at most {largest}): give a smaller --kernel-size"
+            )
 
 
 def _check_dtype(dtype: np.dtype, what: str) -> None:
@@ -244,8 +274,6 @@ def _equalize_block(to_uint8: np.ndarray, block: Block, state: tuple[Volume, _Ma
 def _create_output(
     volume: Volume, output: str, options: ClaheOptions, chunks: Triple | None, overwrite: bool, resume: bool
 ) -> Volume:
-    if f"{volume.name.strip('/')}/".startswith(f"{output}/"):
-        raise ConfigError(f"output '{output}' is the input {volume.label} or holds it: choose another --output")
     job = options.job(volume.name)
     target = create_volume(
         volume.container,
@@ -258,6 +286,7 @@ def _create_output(
         overwrite=overwrite,
         resume=resume,
         job=job,
+        reads=[volume.name],
     )
     return target
 
@@ -311,7 +340,9 @@ def equalize_volume(
     container = Path(container).absolute()  # workers of a cluster may run elsewhere
     volume = open_volume(container, source)
     _check_dtype(volume.dtype, volume.label)
-    output = (output or default_output_name(clip_limit)).strip("/")
+    _check_kernel_size(options.kernel_size, volume.shape)
+    check_run_options(scheduler, num_workers)
+    output = dataset_name(output or default_output_name(clip_limit))
     target = _create_output(volume, output, options, chunks, overwrite, resume)
     if target.complete:
         return target

@@ -27,6 +27,8 @@ operations (no finite halo makes them exact block by block) and are not offered.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -36,8 +38,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import ball
 
-from incasem.blockwise import Block, BlockwiseTask, done_record_for, plan_blocks, run_blockwise
-from incasem.errors import ConfigError, DatasetMismatchError
+from incasem.blockwise import Block, BlockwiseTask, check_run_options, done_record_for, plan_blocks, run_blockwise
+from incasem.errors import ConfigError, DatasetMismatchError, InvalidValueError
 from incasem.geometry import Triple
 from incasem.io.volume import Volume, create_volume, open_volume
 
@@ -56,32 +58,23 @@ EXCLUSION_WIDTHS: dict[str, tuple[int, int]] = {
 CROSS = ndimage.generate_binary_structure(3, 1)
 
 
-Inside = tuple[slice, ...]
-Filter = Callable[[np.ndarray, Inside | None], np.ndarray]
+#: Largest ball radius or exclusion width, voxels: a ball of radius r costs (2r + 1)³
+#: voxels of structuring element and every block reads r voxels of context per step.
+MAX_RADIUS_VOXELS = 64
+
+Filter = Callable[[np.ndarray], np.ndarray]
 
 
 def _morph(
-    mask: np.ndarray,
-    operation: Callable[..., np.ndarray],
-    structure: np.ndarray,
-    iterations: int,
-    border_value: bool,
-    inside: Inside | None,
+    mask: np.ndarray, operation: Callable[..., np.ndarray], structure: np.ndarray, iterations: int, border_value: bool
 ) -> np.ndarray:
-    """Apply scipy's binary ``operation`` as if the data ended at ``inside``.
+    """Apply scipy's binary ``operation``; beyond the array it assumes ``border_value``.
 
-    Voxels of ``mask`` outside the region ``inside`` lie beyond the dataset; they
-    take ``border_value``, the value scipy assumes beyond an array's edge, so that a
-    block read with enough context computes what the whole volume computes.
     ``iterations=0`` leaves the mask unchanged (scipy would iterate until nothing
     changes).
     """
     if iterations == 0:
         return mask
-    if inside is not None:
-        filled = np.full_like(mask, border_value)
-        filled[inside] = mask[inside]
-        mask = filled
     return operation(mask, structure=structure, iterations=iterations, border_value=border_value)
 
 
@@ -89,10 +82,10 @@ def _to_uint8(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.uint8(255), np.uint8(0))
 
 
-def _metric_mask(labels: np.ndarray, inside: Inside | None, exclude_inwards: int, exclude_outwards: int) -> np.ndarray:
+def _metric_mask(labels: np.ndarray, exclude_inwards: int, exclude_outwards: int) -> np.ndarray:
     objects = labels != 0
-    dilated = _morph(objects, ndimage.binary_dilation, CROSS, exclude_outwards, False, inside)
-    eroded = _morph(objects, ndimage.binary_erosion, CROSS, exclude_inwards, False, inside)
+    dilated = _morph(objects, ndimage.binary_dilation, CROSS, exclude_outwards, False)
+    eroded = _morph(objects, ndimage.binary_erosion, CROSS, exclude_inwards, False)
     boundary = dilated & ~eroded
     return _to_uint8(~boundary)
 
@@ -117,15 +110,12 @@ def metric_mask_array(labels: np.ndarray, exclude_inwards: int, exclude_outwards
     numpy.ndarray
         uint8, 0 in the band around object boundaries, 255 elsewhere.
     """
-    if min(exclude_inwards, exclude_outwards) < 0:
-        widths = f"{exclude_inwards}/{exclude_outwards}"
-        raise ValueError(f"exclude_inwards/exclude_outwards must be >= 0 voxels, got {widths}")
-    return _metric_mask(labels, None, exclude_inwards, exclude_outwards)
+    _check_radius("--exclude-inwards", exclude_inwards)
+    _check_radius("--exclude-outwards", exclude_outwards)
+    return _metric_mask(labels, exclude_inwards, exclude_outwards)
 
 
-def _threshold_mask(
-    raw: np.ndarray, inside: Inside | None, min_grey: float, max_grey: float, opening: int, closing: int
-) -> np.ndarray:
+def _threshold_mask(raw: np.ndarray, min_grey: float, max_grey: float, opening: int, closing: int) -> np.ndarray:
     mask = (raw >= min_grey) & (raw <= max_grey)
     steps = (
         (ndimage.binary_erosion, opening, True),
@@ -135,7 +125,7 @@ def _threshold_mask(
     )
     for operation, radius, border_value in steps:
         if radius:
-            mask = _morph(mask, operation, ball(radius, dtype=bool), 1, border_value, inside)
+            mask = _morph(mask, operation, ball(radius, dtype=bool), 1, border_value)
     return _to_uint8(mask)
 
 
@@ -162,9 +152,24 @@ def threshold_mask_array(
     numpy.ndarray
         uint8, 255 inside the cell, 0 outside.
     """
-    if min(opening, closing) < 0:
-        raise ValueError(f"opening/closing must be radii >= 0 voxels, got {opening}/{closing}")
-    return _threshold_mask(raw, None, min_grey, max_grey, opening, closing)
+    _check_grey_range(min_grey, max_grey)
+    _check_radius("--opening", opening)
+    _check_radius("--closing", closing)
+    return _threshold_mask(raw, min_grey, max_grey, opening, closing)
+
+
+def _check_radius(option: str, radius: int) -> None:
+    """Refuse a radius or width that is no whole number in 0..:data:`MAX_RADIUS_VOXELS`."""
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or not 0 <= radius <= MAX_RADIUS_VOXELS:
+        raise InvalidValueError(f"{option} must be a whole number of voxels from 0 to {MAX_RADIUS_VOXELS}, got {radius!r}")
+
+
+def _check_grey_range(min_grey: float, max_grey: float) -> None:
+    for option, value in (("--min", min_grey), ("--max", max_grey)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise InvalidValueError(f"{option} must be a finite grey value, got {value!r}")
+    if min_grey > max_grey:
+        raise InvalidValueError(f"--min {min_grey} is above --max {max_grey}: the grey-value range is empty")
 
 
 def _last_component(dataset: str) -> str:
@@ -187,8 +192,8 @@ def exclusion_widths(
         no known organelle gives it.
     """
     for option, width in (("--exclude-inwards", exclude_inwards), ("--exclude-outwards", exclude_outwards)):
-        if width is not None and width < 0:
-            raise ConfigError(f"{option} must be 0 or more voxels, got {width}")
+        if width is not None:
+            _check_radius(option, width)
     known = ", ".join(EXCLUSION_WIDTHS)
     if organelle is not None and organelle.lower() not in EXCLUSION_WIDTHS:
         raise ConfigError(f"unknown organelle '{organelle}' (known: {known}): pick one or leave out --organelle")
@@ -212,12 +217,15 @@ def _open_pair(container: Path, source: str, output: str) -> tuple[Volume, Volum
 
 
 def _filter_block(filter_: Filter, block: Block, state: tuple[Volume, Volume]) -> None:
-    """Read ``block`` with its context (0 beyond the dataset), filter it, write its write region."""
+    """Read ``block`` with its context, clipped to the dataset, filter it, write its write region.
+
+    Where the read region is clipped, the array ends where the dataset ends, so the
+    morphology sees there what it sees beyond the edge of the whole volume.
+    """
     source, target = state
-    data = source.read(block.read_roi, padding="constant", fill_value=0)
-    inside = block.read_roi.intersect(source.roi).to_slices(block.read_roi.offset)
-    result = filter_(data, inside)
-    target.write(block.write_roi, result[block.write_roi.to_slices(block.read_roi.offset)])
+    read_roi = block.read_roi.intersect(source.roi)
+    result = filter_(source.read(read_roi))
+    target.write(block.write_roi, result[block.write_roi.to_slices(read_roi.offset)])
 
 
 def _run_filter(
@@ -238,8 +246,7 @@ def _run_filter(
 
     ``job`` (the parameters) is stored with the output; a resumed run must have the same.
     """
-    if f"{source.name}/".startswith(f"{output.strip('/')}/"):
-        raise ConfigError(f"output '{output}' is the input {source.label} or holds it: choose another --output")
+    check_run_options(scheduler, num_workers)
     target = create_volume(
         source.container,
         output,
@@ -251,6 +258,7 @@ def _run_filter(
         overwrite=overwrite,
         resume=resume,
         job=job,
+        reads=[source.name],
     )
     blocks = plan_blocks(target.roi, target.chunks, (context, context, context), target.roi.offset)
     task = BlockwiseTask(
@@ -363,11 +371,9 @@ def create_mask(
     Volume
         The complete output: uint8, 255 inside the cell, 0 outside; same geometry as ``raw``.
     """
-    if min_grey > max_grey:
-        raise ConfigError(f"--min {min_grey} is above --max {max_grey}: the grey-value range is empty")
-    for option, radius in (("--opening", opening), ("--closing", closing)):
-        if radius < 0:
-            raise ConfigError(f"{option} must be a radius of 0 or more voxels, got {radius}")
+    _check_grey_range(min_grey, max_grey)
+    _check_radius("--opening", opening)
+    _check_radius("--closing", closing)
     source = open_volume(container, raw)
     if not (np.issubdtype(source.dtype, np.integer) or np.issubdtype(source.dtype, np.floating)):
         raise DatasetMismatchError(f"{source.label} holds {source.dtype}, not grey values: give the raw dataset")
