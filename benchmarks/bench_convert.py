@@ -50,10 +50,11 @@ LUCCHI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lucch
 _CHILD = """
 import json, re, sys, time
 from pathlib import Path
+from incasem.blockwise import RunOptions
 from incasem.preprocess.convert import tiff_to_zarr
 if sys.argv[1] != "--imports-only":
     start = time.perf_counter()
-    volume = tiff_to_zarr(sys.argv[1], sys.argv[2], progress=False)
+    volume = tiff_to_zarr(sys.argv[1], sys.argv[2], run=RunOptions(progress=False))
     seconds = time.perf_counter() - start
     assert volume.complete
 else:

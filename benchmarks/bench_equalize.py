@@ -71,8 +71,9 @@ print(json.dumps(result))
 
 def run_incasem(container: Path) -> dict:
     return _measure(
+        f"from incasem.blockwise import RunOptions\n"
         f"from incasem.preprocess.equalize import equalize_volume\n"
-        f"equalize_volume({str(container)!r}, progress=False)"
+        f"equalize_volume({str(container)!r}, run=RunOptions(progress=False))"
     )
 
 

@@ -1,11 +1,22 @@
-"""Prediction speed and memory of the standard U-Net: the original's 204³→110³ tiling
-against larger blocks (`--block-size auto`), achieved GFLOP/s against this machine's
-measured conv3d peak, and peak memory as the region grows 8×.
+"""`incasem predict` with its defaults against the original incasem's prediction scheme.
 
-Each configuration runs ``incasem predict`` in a fresh process (random weights in the
-standard architecture: speed does not depend on the weights) and reads its peak RSS.
+Side by side in one run, each in a fresh process on the same zarr container (real
+Lucchi++ FIB-SEM, mirrored to fill the region), the same standard U-Net (random
+weights: speed does not depend on them):
 
-    python benchmarks/bench_predict.py [--blocks 104,200] [--roi 200] [--precision fp32]
+- **original scheme**: what the original incasem runs: fp32, NCDHW tensors, 204³
+  input → 110³ output blocks, only the region's interior predicted (the region less
+  the 47-voxel context on each side), each block read from zarr and its
+  probabilities written back;
+- **incasem predict (defaults)**: `incasem predict CELL.zarr --roi-offset … --roi-shape …`
+  with nothing else: balanced auto blocks, bf16 autocast where native, channels-last,
+  reading and writing overlapped with the network, the whole region predicted.
+
+Throughput is voxels *of the region* per second (kvox/s), wall time of the process;
+peak memory is the process's peak resident set. The region then grows 8× (edge ×2)
+for incasem predict, to show that its memory stays flat.
+
+    python benchmarks/bench_predict.py [--roi 256] [--grow] [--skip-original]
 """
 
 from __future__ import annotations
@@ -13,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -21,104 +31,112 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 
-from incasem.io.volume import create_volume
-from incasem.model.checkpoint import ModelCard, save_checkpoint
-from incasem.model.unet import UNet, UNetConfig, standard_config
+from incasem.io.volume import create_volume, open_volume
+from incasem.model.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from incasem.model.unet import UNet, normalize_raw, standard_config
+
+LUCCHI = Path(__file__).resolve().parents[2] / "shared" / "data" / "lucchi_pp_fibsem" / "image"
+RAW = "volumes/raw_equalized_0.02"
 
 
-def conv_flops(config: UNetConfig, input_shape: tuple[int, int, int]) -> float:
-    """Multiply-add FLOPs (2 per MAC) of one forward pass, counted layer by layer with hooks."""
-    model = UNet(config).eval()
-    total = [0.0]
-
-    def count(module: torch.nn.Conv3d, _inputs: tuple, output: torch.Tensor) -> None:
-        kernel = module.weight.shape[1] * np.prod(module.weight.shape[2:])
-        total[0] += 2.0 * kernel * output.numel()
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
-    with torch.inference_mode(), torch.device("meta"):
-        model.to("meta")(torch.empty(1, 1, *input_shape, device="meta"))
-    for hook in hooks:
-        hook.remove()
-    return total[0]
+def write_raw(container: Path, edge: int) -> None:
+    """A cubic uint8 dataset of real EM: the Lucchi++ stack mirrored along every axis to ``edge``."""
+    stack = np.stack([tifffile.imread(path) for path in sorted(LUCCHI.glob("*.tif"))])
+    reps = [-(-edge // s) for s in stack.shape]
+    tiled = np.pad(stack, [(0, (r - 1) * s) for r, s in zip(reps, stack.shape)], mode="symmetric")
+    volume = create_volume(container, RAW, (edge,) * 3, "uint8", (5, 5, 5), chunks=(64, 64, 64))
+    for z in range(0, edge, 64):
+        volume.array[z : z + 64] = tiled[z : z + 64, :edge, :edge]
+    volume.mark_complete()
 
 
-def conv3d_peak_gflops(threads: int) -> float:
-    """Best GFLOP/s of a large 3×3×3 conv (64→64 channels, 64³) on the CPU, fp32."""
-    torch.set_num_threads(threads)
-    conv = torch.nn.Conv3d(64, 64, 3).eval().to(memory_format=torch.channels_last_3d)
-    x = torch.rand(1, 64, 66, 66, 66).contiguous(memory_format=torch.channels_last_3d)
-    flops = 2.0 * 64 * 27 * 64 * 64**3
-    best = float("inf")
+def original_scheme(container: str, checkpoint: str, edge: int) -> None:
+    """The original's prediction: fp32 NCDHW, 204³ → 110³ blocks over the region's interior."""
+    model, _ = load_checkpoint(checkpoint)
+    raw = open_volume(container, RAW)
+    out = create_volume(container, "volumes/original_scheme", (edge,) * 3, "uint8", (5, 5, 5), chunks=(110, 110, 110))
+    context, size_in, size_out = 47, 204, 110
+    interior_end = edge - context
+    starts = range(context, interior_end, size_out)
     with torch.inference_mode():
-        conv(x)
-        for _ in range(3):
-            start = time.perf_counter()
-            conv(x)
-            best = min(best, time.perf_counter() - start)
-    return flops / best / 1e9
+        for z in starts:
+            for y in starts:
+                for x in starts:
+                    data = np.asarray(raw.array[z - context : z - context + size_in, y - context : y - context + size_in, x - context : x - context + size_in])
+                    data = np.pad(data, [(0, size_in - s) for s in data.shape])  # the last block reads past the data
+                    logits = model(normalize_raw(torch.from_numpy(data))[None, None])
+                    probability = torch.softmax(logits, dim=1)[0, 1].numpy()
+                    block = np.rint(probability * 255).astype(np.uint8)
+                    stop = [min(s + size_out, interior_end) for s in (z, y, x)]
+                    out.array[z : stop[0], y : stop[1], x : stop[2]] = block[: stop[0] - z, : stop[1] - y, : stop[2] - x]
 
 
-def run_predict(container: Path, checkpoint: Path, roi: int, block: int, precision: str) -> dict[str, float]:
-    """Run one prediction in a fresh process; return wall time and peak RSS."""
-    code = (
-        "import resource, sys, time; from incasem.cli import main; t = time.perf_counter(); "
-        f"rc = main(['predict', '{container}', '--model', '{checkpoint}', '--raw', 'volumes/raw_equalized_0.02', "
-        f"'--roi-offset', '0,0,0', '--roi-shape', '{roi},{roi},{roi}', '--block-size', '{block}', "
-        f"'--device', 'cpu', '--precision', '{precision}', '-q']); "
-        "print('RESULT', time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rc)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    _, seconds, rss_kb, rc = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
-    if rc != "0":
-        raise RuntimeError(out)
-    return {"seconds": float(seconds), "peak_gb": int(rss_kb) / 1e6}
+#: Runs the Python code in argv[1] and prints the process's own peak RSS (kB) as its last line.
+_WITH_PEAK = (
+    "import resource, sys\n"
+    "try:\n    exec(sys.argv.pop(1))\n"
+    "finally:\n    print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def measure(code: str, argv: list[str] = ()) -> dict[str, float]:
+    """Run Python ``code`` (with ``sys.argv[1:] = argv``) in a fresh process; its wall time and own peak RSS."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _WITH_PEAK, code, *argv], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak_line = [line for line in done.stderr.splitlines() if line.startswith("PEAK_KB")]
+    if done.returncode != 0 or not peak_line:
+        raise RuntimeError(done.stderr[-2000:])
+    return {"seconds": seconds, "peak_gb": int(peak_line[-1].split()[1]) / 1e6}
+
+
+def incasem_predict(container: Path, checkpoint: Path, edge: int) -> list[str]:
+    """The arguments of a default `incasem predict` of the cubic region of ``edge`` voxels."""
+    return [
+        "predict", str(container), "--model", str(checkpoint),
+        "--roi-offset", "0,0,0", "--roi-shape", f"{edge},{edge},{edge}", "-q",
+    ]  # fmt: skip
+
+
+#: `incasem ARGS...` in the measured process (exit status 0 required).
+_CLI = "from incasem.cli import main\nstatus = main(sys.argv[1:])\nassert status == 0, status"
+
+
+def report(name: str, edge: int, measured: dict[str, float]) -> float:
+    kvox = edge**3 / measured["seconds"] / 1e3
+    print(f"{name:<34} region {edge}³: {kvox:8.1f} kvox/s of the region, {measured['seconds']:7.1f} s, peak RSS {measured['peak_gb']:.2f} GB")
+    return kvox
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--blocks", default="104,200", help="output block edges to compare (voxels)")
-    parser.add_argument("--roi", type=int, default=200, help="edge of the cubic region to predict (voxels)")
-    parser.add_argument("--grow", type=int, default=0, help="also run ROI 2× per axis (8× voxels) with this block edge")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--roi", type=int, default=256, help="edge of the cubic region (voxels)")
+    parser.add_argument("--grow", action="store_true", help="also predict the region with edge ×2 (8× the voxels)")
+    parser.add_argument("--skip-original", action="store_true", help="leave out the original's scheme (slow)")
     args = parser.parse_args()
-    threads = os.cpu_count() or 1
-    config = standard_config()
-    peak = conv3d_peak_gflops(threads)
-    print(f"machine: {threads} cores, torch {torch.__version__}, conv3d fp32 peak {peak:.1f} GFLOP/s")
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        container = Path(tmp) / "bench.zarr"
-        edge = max(args.roi, 2 * args.roi if args.grow else 0)
-        raw = create_volume(container, "volumes/raw_equalized_0.02", (edge,) * 3, "uint8", (5, 5, 5), chunks=(64, 64, 64))
-        raw.write(raw.roi, np.random.default_rng(0).integers(0, 256, (edge,) * 3, dtype=np.uint8))
-        raw.mark_complete()
+        edges = [args.roi, 2 * args.roi] if args.grow else [args.roi]
         checkpoint = save_checkpoint(
-            Path(tmp) / "standard.pt", UNet(config),
+            Path(tmp) / "standard.pt", UNet(standard_config()),
             ModelCard(voxel_size_nm=(5, 5, 5), class_names=("background", "mito"), organelle="mito", source="benchmark"),
-        )
-        runs = [(args.roi, int(b)) for b in args.blocks.split(",")]
-        if args.grow:
-            runs.append((2 * args.roi, args.grow))
-        for roi, block in runs:
-            measured = run_predict(container, checkpoint, roi, block, args.precision)
-            input_edge = config.input_shape_for_output((block,) * 3)[0]
-            blocks = -(-roi // block) ** 3
-            flops = conv_flops(config, (input_edge,) * 3) * blocks
-            voxels_per_s = roi**3 / measured["seconds"]
-            gflops = flops / measured["seconds"] / 1e9
-            results[(roi, block)] = voxels_per_s
-            print(
-                f"ROI {roi}³, block {block}³ (input {input_edge}³, {blocks} blocks, {args.precision}): "
-                f"{voxels_per_s / 1e3:.1f} kvox/s of the ROI, {gflops:.1f} GFLOP/s ({100 * gflops / peak:.0f}% of peak), "
-                f"peak RSS {measured['peak_gb']:.2f} GB, {measured['seconds']:.0f} s"
-            )
-    base = results[runs[0]]
-    for key, value in results.items():
-        print(f"speed-up of block {key[1]}³ on ROI {key[0]}³ over block {runs[0][1]}³: {value / base:.2f}x")
-    print(json.dumps({f"roi{k[0]}_block{k[1]}": v for k, v in results.items()}))
+        )  # fmt: skip
+        for edge in edges:
+            container = Path(tmp) / f"cell_{edge}.zarr"
+            write_raw(container, edge)
+            if edge == args.roi and not args.skip_original:
+                code = f"sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom bench_predict import original_scheme\noriginal_scheme(*sys.argv[1:3], int(sys.argv[3]))"
+                measured = measure(code, [str(container), str(checkpoint), str(edge)])
+                results["original"] = report("original scheme (fp32, 110³ blocks)", edge, measured)
+            measured = measure(_CLI, incasem_predict(container, checkpoint, edge))
+            results[f"incasem_{edge}"] = report("incasem predict (defaults)", edge, measured)
+    if "original" in results:
+        print(f"speed-up of incasem predict over the original scheme on {args.roi}³: {results[f'incasem_{args.roi}'] / results['original']:.1f}x")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

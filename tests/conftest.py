@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from incasem.blockwise import RunOptions
+
+#: Run options of a job in a test: no progress bar.
+QUIET = RunOptions(progress=False)
+
 #: Real EM with manual labels (see SOURCE.md in each folder), beside the checkout.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LUCCHI = SHARED_DATA / "lucchi_pp_fibsem"

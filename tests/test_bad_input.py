@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,12 @@ def workspace(tmp_path_factory) -> Path:
         "file": "cell.zarr", "offset": [0, 0, 0], "shape": [8, 16, 16], "voxel_size": [5, 5, 5],
         "raw": "volumes/raw_equalized_0.02", "labels": {"volumes/labels/mito": 1},
     }}))  # fmt: skip
+    (root / "predict_er.json").write_text(json.dumps({"roi": {
+        "file": "cell.zarr", "offset": [0, 0, 0], "shape": [8, 16, 16], "voxel_size": [5, 5, 5],
+        "raw": "volumes/raw_equalized_0.02", "labels": {"volumes/labels/er": 1},
+    }}))  # fmt: skip
+    er = create_volume(cell, "volumes/labels/er", labels.shape, "uint8", (5, 5, 5))
+    er.mark_complete()
     return root
 
 
@@ -78,7 +86,7 @@ BAD = {
     "convert overwrite a group": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes/labels", "--overwrite"], "never a group"),
     "convert overwrite a group, trailing slash": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes/", "--overwrite"], "never a group"),
     "convert overwrite data it did not write": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes//labels/mito", "--overwrite"], "not replace"),
-    "convert overwrite equalize output": (["convert", "W/stack", "W/cell.zarr", "-d", "./volumes/raw_equalized_0.02", "--overwrite"], "incasem equalize"),
+    "convert overwrite equalize output": (["convert", "W/stack", "W/cell.zarr", "-d", "./volumes/raw_equalized_0.02", "--overwrite"], "written by incasem equalize"),
     "convert exists": (["convert", "W/stack", "W/cell.zarr"], "exists already"),
     "convert resume mismatch": (["convert", "W/stack", "W/cell.zarr", "--resume", "--z", "0:4"], "cannot resume"),
     "convert pattern": (["convert", "W/stack", "W/new.zarr", "--pattern", "*.png"], "no files matching"),
@@ -97,9 +105,10 @@ BAD = {
     "convert chunks negative": (["convert", "W/stack", "W/new.zarr", "--chunks", "-4,8,8"], "--chunks must be positive"),
     "convert to-uint8 reversed": (["convert", "W/stack", "W/new.zarr", "--to-uint8", "5:1"], "LOW < HIGH"),
     "convert to-uint8 nan": (["convert", "W/stack", "W/new.zarr", "--to-uint8", "nan:1"], "LOW < HIGH"),
-    "convert to-uint8 auto": (["convert", "W/stack", "W/new.zarr", "--to-uint8", "auto"], "for `incasem export`"),
+    "convert to-uint8 auto": (["convert", "W/stack", "W/new.zarr", "--to-uint8", "auto"], "for incasem export"),
     "convert workers zero": (["convert", "W/stack", "W/new.zarr", "--workers", "0"], "--workers"),
     "convert scheduler malformed": (["convert", "W/stack", "W/new.zarr", "--scheduler", "localhost"], "--scheduler"),
+    "convert overwrite and resume": (["convert", "W/stack", "W/cell.zarr", "--overwrite", "--resume"], "exclude each other"),
     # equalize
     "equalize container missing": (["equalize", "W/nothing.zarr"], "not a zarr container"),
     "equalize input missing": (["equalize", "W/cell.zarr", "-i", "volumes/nope", "-o", "volumes/eq"], "no dataset 'volumes/nope'"),
@@ -149,7 +158,7 @@ BAD = {
     "mask scheduler": (["mask", "W/cell.zarr", "--min", "0", "--max", "9", "-o", "volumes/m", "--scheduler", "x"], "--scheduler"),
     "mask workers": (["mask", "W/cell.zarr", "--min", "0", "--max", "9", "-o", "volumes/m", "-n", "0"], "--workers"),
     # metric-mask
-    "metric-mask labels missing": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/er"], "no dataset"),
+    "metric-mask labels missing": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/golgi"], "no dataset"),
     "metric-mask labels float": (["metric-mask", "W/cell.zarr", "-l", "volumes/float", "--organelle", "mito"], "not integers"),
     "metric-mask output is input": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "-o", "./volumes/labels/mito", "--overwrite"], "input"),
     "metric-mask inwards": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--exclude-inwards", "-1"], "--exclude-inwards"),
@@ -173,7 +182,12 @@ BAD = {
     "predict precision": (["predict", "W/cell.zarr", "-m", "W/model.pt", "--precision", "fp8"], "--precision"),
     "predict padding": (["predict", "W/cell.zarr", "-m", "W/model.pt", "--padding", "wrap"], "--padding"),
     "predict scheduler": (["predict", "W/cell.zarr", "-m", "W/model.pt", "--scheduler", "8786"], "--scheduler"),
+    "predict workers": (["predict", "W/cell.zarr", "-m", "W/model.pt", "-n", "0"], "--workers"),
+    "predict overwrite and resume": (["predict", "W/cell.zarr", "-m", "W/model.pt", "--resume", "--overwrite"], "exclude each other"),
     "predict cache dir is a file": (["predict", "W/cell.zarr", "-m", "1847", "--cache-dir", "W/notes.txt"], "notes.txt"),
+    "predict er labels with a mito model": (["predict", "W/predict_er.json", "-m", "W/model.pt"], "--classes er=mito"),
+    "predict classes malformed": (["predict", "W/predict_er.json", "-m", "W/model.pt", "--classes", "er"], "LABEL=CLASS"),
+    "predict classes to a class the model lacks": (["predict", "W/predict_er.json", "-m", "W/model.pt", "--classes", "er=golgi"], "'mito'"),
     "predict data root": (["predict", "W/predict.json", "-m", "W/model.pt", "--data-root", "W/nothing"], "nothing"),
     # models
     "models fetch unknown id": (["models", "fetch", "99999", "--cache-dir", "W/cache"], "99999"),
@@ -191,6 +205,7 @@ USAGE = {
     "missing argument": ["equalize"],
     "not an integer": ["mask", "W/cell.zarr", "--min", "0", "--max", "1", "--opening", "two"],
     "unknown command": ["segment", "W/cell.zarr"],
+    "export cannot resume": ["export", "W/cell.zarr", "W/out", "--resume"],
 }
 
 
@@ -210,6 +225,28 @@ def test_bad_value_is_one_line_and_touches_nothing(workspace, capsys, monkeypatc
     assert err.startswith("incasem: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert words in err, err
     assert snapshot(workspace) == before
+    for hint in re.findall(r"`(incasem [^`]*)`", err):  # every command an error names must parse as it stands
+        assert_parses(hint)
+
+
+def assert_parses(hint: str) -> None:
+    """Parse ``hint`` (placeholders Z,Y,X filled) with the command line's own parser, without running it."""
+    import typer
+
+    from incasem.cli import app
+
+    def remaining(context) -> list[str]:
+        return [*getattr(context, "_protected_args", []), *context.args]
+
+    words = shlex.split(hint.replace("Z,Y,X", "5,5,5"))[1:]
+    command = typer.main.get_command(app)
+    try:
+        context = command.make_context("incasem", list(words), resilient_parsing=False)
+        while hasattr(command, "commands") and remaining(context):
+            name, command, rest = command.resolve_command(context, remaining(context))
+            context = command.make_context(name, rest, parent=context)  # raises on unknown options, missing arguments
+    except typer.Exit as done:  # --help
+        assert done.exit_code == 0, hint
 
 
 @pytest.mark.parametrize("case", list(USAGE))

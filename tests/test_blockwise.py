@@ -5,7 +5,14 @@ from functools import partial
 import numpy as np
 import pytest
 
-from incasem.blockwise import BlockwiseTask, done_record_for, plan_blocks, run_blockwise
+from incasem.blockwise import (
+    BlockwiseTask,
+    RunOptions,
+    done_record_for,
+    plan_blocks,
+    run_blockwise,
+)
+from incasem.errors import InvalidValueError
 from incasem.geometry import Roi
 from incasem.io.volume import create_volume, open_volume
 
@@ -42,7 +49,7 @@ def test_run_writes_every_block_once_and_resumes(tmp_path):
     done = done_record_for(container, "out")
     done.mark_done(blocks[0])  # pretend an earlier run finished the first block
     task = BlockwiseTask("add", blocks, partial(_add_one, None, None), partial(_setup, container, calls), done)
-    assert len(run_blockwise(task, num_workers=2, progress=False)) == len(blocks) - 1
+    assert len(run_blockwise(task, RunOptions(workers=2, progress=False))) == len(blocks) - 1
     result = target.read()
     first = blocks[0].write_roi.to_slices()
     assert (result[first] == 0).all(), "a block recorded as done must not be recomputed"
@@ -50,7 +57,7 @@ def test_run_writes_every_block_once_and_resumes(tmp_path):
     rest[first] = False
     np.testing.assert_array_equal(result[rest], data[rest] + 1)
     assert len(calls) == 1, "setup runs once per worker process"
-    assert run_blockwise(task, progress=False) == []
+    assert run_blockwise(task, RunOptions(progress=False)) == []
 
 
 def test_block_errors_propagate(tmp_path):
@@ -59,4 +66,33 @@ def test_block_errors_propagate(tmp_path):
 
     task = BlockwiseTask("fail", plan_blocks(Roi((0, 0, 0), (2, 2, 2)), (2, 2, 2)), fail)
     with pytest.raises(ValueError, match="bad block 0_0_0"):
-        run_blockwise(task, progress=False)
+        run_blockwise(task, RunOptions(progress=False))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"workers": 0}, "--workers must be a whole number of at least 1"),
+        ({"workers": 2.5}, "--workers"),
+        ({"workers": True}, "--workers"),
+        ({"scheduler": "localhost:8786"}, "--scheduler needs a Dask scheduler address"),
+        ({"scheduler": "tcp://"}, "--scheduler"),
+        ({"progress": "no"}, "progress must be True or False"),
+    ],
+)
+def test_bad_run_options_are_one_line_errors(fields, message):
+    with pytest.raises(InvalidValueError, match=message) as error:
+        RunOptions(**fields)
+    assert "\n" not in str(error.value)
+
+
+def test_a_job_refuses_bad_run_or_mode_before_it_writes(tmp_path):
+    """Each job checks ``mode`` and ``run`` first: nothing exists afterwards."""
+    from incasem.preprocess.convert import tiff_to_zarr
+
+    for keywords, message in (({"run": "tcp://host:8786"}, "run must be RunOptions"), ({"mode": "append"}, "write mode")):
+        with pytest.raises(InvalidValueError, match=message):
+            tiff_to_zarr(tmp_path / "stack", tmp_path / "c.zarr", **keywords)
+    with pytest.raises(InvalidValueError, match="run must be RunOptions"):
+        run_blockwise(BlockwiseTask("x", [], _add_one), "tcp://host:8786")  # the old positional scheduler
+    assert list(tmp_path.iterdir()) == []

@@ -7,16 +7,18 @@ a per-worker ``setup`` (open datasets, load a model: once per worker process) an
 per-block ``process``. Finished blocks are recorded as empty files in a folder next
 to the output, so an interrupted job started again skips them.
 
-The default engine is Dask's local threaded scheduler (all cores, nothing to set
-up); ``scheduler="tcp://host:8786"`` runs the same task on an existing Dask cluster.
-Functions given as ``setup``/``process`` must be picklable for a cluster: use
-module-level functions and :func:`functools.partial`.
+How a job runs is one :class:`RunOptions` value, the same for every job: the
+default engine is Dask's local threaded scheduler (all cores, nothing to set up);
+``RunOptions(scheduler="tcp://host:8786")`` runs the same task on an existing Dask
+cluster. Functions given as ``setup``/``process`` must be picklable for a cluster:
+use module-level functions and :func:`functools.partial`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from tqdm import tqdm
 
 from incasem.errors import InvalidValueError, SchedulerError
 from incasem.geometry import Roi, Triple, as_triple
+from incasem.io.volume import WriteMode, check_write_mode
 
 #: How long to wait for a Dask scheduler to answer.
 SCHEDULER_TIMEOUT = "10s"
@@ -163,54 +166,123 @@ class _ProgressCallback(Callback):
         self._bar.update(1)
 
 
-def check_run_options(scheduler: str | None, num_workers: int | None) -> None:
-    """Refuse a malformed scheduler address or worker count; jobs call this before writing anything.
+def check_run_options(scheduler: str | None, workers: int | None) -> None:
+    """Refuse a malformed scheduler address or worker count (see :class:`RunOptions`).
 
     Raises
     ------
     InvalidValueError
-        For ``num_workers`` < 1 or a ``scheduler`` that is not ``tcp://host:port`` (or another
+        For ``workers`` < 1 or a ``scheduler`` that is not ``tcp://host:port`` (or another
         Dask protocol address).
     """
-    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1):
-        raise InvalidValueError(f"--workers must be a whole number of at least 1, got {num_workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InvalidValueError(f"--workers must be a whole number of at least 1, got {workers!r}")
     if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler or scheduler.endswith("://")):
         raise InvalidValueError(f"--scheduler needs a Dask scheduler address like tcp://host:8786, got {scheduler!r}")
 
 
-def run_blockwise(
-    task: BlockwiseTask, scheduler: str | None = None, num_workers: int | None = None, progress: bool = True
-) -> list[Any]:
+@dataclass(frozen=True)
+class RunOptions:
+    """How a job runs: the same for every blockwise job (``incasem`` options ``--scheduler``,
+    ``--workers/-n``, ``--quiet/-q``). Validated on construction, so a job given one has
+    nothing left to refuse before it writes.
+
+    Attributes
+    ----------
+    scheduler
+        ``None`` for Dask's local threaded scheduler, or the address of a running
+        Dask scheduler (``tcp://host:8786``).
+    workers
+        Threads of the local scheduler (default: all cores; a prediction keeps a few
+        blocks in flight instead).
+    progress
+        Show a progress bar on stderr.
+
+    Raises
+    ------
+    InvalidValueError
+        For ``workers`` < 1, a malformed ``scheduler`` or a ``progress`` that is not a bool.
+    """
+
+    scheduler: str | None = None
+    workers: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_run_options(self.scheduler, self.workers)
+        if not isinstance(self.progress, bool):
+            raise InvalidValueError(f"progress must be True or False (--quiet turns it off), got {self.progress!r}")
+
+
+def check_run(run: object) -> RunOptions:
+    """Return ``run`` if it is a :class:`RunOptions`; jobs call this before writing anything.
+
+    Raises
+    ------
+    InvalidValueError
+        For anything else (e.g. a scheduler address given where the options go).
+    """
+    if not isinstance(run, RunOptions):
+        raise InvalidValueError(f"run must be RunOptions(scheduler=..., workers=..., progress=...), got {run!r}")
+    return run
+
+
+def check_job(mode: WriteMode, run: RunOptions) -> None:
+    """Refuse a bad write mode or run options; every job calls this first, before it writes anything.
+
+    Raises
+    ------
+    InvalidValueError
+        See :func:`incasem.io.volume.check_write_mode` and :func:`check_run`.
+    """
+    check_write_mode(mode)
+    check_run(run)
+
+
+def run_blockwise(task: BlockwiseTask, options: RunOptions = RunOptions()) -> list[Any]:
     """Run every block of ``task`` that is not recorded as done; return their results.
 
     The results come in the order of ``task.blocks`` (blocks skipped as done give none).
 
     Parameters
     ----------
-    scheduler
-        ``None`` for Dask's local threaded scheduler, or the address of a running
-        Dask scheduler (``tcp://host:8786``).
-    num_workers
-        Threads of the local scheduler (default: all cores).
-    progress
-        Show a progress bar on stderr.
+    task
+        The blocks and what to do with each.
+    options
+        Where (local threads or a Dask cluster), on how many local threads, and
+        whether to show a progress bar; see :class:`RunOptions`.
     """
-    check_run_options(scheduler, num_workers)
     todo = [b for b in task.blocks if task.done is None or not task.done.is_done(b)]
-    if not todo:
+    try:
+        return run_each(partial(_run_block, task), todo, task.name, options, worker_state=task.token)
+    finally:
+        with _WORKER_LOCK:
+            _WORKER_STATE.pop(task.token, None)
+
+
+def run_each(
+    function: Callable[[Any], Any],
+    items: list[Any],
+    name: str,
+    options: RunOptions = RunOptions(),
+    worker_state: str | None = None,
+) -> list[Any]:
+    """``function(item)`` for every item, where ``options`` says: local threads or a Dask cluster.
+
+    The results come in the order of ``items``. ``function`` and the items must be
+    picklable for a cluster (module-level functions, :func:`functools.partial`).
+    ``worker_state`` names per-worker state (a loaded model) that cluster workers drop
+    when the run ends.
+    """
+    options = check_run(options)
+    if not items:
         return []
-    run = partial(_run_block, task)
-    with tqdm(total=len(todo), desc=task.name, unit="block", disable=not progress, leave=False) as bar:
-        if scheduler is None:
-            workers = num_workers or os.cpu_count() or 1
-            delayed_blocks = [dask.delayed(run, pure=False)(b) for b in todo]
+    with tqdm(total=len(items), desc=name, unit="block", disable=not options.progress, leave=False) as bar:
+        if options.scheduler is None:
+            delayed = [dask.delayed(function, pure=False)(item) for item in items]
             with _ProgressCallback(bar):
-                results = _compute_locally(delayed_blocks, workers)
-        else:
-            results = _run_on_cluster(run, todo, scheduler, bar)
-    with _WORKER_LOCK:
-        _WORKER_STATE.pop(task.token, None)
-    return results
+                return _compute_locally(delayed, options.workers or os.cpu_count() or 1)
+        return _run_on_cluster(function, items, options.scheduler, bar, worker_state)
 
 
 def _compute_locally(delayed_blocks: list[Any], workers: int) -> list[Any]:
@@ -223,7 +295,18 @@ def _compute_locally(delayed_blocks: list[Any], workers: int) -> list[Any]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_on_cluster(run: Callable[[Block], Any], blocks: list[Block], address: str, bar: tqdm) -> list[Any]:
+def _forget_state(token: str) -> None:
+    """On a cluster worker: drop a finished task's state (its model, GPU memory)."""
+    with _WORKER_LOCK:
+        _WORKER_STATE.pop(token, None)
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        sys.modules["torch"].cuda.empty_cache()
+    _release_freed_memory()
+
+
+def _run_on_cluster(
+    run: Callable[[Any], Any], items: list[Any], address: str, bar: tqdm, worker_state: str | None
+) -> list[Any]:
     from distributed import Client, as_completed
 
     try:
@@ -233,8 +316,12 @@ def _run_on_cluster(run: Callable[[Block], Any], blocks: list[Block], address: s
             f"cannot reach the Dask scheduler at {address} ({error}): start it with `dask scheduler` or fix --scheduler"
         ) from None
     with client:
-        futures = client.map(run, blocks, pure=False)
-        for future in as_completed(futures, loop=client.loop):
-            future.result()
-            bar.update(1)
-        return [future.result() for future in futures]
+        try:
+            futures = client.map(run, items, pure=False)
+            for future in as_completed(futures, loop=client.loop):
+                future.result()
+                bar.update(1)
+            return [future.result() for future in futures]
+        finally:
+            if worker_state is not None:  # the workers keep no model or GPU memory after the job
+                client.run(_forget_state, worker_state)

@@ -206,9 +206,10 @@ def test_corrupt_page_is_named_and_ranges_without_it_read(tmp_path, planes):
 
 
 def test_page_by_page_file_converts_to_zarr(tmp_path, planes):
-    from incasem.preprocess.convert import tiff_to_zarr
+    from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
+    from tests.conftest import QUIET
 
     path = _append(tmp_path / "pages.tif", planes)
-    volume = tiff_to_zarr(path, tmp_path / "c.zarr", crop=(slice(1, 7), slice(None), slice(5, 48)),
-                          chunks=(2, 20, 20), progress=False)
+    options = ConvertOptions(crop=(slice(1, 7), slice(None), slice(5, 48)), chunks=(2, 20, 20))
+    volume = tiff_to_zarr(path, tmp_path / "c.zarr", options=options, run=QUIET)
     np.testing.assert_array_equal(volume.read(), planes[1:7, :, 5:])

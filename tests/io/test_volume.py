@@ -10,11 +10,13 @@ from incasem.errors import (
     DatasetExistsError,
     DatasetMismatchError,
     DatasetNotFoundError,
+    InvalidValueError,
     NotAContainerError,
     RoiError,
     VoxelSizeError,
 )
 from incasem.geometry import Roi, nm_to_voxels, voxels_to_nm
+from incasem.io.provenance import PROVENANCE_KEY
 from incasem.io.volume import create_volume, list_volumes, open_volume, set_geometry
 
 
@@ -56,9 +58,13 @@ def test_zarr_v3_container(tmp_path):
 def test_written_geometry_has_original_and_ome_ngff_attributes(container):
     attrs = json.loads((container / "volumes" / "raw" / ".zattrs").read_text())
     assert attrs["resolution"] == [5, 4, 4] and attrs["offset"] == [50, 8, 0]
-    transforms = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
-    assert transforms == [{"type": "scale", "scale": [5.0, 4.0, 4.0]}, {"type": "translation", "translation": [50.0, 8.0, 0.0]}]
-    assert [axis["unit"] for axis in attrs["multiscales"][0]["axes"]] == ["nanometer"] * 3
+    assert "multiscales" not in attrs  # OME-NGFF puts it on the group, not on the array
+    (entry,) = json.loads((container / "volumes" / ".zattrs").read_text())["multiscales"]
+    assert entry["datasets"][0]["path"] == "raw"
+    assert entry["datasets"][0]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [5, 4, 4]}, {"type": "translation", "translation": [50, 8, 0]}
+    ]
+    assert [axis["unit"] for axis in entry["axes"]] == ["nanometer"] * 3
 
 
 def test_read_by_voxel_and_world_region(container, data):
@@ -86,15 +92,37 @@ def test_existing_dataset_rules(container, data):
     with pytest.raises(DatasetExistsError, match="--overwrite"):
         create_volume(container, "volumes/raw", data.shape, "uint8", (5, 4, 4), (50, 8, 0))
     with pytest.raises(DatasetMismatchError, match="dtype"):
-        create_volume(container, "volumes/raw", data.shape, "uint16", (5, 4, 4), (50, 8, 0), resume=True)
-    resumed = create_volume(container, "volumes/raw", data.shape, "uint8", (5, 4, 4), (50, 8, 0), resume=True)
+        create_volume(container, "volumes/raw", data.shape, "uint16", (5, 4, 4), (50, 8, 0), mode="resume")
+    resumed = create_volume(container, "volumes/raw", data.shape, "uint8", (5, 4, 4), (50, 8, 0), mode="resume")
     np.testing.assert_array_equal(resumed.read(), data)
     with pytest.raises(DatasetExistsError, match="not replace"):  # not written by an incasem job of this kind
-        create_volume(container, "volumes/raw", (2, 2, 2), "uint8", (5, 4, 4), overwrite=True, job={"job": "test"})
+        create_volume(container, "volumes/raw", (2, 2, 2), "uint8", (5, 4, 4), mode="overwrite", job={"job": "test"})
     create_volume(container, "volumes/out", (3, 3, 3), "uint8", (5, 4, 4), job={"job": "test", "value": 1})
-    fresh = create_volume(container, "volumes/out", (2, 2, 2), "uint8", (5, 4, 4), overwrite=True, job={"job": "test"})
+    fresh = create_volume(container, "volumes/out", (2, 2, 2), "uint8", (5, 4, 4), mode="overwrite", job={"job": "test"})
     assert fresh.shape == (2, 2, 2) and not fresh.complete
     np.testing.assert_array_equal(open_volume(container, "volumes/raw").read(), data)
+
+
+@pytest.mark.parametrize("mode", ["append", "Overwrite", "", None, True])
+def test_bad_write_mode_is_one_line_before_anything_is_written(tmp_path, mode):
+    with pytest.raises(InvalidValueError, match="write mode must be 'create', 'overwrite'") as error:
+        create_volume(tmp_path / "new.zarr", "volumes/raw", (2, 2, 2), "uint8", (1, 1, 1), mode=mode)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "new.zarr").exists()
+
+
+def test_every_created_dataset_carries_one_provenance_record(tmp_path, container, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["incasem", "job", "--flag"])
+    job = {"job": "test", "value": 1}
+    out = create_volume(container, "volumes/out", (2, 2, 2), "uint8", (5, 4, 4), job=job, reads=["volumes//raw/"],
+                        inputs=["/data/stack"], details={"model": "m"})  # fmt: skip
+    record = out.array.attrs[PROVENANCE_KEY]
+    assert record["command"] == "incasem job --flag" and record["job"] == job and record["model"] == "m"
+    assert record["inputs"] == [f"{container.resolve()}/volumes/raw", "/data/stack"]
+    assert record["created"].endswith("+00:00") and record["incasem_version"]
+    monkeypatch.setattr("sys.argv", ["incasem", "again"])
+    resumed = create_volume(container, "volumes/out", (2, 2, 2), "uint8", (5, 4, 4), job=job, mode="resume")
+    assert resumed.array.attrs[PROVENANCE_KEY] == record, "resuming keeps the record of the run that created it"
 
 
 def test_incomplete_dataset_is_refused_as_input(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from incasem.blockwise import RunOptions
 from incasem.cli import main
 from incasem.errors import DatasetExistsError, RoiError, VoxelSizeError
 from incasem.evaluate.metrics import confusion_counts
@@ -21,14 +22,23 @@ from incasem.io.volume import create_volume, open_volume
 from incasem.model.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from incasem.model.unet import UNet, UNetConfig
 from incasem.predict import PredictOptions, predict_roi
-from incasem.predict.device import auto_block_shape, input_bytes, output_chunk_shape
-from incasem.predict.job import forward_probabilities, probability_to_uint8
+from incasem.predict.device import balanced_block_shape, input_bytes, output_chunk_shape
+from incasem.predict.core import input_roi, predict_array
+from incasem.predict.job import probability_to_uint8
 from incasem.predict.outputs import allocate_prediction_id
+from tests.conftest import QUIET
 
 #: The standard architecture's depth (4 levels), narrow: for the equality with a whole pass.
 TINY = UNetConfig(num_fmaps=4)
 #: Three levels (context 21), fast enough for tests that run hundreds of blocks.
 SMALL = UNetConfig(num_fmaps=4, downsample_factors=((2, 2, 2), (2, 2, 2)))
+#: For anisotropic stacks: no pooling and 1x3x3 kernels along z.
+ANISOTROPIC = UNetConfig(
+    num_fmaps=4,
+    downsample_factors=((1, 2, 2), (1, 2, 2)),
+    kernel_size_down=(((1, 3, 3), (1, 3, 3)),) * 3,
+    kernel_size_up=(((1, 3, 3), (1, 3, 3)),) * 2,
+)
 
 
 def make_checkpoint(path: Path, config: UNetConfig = SMALL, voxel_size=(5, 5, 5), seed: int = 0) -> Path:
@@ -62,15 +72,16 @@ def setup(tmp_path, lucchi_crop):
     return container, make_checkpoint(tmp_path / "tiny.pt")
 
 
-def whole_volume_pass(checkpoint: Path, container: Path, roi: Roi) -> np.ndarray:
-    """The reference: one forward pass over the whole region, input read with the same padding."""
+def whole_region_in_memory(checkpoint: Path, container: Path, roi: Roi) -> np.ndarray:
+    """The reference: :func:`predict_array` on the whole region, in one tile, input read with its context."""
     model, card = load_checkpoint(checkpoint)
     config = card.architecture
     raw = open_volume(container, "volumes/raw_equalized_0.02")
-    corner = tuple(o - c for o, c in zip(roi.offset, config.context))
-    data = raw.read(Roi(corner, config.input_shape_for_output(roi.shape)), padding="reflect")
-    probabilities = forward_probabilities(model, data, torch.device("cpu"), "fp32")
-    return probabilities[(slice(None), *Roi((0, 0, 0), roi.shape).to_slices())]
+    whole = Roi(roi.offset, tuple(-(-s // g) * g for s, g in zip(roi.shape, config.total_downsample_factor)))
+    read = input_roi(config, whole)
+    data = raw.read(read, padding="reflect")
+    output = roi.relative_to(read.offset)
+    return predict_array(model, data, output, block_shape=whole.shape, precision="fp32", device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -80,13 +91,15 @@ def whole_volume_pass(checkpoint: Path, container: Path, roi: Roi) -> np.ndarray
         (SMALL, Roi((10, 20, 0), (40, 96, 112)), (16, 32, 40)),
         (SMALL, Roi((13, 27, 5), (21, 37, 45)), (8, 16, 24)),  # inner region, not a multiple of the block
         (SMALL, Roi((10, 20, 0), (9, 50, 30)), (24, 24, 24)),  # region smaller than one block
+        (ANISOTROPIC, Roi((11, 21, 3), (13, 45, 70)), (5, 24, 40)),  # (1, 2, 2) pooling, 1x3x3 kernels, odd z block
     ],
 )
-def test_blockwise_equals_whole_volume_pass(setup, tmp_path, config, roi, block):
+def test_blockwise_equals_predict_array_on_the_whole_region(setup, tmp_path, config, roi, block):
     container, _ = setup
     checkpoint = make_checkpoint(tmp_path / "tiny.pt", config)
-    output = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions(block, "cpu", progress=False))
-    reference = whole_volume_pass(checkpoint, container, roi)
+    options = PredictOptions(block, "cpu", "fp32")
+    output = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, run=QUIET)
+    reference = whole_region_in_memory(checkpoint, container, roi)
     probabilities = open_volume(container, output.probabilities[0]).read()
     segmentation = open_volume(container, output.segmentation).read()
     assert probabilities.shape == roi.shape
@@ -111,9 +124,11 @@ def test_cli_predicts_config_prints_and_stores_scores(setup, tmp_path, capsys):
     stored = segmentation.array.attrs["scores"]["mito"]
     assert (stored["tp"], stored["fp"], stored["fn"]) == (expected.tp, expected.fp, expected.fn)
     assert f"F1 {expected.f1:.4f}" in out
-    provenance = segmentation.array.attrs.asdict()
+    provenance = segmentation.array.attrs["incasem_provenance"]
     assert provenance["checkpoint_sha256"] and provenance["block_shape"] == [16, 32, 40]
     assert provenance["data_config_entry"] == "crop"
+    assert provenance["command"] == " ".join(sys.argv) and provenance["job"]["job"] == "predict"
+    assert provenance["inputs"] == [f"{container.resolve()}/volumes/raw_equalized_0.02", str(checkpoint.absolute())]
 
 
 def test_prediction_ids_never_collide(tmp_path):
@@ -128,11 +143,11 @@ def test_prediction_ids_never_collide(tmp_path):
 
 def test_existing_prediction_id_is_refused(setup):
     container, checkpoint = setup
-    options = PredictOptions((16, 16, 16), "cpu", progress=False)
+    options = PredictOptions((16, 16, 16), "cpu")
     roi = Roi((10, 20, 0), (8, 8, 8))
-    predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, prediction_id="7")
+    predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, prediction_id="7", run=QUIET)
     with pytest.raises(DatasetExistsError, match="tiny/7 exists"):
-        predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, prediction_id="7")
+        predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, prediction_id="7", run=QUIET)
 
 
 def test_bad_input_gets_one_line_errors(setup, tmp_path, capsys):
@@ -157,8 +172,8 @@ def test_bad_input_gets_one_line_errors(setup, tmp_path, capsys):
 
 def test_no_space_left_then_resume(setup, monkeypatch, capsys):
     container, checkpoint = setup
-    options = PredictOptions((16, 48, 56), "cpu", progress=False)
-    reference = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", None, options)
+    options = PredictOptions((16, 48, 56), "cpu")
+    reference = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", None, options, run=QUIET)
     from incasem.io import volume as volume_module
 
     original_write = volume_module.Volume.write
@@ -174,7 +189,7 @@ def test_no_space_left_then_resume(setup, monkeypatch, capsys):
     args = ["predict", str(container), "--model", str(checkpoint), "--block-size", "16,48,56", "--device", "cpu", "-q"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "no space left" in err and "--resume 0002" in err
+    assert "no space left" in err and "rerun the same command with --resume" in err
     monkeypatch.setattr(volume_module.Volume, "write", original_write)
     assert main([*args, "--resume"]) == 0
     resumed = open_volume(container, "volumes/predictions/tiny/0002/prob_maps/class_1").read()
@@ -206,12 +221,10 @@ def test_killed_run_resumes_to_identical_bytes(setup):
 def test_auto_block_shape_fits_memory_and_region():
     config = UNetConfig()
     budget = 12 * 2**30
-    block = auto_block_shape(config, torch.device("cpu"), "fp32", (1000, 1000, 1000), memory_bytes=budget)
+    block = balanced_block_shape(config, torch.device("cpu"), "fp32", (1000, 1000, 1000), memory_bytes=budget)
     assert all(b % 8 == 0 for b in block)  # multiples of the downsampling: blockwise = whole pass
     assert input_bytes(config.input_shape_for_output(block), "fp32") <= budget * 0.5
-    bigger = tuple(b + 8 for b in block)
-    assert input_bytes(config.input_shape_for_output(bigger), "fp32") > budget * 0.5
-    assert auto_block_shape(config, torch.device("cpu"), "fp32", (20, 30, 40), memory_bytes=budget) == (24, 32, 40)
+    assert balanced_block_shape(config, torch.device("cpu"), "fp32", (20, 30, 40), memory_bytes=budget) == (24, 32, 40)
     assert output_chunk_shape((256, 208, 104), (8, 8, 8)) == (128, 104, 104)
 
 
@@ -244,12 +257,18 @@ def dask_cluster(tmp_path):
 def test_dask_cluster_gives_the_same_output(setup, dask_cluster):
     container, checkpoint = setup
     roi = Roi((10, 20, 0), (24, 64, 64))
-    local = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions((8, 32, 32), "cpu", progress=False))
+    options = PredictOptions((8, 32, 32), "cpu")
+    local = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, run=QUIET)
     remote = predict_roi(
-        checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions((8, 32, 32), "cpu", scheduler=dask_cluster, progress=False)
+        checkpoint, container, "volumes/raw_equalized_0.02", roi, options, run=RunOptions(scheduler=dask_cluster, progress=False)
     )
     for local_name, remote_name in ((local.segmentation, remote.segmentation), (local.probabilities[0], remote.probabilities[0])):
         np.testing.assert_array_equal(open_volume(container, local_name).read(), open_volume(container, remote_name).read())
+    from distributed import Client
+
+    with Client(dask_cluster, set_as_default=False) as client:  # the workers hold no model after the job
+        held = client.run(lambda: len(__import__("incasem.blockwise", fromlist=["_WORKER_STATE"])._WORKER_STATE))
+    assert held and set(held.values()) == {0}, held
 
 
 def test_unreachable_scheduler_is_one_line(setup, capsys, monkeypatch):

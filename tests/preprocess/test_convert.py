@@ -12,12 +12,12 @@ import tifffile
 from hypothesis import given
 from hypothesis import strategies as st
 
-from typer.testing import CliRunner
-
-from incasem.cli import app, main
+from incasem.cli import main
 from incasem.errors import DatasetExistsError, DatasetMismatchError, RoiError, VoxelSizeError
+from incasem.io.ngff import ngff_geometry
 from incasem.io.volume import open_volume
-from incasem.preprocess.convert import crop_region, tiff_to_zarr, to_uint8
+from incasem.preprocess.convert import ConvertOptions, crop_region, tiff_to_zarr, to_uint8
+from tests.conftest import QUIET
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 LUCCHI = DATA / "lucchi_pp_fibsem"
@@ -108,15 +108,15 @@ def test_real_crop_equals_tifffile_with_geometry(tmp_path, capsys):
     assert volume.offset_nm == (100 + 20 * 5, 100 * 5, 0), "a crop keeps its world position"
     attrs = json.loads((tmp_path / "c.zarr" / "volumes" / "raw" / ".zattrs").read_text())
     assert attrs["resolution"] == [5, 5, 5] and attrs["offset"] == [200, 500, 0]
-    assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]["translation"] == [200.0, 500.0, 0.0]
+    group = json.loads((tmp_path / "c.zarr" / "volumes" / ".zattrs").read_text())
+    assert ngff_geometry(group, "raw") == ((5, 5, 5), (200, 500, 0))
     assert attrs["incasem_job"]["crop"] == [[20, 40], [100, 356], [0, 640]]
 
 
 @needs_lucchi
 def test_real_labels_like_raw(tmp_path, capsys):
     container = tmp_path / "c.zarr"
-    tiff_to_zarr(LUCCHI / "image", container, voxel_size=(5, 5, 5), crop=(slice(30, 42), slice(None), slice(None)),
-                 chunks=(4, 256, 256), progress=False)
+    tiff_to_zarr(LUCCHI / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=(slice(30, 42), slice(None), slice(None)), chunks=(4, 256, 256)), run=QUIET)
     assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/mito",
                  "--like", f"{container}:volumes/raw", "--z", "30:42"]) == 0
     labels = open_volume(container, "volumes/labels/mito")
@@ -137,14 +137,14 @@ def test_real_labels_like_raw(tmp_path, capsys):
 @needs_drosophila
 def test_real_full_stack(tmp_path):
     files = sorted((DROSOPHILA / "image").glob("*.tif"))
-    volume = tiff_to_zarr(DROSOPHILA / "image", tmp_path / "d.zarr", voxel_size=(50, 5, 5), progress=False)
+    volume = tiff_to_zarr(DROSOPHILA / "image", tmp_path / "d.zarr", options=ConvertOptions(voxel_size=(50, 5, 5)), run=QUIET)
     assert volume.shape == (20, 640, 1024) and volume.complete
     np.testing.assert_array_equal(volume.read(), tifffile.imread(files))
 
 
 def test_uint16_kept(tmp_path, uint16_stack):
     folder, data = uint16_stack
-    volume = tiff_to_zarr(folder, tmp_path / "c.zarr", voxel_size=(40, 4, 4), chunks=(4, 4, 4), progress=False)
+    volume = tiff_to_zarr(folder, tmp_path / "c.zarr", options=ConvertOptions(voxel_size=(40, 4, 4), chunks=(4, 4, 4)), run=QUIET)
     assert volume.dtype == np.uint16
     np.testing.assert_array_equal(open_volume(tmp_path / "c.zarr", "volumes/raw").read(), data)
 
@@ -165,21 +165,20 @@ def test_uint16_to_uint8_mapping_is_exact(tmp_path, uint16_stack, capsys, argume
 def test_multipage_input(tmp_path):
     data = np.random.default_rng(4).integers(0, 255, (7, 10, 12), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", data, photometric="minisblack")
-    volume = tiff_to_zarr(tmp_path / "stack.tif", tmp_path / "c.zarr", crop=(slice(2, 7), slice(None), slice(3, 12)),
-                          chunks=(2, 5, 5), progress=False)
+    volume = tiff_to_zarr(tmp_path / "stack.tif", tmp_path / "c.zarr", options=ConvertOptions(crop=(slice(2, 7), slice(None), slice(3, 12)), chunks=(2, 5, 5)), run=QUIET)
     np.testing.assert_array_equal(volume.read(), data[2:7, :, 3:])
 
 
 def test_overwrite_and_resume_rules(tmp_path, uint16_stack, capsys):
     folder, data = uint16_stack
     container = tmp_path / "c.zarr"
-    tiff_to_zarr(folder, container, progress=False)
+    tiff_to_zarr(folder, container, run=QUIET)
     with pytest.raises(DatasetExistsError, match="volumes/raw exists already: pass --overwrite"):
-        tiff_to_zarr(folder, container, progress=False)
+        tiff_to_zarr(folder, container, run=QUIET)
     crop = (slice(0, 3), slice(None), slice(None))
     with pytest.raises(DatasetMismatchError, match="cannot resume"):
-        tiff_to_zarr(folder, container, crop=crop, resume=True, progress=False)
-    volume = tiff_to_zarr(folder, container, crop=crop, overwrite=True, progress=False)
+        tiff_to_zarr(folder, container, options=ConvertOptions(crop=crop), mode="resume", run=QUIET)
+    volume = tiff_to_zarr(folder, container, options=ConvertOptions(crop=crop), mode="overwrite", run=QUIET)
     np.testing.assert_array_equal(volume.read(), data[:3])
 
 
@@ -243,14 +242,15 @@ def test_bad_options_one_line_error_nothing_written(tmp_path, capsys, uint16_sta
     assert main(["convert", str(folder), str(out), "--like", str(tmp_path / "missing.zarr")]) == 1
     assert "missing.zarr is not a zarr container" in _error_line(capsys)
     assert not out.exists()
-    tiff_to_zarr(folder, out, progress=False)
+    tiff_to_zarr(folder, out, run=QUIET)
     assert main(["convert", str(folder), str(out)]) == 1
     assert "exists already: pass --overwrite" in _error_line(capsys)
     assert main(["convert", str(out), str(tmp_path / "again.zarr")]) == 1
-    assert "is a zarr container: to write TIFF slices from it use `incasem export`" in _error_line(capsys)
-    for option, value, message in (("--to-uint8", "9:3", "needs LOW < HIGH"), ("--to-uint8", "auto", "is for")):
-        result = CliRunner().invoke(app, ["convert", str(folder), str(out), option, value])
-        assert result.exit_code == 2 and message in result.output
+    assert "is a zarr container: to write TIFF slices from it use `incasem export " in _error_line(capsys)
+    for option, value, message in (("--to-uint8", "9:3", "needs finite LOW < HIGH"), ("--to-uint8", "auto", "is for")):
+        assert main(["convert", str(folder), str(tmp_path / "new.zarr"), option, value]) == 1  # refused by ConvertOptions
+        assert message in _error_line(capsys)
+    assert not (tmp_path / "new.zarr").exists()
 
 
 # --- round trips (the export tests are in test_export.py) --------------------------------------
@@ -260,17 +260,15 @@ def test_bad_options_one_line_error_nothing_written(tmp_path, capsys, uint16_sta
 def test_real_round_trip_zarr_tiff_zarr(tmp_path, capsys):
     container = tmp_path / "c.zarr"
     crop = (slice(60, 75), slice(None), slice(None))
-    raw = tiff_to_zarr(LUCCHI / "image", container, voxel_size=(5, 5, 5), crop=crop, chunks=(8, 128, 128),
-                       progress=False)
-    tiff_to_zarr(LUCCHI / "labels" / "mito", container, "volumes/labels/mito", like=(container, "volumes/raw"),
-                 crop=crop, progress=False)
+    raw = tiff_to_zarr(LUCCHI / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=crop, chunks=(8, 128, 128)), run=QUIET)
+    tiff_to_zarr(LUCCHI / "labels" / "mito", container, "volumes/labels/mito", options=ConvertOptions(like=(container, "volumes/raw"), crop=crop), run=QUIET)
     assert main(["export", str(container), str(tmp_path / "raw")]) == 0
     assert main(["export", str(container), str(tmp_path / "mito"), "-d", "volumes/labels/mito"]) == 0
     out = capsys.readouterr().out
     assert "15 slices 512x640 uint8 (uint8 values unchanged)" in out
     assert "(uint8 0..1 -> uint8 0..255" in out
     assert sorted(p.name for p in (tmp_path / "raw").glob("*.tif"))[:2] == ["0000.tif", "0001.tif"]
-    back = tiff_to_zarr(tmp_path / "raw", tmp_path / "back.zarr", like=(container, "volumes/raw"), progress=False)
+    back = tiff_to_zarr(tmp_path / "raw", tmp_path / "back.zarr", options=ConvertOptions(like=(container, "volumes/raw")), run=QUIET)
     np.testing.assert_array_equal(back.read(), raw.read())
     mito = tifffile.imread(sorted((tmp_path / "mito").glob("*.tif")))
     np.testing.assert_array_equal(mito, open_volume(container, "volumes/labels/mito").read() * 255)
@@ -289,9 +287,31 @@ def test_console_script_round_trip(tmp_path):
 def test_like_takes_the_raw_geometry_and_refuses_another(tmp_path, uint16_stack):
     folder, data = uint16_stack
     container = tmp_path / "c.zarr"
-    tiff_to_zarr(folder, container, voxel_size=(40, 4, 4), offset_nm=(80, 8, 0), chunks=(2, 3, 5), progress=False)
-    labels = tiff_to_zarr(folder, container, "volumes/labels/x", like=(container, "volumes/raw"), progress=False)
+    tiff_to_zarr(folder, container, options=ConvertOptions(voxel_size=(40, 4, 4), offset_nm=(80, 8, 0), chunks=(2, 3, 5)), run=QUIET)
+    labels = tiff_to_zarr(folder, container, "volumes/labels/x", options=ConvertOptions(like=(container, "volumes/raw")), run=QUIET)
     assert (labels.voxel_size, labels.offset_nm, labels.chunks) == ((40, 4, 4), (80, 8, 0), (2, 3, 5))
     with pytest.raises(VoxelSizeError, match=r"voxel size \[5, 4, 4\] nm differs from \[40, 4, 4\] nm"):
-        tiff_to_zarr(folder, container, "volumes/labels/y", like=(container, "volumes/raw"), voxel_size=(5, 4, 4))
+        tiff_to_zarr(folder, container, "volumes/labels/y", options=ConvertOptions(like=(container, "volumes/raw"), voxel_size=(5, 4, 4)))
     assert "y" not in [p.name for p in (container / "volumes" / "labels").iterdir()]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"chunks": (0, 8, 8)}, "--chunks must be positive"),
+        ({"voxel_size": (0, 5, 5)}, "--voxel-size must be positive"),
+        ({"offset_nm": (float("inf"), 0, 0)}, "--offset"),
+        ({"rescale": (5, 1)}, "--to-uint8 needs finite LOW < HIGH"),
+        ({"rescale": "auto"}, "--to-uint8 auto is for incasem export"),
+        ({"crop": (slice(5, 2), slice(None), slice(None))}, "--z range 5:2"),
+        ({"crop": (slice(None), slice(-1, None), slice(None))}, "--y range -1:"),
+        ({"like": ("c.zarr", "../raw")}, "'..'"),
+        ({"pattern": ""}, "--pattern"),
+    ],
+)
+def test_convert_options_refuse_bad_values_in_one_line(fields, message):
+    from incasem.errors import InvalidValueError
+
+    with pytest.raises(InvalidValueError) as error:
+        ConvertOptions(**fields)
+    assert message in str(error.value) and "\n" not in str(error.value)

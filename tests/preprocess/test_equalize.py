@@ -11,12 +11,19 @@ from skimage.exposure import equalize_adapthist
 from skimage.util import img_as_ubyte
 
 import incasem.preprocess.equalize as equalize_module
+from incasem.blockwise import RunOptions
 from incasem.cli import main
 from incasem.errors import DatasetExistsError, DatasetMismatchError, InvalidValueError
 from incasem.geometry import Roi
 from incasem.io.volume import create_volume, open_volume
 from incasem.preprocess.clahe import ClaheGrid, interpolate, level_range
-from incasem.preprocess.equalize import SCRATCH_FOLDER, equalize_array, equalize_volume
+from incasem.preprocess.equalize import (
+    SCRATCH_FOLDER,
+    ClaheOptions,
+    equalize_array,
+    equalize_volume,
+)
+from tests.conftest import QUIET
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lucchi_pp_fibsem" / "image"
 
@@ -124,7 +131,7 @@ def test_blockwise_equals_twin_for_any_chunks(tmp_path, raw, shape, chunks):
     """Blocks smaller than, unaligned with and as large as the regions: no seams, same bytes."""
     image = np.ascontiguousarray(raw[: shape[0], : shape[1], : shape[2]])
     container = _container(tmp_path / "c.zarr", image, chunks, voxel_size=(10, 5, 5), offset_nm=(100, 25, 0))
-    output = equalize_volume(container, kernel_size=(16, 20, 24), num_workers=2, progress=False)
+    output = equalize_volume(container, options=ClaheOptions(kernel_size=(16, 20, 24)), run=RunOptions(workers=2, progress=False))
     assert output.name == "volumes/raw_equalized_0.02" and output.complete
     assert output.chunks == chunks and output.dtype == np.uint8
     assert output.voxel_size == (10, 5, 5) and output.offset_nm == (100, 25, 0)
@@ -134,7 +141,7 @@ def test_blockwise_equals_twin_for_any_chunks(tmp_path, raw, shape, chunks):
 
 def test_blockwise_output_chunks_differ_from_input(tmp_path, raw):
     container = _container(tmp_path / "c.zarr", raw, (32, 32, 32))
-    output = equalize_volume(container, output="eq", kernel_size=(40, 50, 30), chunks=(20, 64, 48), progress=False)
+    output = equalize_volume(container, output_dataset="eq", chunks=(20, 64, 48), options=ClaheOptions(kernel_size=(40, 50, 30)), run=QUIET)
     assert output.chunks == (20, 64, 48)
     np.testing.assert_array_equal(output.read(), equalize_array(raw, (40, 50, 30)))
 
@@ -143,7 +150,7 @@ def test_blockwise_output_chunks_differ_from_input(tmp_path, raw):
 def test_blockwise_matches_skimage_on_the_whole_lucchi_stack(tmp_path):
     image = _lucchi(slice(None), slice(None), slice(None))
     container = _container(tmp_path / "c.zarr", image, (64, 128, 96))
-    output = equalize_volume(container, progress=False)
+    output = equalize_volume(container, run=QUIET)
     _assert_matches_skimage(output.read(), _reference(image, 128))
 
 
@@ -154,7 +161,7 @@ def test_runs_on_a_dask_cluster(tmp_path, raw):
     container = _container(tmp_path / "c.zarr", raw[:40, :100, :120], (16, 32, 32))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         address = cluster.scheduler_address
-        output = equalize_volume(container, kernel_size=(16, 32, 40), scheduler=address, progress=False)
+        output = equalize_volume(container, options=ClaheOptions(kernel_size=(16, 32, 40)), run=RunOptions(scheduler=address, progress=False))
     np.testing.assert_array_equal(output.read(), equalize_array(raw[:40, :100, :120], (16, 32, 40)))
 
 
@@ -177,20 +184,20 @@ def test_resume_finishes_only_the_missing_blocks(tmp_path, raw, monkeypatch):
     monkeypatch.setattr(equalize_module, "_histogram_block", count_histograms)
     monkeypatch.setattr(equalize_module, "_equalize_block", killed_after_five)
     with pytest.raises(RuntimeError, match="killed"):
-        equalize_volume(container, kernel_size=32, num_workers=1, progress=False)
+        equalize_volume(container, options=ClaheOptions(kernel_size=32), run=RunOptions(workers=1, progress=False))
     assert not open_volume(container, "volumes/raw_equalized_0.02", require_complete=False).complete
     with pytest.raises(DatasetExistsError):
-        equalize_volume(container, kernel_size=32, progress=False)
+        equalize_volume(container, options=ClaheOptions(kernel_size=32), run=QUIET)
     with pytest.raises(DatasetMismatchError, match="cannot resume"):
-        equalize_volume(container, kernel_size=16, resume=True, progress=False)
+        equalize_volume(container, options=ClaheOptions(kernel_size=16), mode="resume", run=QUIET)
     tiles = len(calls["histograms"])
 
-    output = equalize_volume(container, kernel_size=32, resume=True, progress=False)
+    output = equalize_volume(container, options=ClaheOptions(kernel_size=32), mode="resume", run=QUIET)
     assert len(calls["histograms"]) == tiles, "the tile histograms of the first run are reused"
     assert len(calls["write"]) == 9, "the resumed run writes only the 3 blocks the first run did not finish"
     assert output.complete
     np.testing.assert_array_equal(output.read(), equalize_array(raw, 32))
-    assert equalize_volume(container, kernel_size=32, resume=True, progress=False).complete  # nothing left to do
+    assert equalize_volume(container, options=ClaheOptions(kernel_size=32), mode="resume", run=QUIET).complete  # nothing left to do
 
 
 @pytest.mark.parametrize("output", ["volumes", "volumes/raw", "volumes//raw", "./volumes/raw/", "/volumes/raw"])
@@ -198,14 +205,14 @@ def test_refuses_to_overwrite_its_input(tmp_path, raw, output):
     """Every spelling zarr resolves to the input (or a group holding it) is refused before anything is deleted."""
     container = _container(tmp_path / "c.zarr", raw, (64, 64, 64))
     with pytest.raises(DatasetExistsError, match="input"):
-        equalize_volume(container, output=output, overwrite=True, progress=False)
+        equalize_volume(container, output_dataset=output, mode="overwrite", run=QUIET)
     np.testing.assert_array_equal(open_volume(container, "volumes/raw").read(), raw)
 
 
 def test_kernel_far_larger_than_the_data_is_refused_before_allocating(tmp_path, raw):
     container = _container(tmp_path / "c.zarr", raw, (64, 64, 64))
     with pytest.raises(InvalidValueError, match="--kernel-size 100000 along z"):
-        equalize_volume(container, kernel_size=(100000, 64, 64), progress=False)
+        equalize_volume(container, options=ClaheOptions(kernel_size=(100000, 64, 64)), run=QUIET)
 
 
 # ------------------------------------------------------------------ command line

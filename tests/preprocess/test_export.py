@@ -21,7 +21,9 @@ from incasem.cli import main
 from incasem.errors import DatasetExistsError, IncasemError, NotAContainerError
 from incasem.io.volume import create_volume, open_volume
 from incasem.preprocess import export as export_module
-from incasem.preprocess.convert import tiff_to_zarr
+from incasem.blockwise import RunOptions
+from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
+from tests.conftest import QUIET
 from incasem.errors import ExportFolderError
 from incasem.preprocess.export import MANIFEST, zarr_to_tiff
 
@@ -94,16 +96,16 @@ def test_export_mappings(tmp_path):
     _dataset(container, "probabilities", probabilities)
     _dataset(container, "raw16", rng.integers(0, 2**16, (5, 8, 8), dtype=np.uint16))
     _dataset(container, "binary64", rng.integers(0, 2, (5, 8, 8)).astype(np.int64))
-    summary = zarr_to_tiff(container, "probabilities", tmp_path / "p", progress=False)
+    summary = zarr_to_tiff(container, "probabilities", tmp_path / "p", run=QUIET)
     exported = tifffile.imread(sorted((tmp_path / "p").glob("*.tif")))
     np.testing.assert_array_equal(exported, np.floor(255 * probabilities.astype(np.float64) + 0.5))
     assert summary.dtype == np.uint8 and summary.files == 5
-    zarr_to_tiff(container, "raw16", tmp_path / "r", progress=False)
+    zarr_to_tiff(container, "raw16", tmp_path / "r", run=QUIET)
     np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "r").glob("*.tif"))),
                                   open_volume(container, "raw16").read())
-    zarr_to_tiff(container, "binary64", tmp_path / "b", progress=False)
+    zarr_to_tiff(container, "binary64", tmp_path / "b", run=QUIET)
     assert set(np.unique(tifffile.imread(sorted((tmp_path / "b").glob("*.tif"))))) == {0, 255}
-    zarr_to_tiff(container, "probabilities", tmp_path / "kept", rescale=None, progress=False)
+    zarr_to_tiff(container, "probabilities", tmp_path / "kept", rescale=None, run=QUIET)
     np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "kept").glob("*.tif"))), probabilities)
 
 
@@ -234,11 +236,11 @@ def test_the_api_raises_the_same_errors(cell, tmp_path):
     (tmp_path / "notes" / "notes.txt").write_text("mine")
     before = _snapshot(tmp_path)
     with pytest.raises(ExportFolderError, match="holds the container"):
-        zarr_to_tiff(cell, "volumes/raw", cell.parent, overwrite=True, progress=False)
+        zarr_to_tiff(cell, "volumes/raw", cell.parent, mode="overwrite", run=QUIET)
     with pytest.raises(ExportFolderError, match="lies inside the container"):
-        zarr_to_tiff(cell, "volumes/raw", cell / "out", progress=False)
+        zarr_to_tiff(cell, "volumes/raw", cell / "out", run=QUIET)
     with pytest.raises(DatasetExistsError, match=r"no valid \.incasem-export\.json, .* e\.g\. notes\.txt"):
-        zarr_to_tiff(cell, "volumes/raw", tmp_path / "notes", overwrite=True, progress=False)
+        zarr_to_tiff(cell, "volumes/raw", tmp_path / "notes", mode="overwrite", run=QUIET)
     assert issubclass(ExportFolderError, IncasemError)
     assert _snapshot(tmp_path) == before
 
@@ -345,7 +347,7 @@ def test_a_failed_or_interrupted_export_leaves_nothing_behind(cell, tmp_path, mo
     for folder, overwrite in ((out, True), (tmp_path / "new" / "deeper" / "out", False)):
         if failure == "ctrl-c":  # through the API: the CLI turns it into an exit status
             with pytest.raises(KeyboardInterrupt):
-                zarr_to_tiff(cell, "volumes/raw", folder, overwrite=overwrite, num_workers=1, progress=False)
+                zarr_to_tiff(cell, "volumes/raw", folder, mode="overwrite" if overwrite else "create", run=RunOptions(workers=1, progress=False))
         else:
             assert main(["export", str(cell), str(folder), "-n", "1", *(["--overwrite"] if overwrite else [])]) == 1
             assert "No space left on device" in _error_line(capsys)
@@ -354,7 +356,7 @@ def test_a_failed_or_interrupted_export_leaves_nothing_behind(cell, tmp_path, mo
 
 def test_a_failed_rename_puts_the_old_export_back(cell, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    zarr_to_tiff(cell, "volumes/labels/mito", out, progress=False)
+    zarr_to_tiff(cell, "volumes/labels/mito", out, run=QUIET)
     before = _snapshot(tmp_path)
     rename = os.rename
 
@@ -365,14 +367,14 @@ def test_a_failed_rename_puts_the_old_export_back(cell, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_module.os, "rename", failing)
     with pytest.raises(KeyboardInterrupt):
-        zarr_to_tiff(cell, "volumes/raw", out, overwrite=True, progress=False)
+        zarr_to_tiff(cell, "volumes/raw", out, mode="overwrite", run=QUIET)
     assert _snapshot(tmp_path) == before
 
 
 def test_a_file_added_during_the_export_is_kept(cell, tmp_path, monkeypatch):
     """The folder is checked again before it is replaced."""
     out = tmp_path / "out"
-    zarr_to_tiff(cell, "volumes/raw", out, progress=False)
+    zarr_to_tiff(cell, "volumes/raw", out, run=QUIET)
     write = export_module.write_slices
 
     def write_and_meddle(*args, **kwargs):
@@ -381,7 +383,7 @@ def test_a_file_added_during_the_export_is_kept(cell, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_module, "write_slices", write_and_meddle)
     with pytest.raises(DatasetExistsError, match="holds late.txt"):
-        zarr_to_tiff(cell, "volumes/raw", out, overwrite=True, progress=False)
+        zarr_to_tiff(cell, "volumes/raw", out, mode="overwrite", run=QUIET)
     assert (out / "late.txt").read_text() == "added while exporting"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "work"]
     (out / "late.txt").unlink()
@@ -394,7 +396,7 @@ def test_a_file_added_during_the_export_is_kept(cell, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_module, "write_slices", put_an_export_there)
     with pytest.raises(DatasetExistsError, match="pass --overwrite"):
-        zarr_to_tiff(cell, "volumes/labels/mito", late, num_workers=1, progress=False)
+        zarr_to_tiff(cell, "volumes/labels/mito", late, run=RunOptions(workers=1, progress=False))
     assert _snapshot(late) == _snapshot(out), "without --overwrite, not even a previous export is replaced"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late", "out", "work"]
 
@@ -402,8 +404,7 @@ def test_a_file_added_during_the_export_is_kept(cell, tmp_path, monkeypatch):
 @needs_lucchi
 def test_real_overwrite_equals_fresh_export(tmp_path, capsys):
     container = tmp_path / "lucchi.zarr"
-    tiff_to_zarr(LUCCHI / "image", container, voxel_size=(5, 5, 5), crop=(slice(60, 70), slice(0, 200), slice(0, 300)),
-                 progress=False)
+    tiff_to_zarr(LUCCHI / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=(slice(60, 70), slice(0, 200), slice(0, 300))), run=QUIET)
     before = _snapshot(container)
     assert main(["export", str(container), str(tmp_path / "out"), "--to-uint8", "minmax"]) == 0
     assert main(["export", str(container), str(tmp_path / "out"), "--overwrite"]) == 0

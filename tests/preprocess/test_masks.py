@@ -11,18 +11,22 @@ from hypothesis import strategies as st
 from scipy import ndimage
 from skimage.morphology import ball, closing, opening
 
+from incasem.blockwise import RunOptions
 from incasem.cli import main
 from incasem.errors import DatasetExistsError, DatasetMismatchError, IncasemError
 from incasem.geometry import Roi
 from incasem.io.metadata import INCOMPLETE, STATUS_KEY
 from incasem.io.volume import create_volume, list_volumes, open_volume
 from incasem.preprocess.masks import (
+    MaskOptions,
+    MetricMaskOptions,
     create_mask,
     create_metric_mask,
     exclusion_widths,
     metric_mask_array,
     threshold_mask_array,
 )
+from tests.conftest import QUIET
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 CROSS = ndimage.generate_binary_structure(3, 1)
@@ -103,9 +107,9 @@ def test_bad_widths_and_ranges_are_refused_in_memory():
     with pytest.raises(ValueError, match="--exclude-inwards"):
         metric_mask_array(np.zeros((2, 2, 2), np.uint8), -1, 2)
     with pytest.raises(ValueError, match="--closing"):
-        threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, closing=-1)
+        threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, closing_voxels=-1)
     with pytest.raises(ValueError, match="--opening .* 64"):  # ball(10**4) alone would need 8e12 voxels
-        threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, opening=10**4)
+        threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, opening_voxels=10**4)
     with pytest.raises(ValueError, match="--min must be a finite"):  # NaN compares false: an all-zero mask
         threshold_mask_array(np.zeros((2, 2, 2), np.uint8), float("nan"), 1)
 
@@ -128,7 +132,7 @@ def test_threshold_mask_array_range_is_inclusive(lucchi_raw):
 def test_threshold_mask_array_equals_scikit_image(lucchi_raw):
     raw = lucchi_raw[:, :100, :100]
     reference = closing(opening((raw >= 90) & (raw <= 160), ball(2), mode="ignore"), ball(1), mode="ignore")
-    mask = threshold_mask_array(raw, 90, 160, opening=2, closing=1)
+    mask = threshold_mask_array(raw, 90, 160, opening_voxels=2, closing_voxels=1)
     np.testing.assert_array_equal(mask, np.where(reference, 255, 0))
     assert 0.1 < (mask == 255).mean() < 0.9
 
@@ -136,7 +140,7 @@ def test_threshold_mask_array_equals_scikit_image(lucchi_raw):
 def test_closing_does_not_eat_into_a_cell_cut_by_the_border():
     raw = np.full((8, 9, 10), 120, np.uint8)
     raw[4, 4, 4] = 0  # a speck of resin inside the cell: closed
-    assert (threshold_mask_array(raw, 100, 150, opening=2, closing=2) == 255).all()
+    assert (threshold_mask_array(raw, 100, 150, opening_voxels=2, closing_voxels=2) == 255).all()
 
 
 # ---------------------------------------------------------------- widths
@@ -178,10 +182,7 @@ def test_blockwise_metric_mask_equals_in_memory_isotropic(tmp_path, lucchi_label
     """Instance ids (uint64), world offset, 16^3 output chunks, widths larger than half a chunk."""
     labels = ndimage.label(lucchi_labels[:, :96, -96:])[0].astype(np.uint64)  # objects thicker than 20 voxels
     source = _put(tmp_path / "c.zarr", "volumes/labels/mito", labels, offset_nm=(50, 100, 150))
-    out = create_metric_mask(
-        tmp_path / "c.zarr", "volumes/labels/mito", exclude_inwards=10, exclude_outwards=9,
-        chunks=(16, 16, 16), num_workers=2, progress=False,
-    )  # fmt: skip
+    out = create_metric_mask(tmp_path / "c.zarr", "volumes/labels/mito", chunks=(16, 16, 16), options=MetricMaskOptions(exclude_inwards_voxels=10, exclude_outwards_voxels=9), run=RunOptions(workers=2, progress=False))  # fmt: skip
     assert out.name == "volumes/metric_masks/mito" and out.chunks == (16, 16, 16) and out.complete
     assert (out.voxel_size, out.offset_nm, out.dtype) == (source.voxel_size, source.offset_nm, np.uint8)
     np.testing.assert_array_equal(out.read(), metric_mask_array(labels, 10, 9))
@@ -191,7 +192,7 @@ def test_blockwise_metric_mask_equals_in_memory_anisotropic(tmp_path, drosophila
     """ssTEM sections of 50 nm; default mito widths 4/4 with 4-section chunks."""
     labels = drosophila_labels[:, :64, :64]
     _put(tmp_path / "c.zarr", "volumes/labels/mito", labels, voxel_size=(50, 5, 5), chunks=(20, 64, 64))
-    out = create_metric_mask(tmp_path / "c.zarr", "volumes/labels/mito", chunks=(4, 16, 16), progress=False)
+    out = create_metric_mask(tmp_path / "c.zarr", "volumes/labels/mito", chunks=(4, 16, 16), run=QUIET)
     assert out.voxel_size == (50, 5, 5)
     np.testing.assert_array_equal(out.read(), metric_mask_array(labels, 4, 4))
 
@@ -199,11 +200,9 @@ def test_blockwise_metric_mask_equals_in_memory_anisotropic(tmp_path, drosophila
 def test_blockwise_cell_mask_equals_in_memory(tmp_path, lucchi_raw):
     raw = lucchi_raw[:, :96, :96]
     _put(tmp_path / "c.zarr", "volumes/raw", raw, offset_nm=(0, 25, 0))
-    out = create_mask(
-        tmp_path / "c.zarr", "volumes/raw", 90, 160, opening=3, closing=2, chunks=(16, 16, 16), progress=False
-    )
+    out = create_mask(tmp_path / "c.zarr", "volumes/raw", chunks=(16, 16, 16), options=MaskOptions(90, 160, opening_voxels=3, closing_voxels=2), run=QUIET)
     assert out.name == "volumes/mask" and out.offset_nm == (0, 25, 0) and out.complete
-    expected = threshold_mask_array(raw, 90, 160, opening=3, closing=2)
+    expected = threshold_mask_array(raw, 90, 160, opening_voxels=3, closing_voxels=2)
     assert 0.1 < (expected == 255).mean() < 0.9
     np.testing.assert_array_equal(out.read(), expected)
 
@@ -226,13 +225,8 @@ def test_blockwise_equals_in_memory_property(shape, chunks, widths, radii, seed)
         _put(container, "volumes/labels/x", labels, offset_nm=(5, 10, 15), chunks=(3, 4, 5))
         _put(container, "volumes/raw", raw, offset_nm=(5, 10, 15), chunks=(3, 4, 5))
         inwards, outwards = widths
-        metric = create_metric_mask(
-            container, "volumes/labels/x", exclude_inwards=inwards, exclude_outwards=outwards, chunks=chunks,
-            progress=False,
-        )  # fmt: skip
-        cell = create_mask(
-            container, "volumes/raw", 60, 200, opening=radii[0], closing=radii[1], chunks=chunks, progress=False
-        )
+        metric = create_metric_mask(container, "volumes/labels/x", chunks=chunks, options=MetricMaskOptions(exclude_inwards_voxels=inwards, exclude_outwards_voxels=outwards), run=QUIET)  # fmt: skip
+        cell = create_mask(container, "volumes/raw", chunks=chunks, options=MaskOptions(60, 200, opening_voxels=radii[0], closing_voxels=radii[1]), run=QUIET)
         np.testing.assert_array_equal(metric.read(), metric_mask_array(labels, *widths))
         np.testing.assert_array_equal(cell.read(), threshold_mask_array(raw, 60, 200, *radii))
 
@@ -244,7 +238,7 @@ def test_resume_finishes_an_interrupted_run(tmp_path, lucchi_labels):
     labels = lucchi_labels[:16, :48, :48]
     container = tmp_path / "c.zarr"
     _put(container, "volumes/labels/mito", labels)
-    out = create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), progress=False)
+    out = create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), run=QUIET)
     # pretend the run was killed before block (0, 16, 16) finished
     out.array.attrs[STATUS_KEY] = INCOMPLETE
     out.write(Roi((0, 16, 16), (16, 16, 16)), np.zeros((16, 16, 16), np.uint8))
@@ -252,8 +246,8 @@ def test_resume_finishes_an_interrupted_run(tmp_path, lucchi_labels):
     with pytest.raises(DatasetMismatchError, match="unfinished"):
         open_volume(container, "volumes/metric_masks/mito")
     with pytest.raises(DatasetMismatchError, match="cannot resume"):
-        create_metric_mask(container, "volumes/labels/mito", exclude_inwards=1, resume=True, progress=False)
-    out = create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), resume=True, progress=False)
+        create_metric_mask(container, "volumes/labels/mito", options=MetricMaskOptions(exclude_inwards_voxels=1), mode="resume", run=QUIET)
+    out = create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), mode="resume", run=QUIET)
     assert out.complete
     np.testing.assert_array_equal(out.read(), metric_mask_array(labels, 4, 4))
 
@@ -262,13 +256,10 @@ def test_overwrite_replaces_the_output(tmp_path, lucchi_labels):
     labels = lucchi_labels[:16, :32, :32]
     container = tmp_path / "c.zarr"
     _put(container, "volumes/labels/mito", labels)
-    create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), progress=False)
+    create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), run=QUIET)
     with pytest.raises(DatasetExistsError):
-        create_metric_mask(container, "volumes/labels/mito", exclude_inwards=1, exclude_outwards=2, progress=False)
-    out = create_metric_mask(
-        container, "volumes/labels/mito", exclude_inwards=1, exclude_outwards=2, chunks=(16, 16, 16),
-        overwrite=True, progress=False,
-    )  # fmt: skip
+        create_metric_mask(container, "volumes/labels/mito", options=MetricMaskOptions(exclude_inwards_voxels=1, exclude_outwards_voxels=2), run=QUIET)
+    out = create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), options=MetricMaskOptions(exclude_inwards_voxels=1, exclude_outwards_voxels=2), mode="overwrite", run=QUIET)  # fmt: skip
     np.testing.assert_array_equal(out.read(), metric_mask_array(labels, 1, 2))
 
 
@@ -342,3 +333,23 @@ def test_cli_existing_output_is_kept(cell, capsys):
     err = capsys.readouterr().err
     assert "exists already: pass --overwrite" in err and err.count("\n") == 1
     np.testing.assert_array_equal(open_volume(cell, "volumes/metric_masks/mito").read(), first)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: MaskOptions(float("nan"), 1), "--min must be a finite"),
+        (lambda: MaskOptions(5, 1), "--min 5 is above --max 1"),
+        (lambda: MaskOptions(0, 1, opening_voxels=-1), "--opening"),
+        (lambda: MaskOptions(0, 1, closing_voxels=1.5), "--closing"),
+        (lambda: MetricMaskOptions(exclude_inwards_voxels=65), "--exclude-inwards"),
+        (lambda: MetricMaskOptions(exclude_outwards_voxels=-1), "--exclude-outwards"),
+        (lambda: MetricMaskOptions(organelle="mitos"), "unknown organelle 'mitos'"),
+    ],
+)
+def test_mask_options_refuse_bad_values_in_one_line(make, message):
+    from incasem.errors import InvalidValueError
+
+    with pytest.raises(InvalidValueError) as error:
+        make()
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
+from incasem.blockwise import RunOptions
 from incasem.cli.app import app
-from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_nm_triple, parse_range, parse_triple
+from incasem.cli.options import job_options, parse_nm_triple, parse_range, parse_triple
 from incasem.io.inspect import describe_volume
 from incasem.io.tiff import DEFAULT_PATTERN
 from incasem.io.metadata import JOB_KEY
-from incasem.preprocess.convert import CHUNKS, Crop, tiff_to_zarr
+from incasem.io.volume import WriteMode
+from incasem.preprocess.convert import CHUNKS, ConvertOptions, Crop, tiff_to_zarr
 from incasem.preprocess.export import MANIFEST, zarr_to_tiff
 
 _LINEAR = "round_half_up(255 * (clip(v, LOW, HIGH) - LOW) / (HIGH - LOW))"
@@ -54,8 +56,6 @@ def _rescale(text: str) -> tuple[float, float] | str | None:
         bounds = [float(low), float(high)]
     except ValueError:
         raise typer.BadParameter(f"--to-uint8 needs LOW:HIGH, minmax, auto or none, got '{text}'") from None
-    if not bounds[0] < bounds[1]:
-        raise typer.BadParameter(f"--to-uint8 needs LOW < HIGH, got '{text}'")
     low_value, high_value = (int(b) if b.is_integer() else b for b in bounds)
     return (low_value, high_value)
 
@@ -73,6 +73,7 @@ _RANGE = "voxels START:STOP (stop exclusive; an empty end is open)"
 
 
 @app.command("convert", help=_CONVERT_HELP)
+@job_options()
 def convert(
     source: Path = typer.Argument(..., help="Folder of 2D TIFF slices, or a multi-page TIFF file."),
     container: Path = typer.Argument(..., help="Output .zarr container (created when missing)."),
@@ -98,31 +99,21 @@ def convert(
         "none", "--to-uint8", help=f"none: keep the dtype. LOW:HIGH: out = {_LINEAR} as uint8. "
         "minmax: the same with LOW, HIGH = the converted region's minimum and maximum (one extra pass)."
     ),
-    overwrite: bool = OVERWRITE,
-    resume: bool = RESUME,
-    scheduler: str | None = SCHEDULER,
-    workers: int | None = WORKERS,
+    *,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Convert a TIFF stack into a zarr dataset (help text: ``_CONVERT_HELP``)."""
-    rescale = _rescale(to_uint8)
-    if rescale == "auto":
-        raise typer.BadParameter("--to-uint8 auto is for `incasem export`; here give LOW:HIGH, minmax or none")
-    volume = tiff_to_zarr(
-        source,
-        container,
-        dataset,
+    options = ConvertOptions(
         pattern=pattern,
         voxel_size=parse_nm_triple(voxel_size, "--voxel-size"),
         offset_nm=parse_nm_triple(offset, "--offset"),
         like=_like(like),
         crop=_crop(z, y, x),
         chunks=parse_triple(chunks, "--chunks"),
-        rescale=rescale,
-        overwrite=overwrite,
-        resume=resume,
-        scheduler=scheduler,
-        num_workers=workers,
+        rescale=_rescale(to_uint8),  # type: ignore[arg-type]
     )
+    volume = tiff_to_zarr(source, container, dataset, options=options, mode=mode, run=run)
     typer.echo(describe_volume(volume))
     typer.echo(f"values: {volume.array.attrs[JOB_KEY]['mapping']}")
     if voxel_size is None and like is None:
@@ -134,6 +125,9 @@ def convert(
 
 
 @app.command("export", help=_EXPORT_HELP)
+@job_options(
+    resume=False, overwrite_help="Replace a previous `incasem export` in FOLDER (refused if FOLDER holds any other file)."
+)
 def export(
     container: Path = typer.Argument(..., help="A .zarr container."),
     folder: Path = typer.Argument(..., help="Output folder of TIFF slices."),
@@ -147,22 +141,12 @@ def export(
         f"unchanged. none: values unchanged. LOW:HIGH: out = {_LINEAR} as uint8. minmax: the same with the "
         "region's minimum and maximum."
     ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a previous `incasem export` in FOLDER (refused if FOLDER holds any "
-        "other file)."
-    ),
-    scheduler: str | None = SCHEDULER,
-    workers: int | None = WORKERS,
+    *,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Write a zarr dataset as TIFF slices (help text: ``_EXPORT_HELP``)."""
     summary = zarr_to_tiff(
-        container,
-        dataset,
-        folder,
-        crop=_crop(z, y, x),
-        rescale=_rescale(to_uint8),
-        overwrite=overwrite,
-        scheduler=scheduler,
-        num_workers=workers,
-    )
+        container, dataset, folder, crop=_crop(z, y, x), rescale=_rescale(to_uint8), mode=mode, run=run
+    )  # type: ignore[arg-type]
     typer.echo(str(summary))

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import typer
 
+from incasem.blockwise import RunOptions
 from incasem.cli.app import app
-from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_triple
+from incasem.cli.options import job_options, parse_triple
 from incasem.io.inspect import describe_volume
-from incasem.preprocess.equalize import equalize_volume
+from incasem.io.volume import WriteMode
+from incasem.preprocess.equalize import ClaheOptions, equalize_volume
 
 
 @app.command()
+@job_options()
 def equalize(
     container: Path = typer.Argument(..., help="A .zarr container."),
     source: str = typer.Option("volumes/raw", "--input", "-i", help="uint8 or uint16 dataset to equalise."),
@@ -22,22 +25,11 @@ def equalize(
     clip_limit: float = typer.Option(0.02, "--clip-limit", help="Clipping limit in (0, 1]; higher = more contrast."),
     kernel_size: str = typer.Option("128", "--kernel-size", help="Contextual region edge, voxels: N or Z,Y,X."),
     nbins: int = typer.Option(256, "--nbins", help="Number of histogram bins."),
-    overwrite: bool = OVERWRITE,
-    resume: bool = RESUME,
-    scheduler: str | None = SCHEDULER,
-    workers: int | None = WORKERS,
+    *,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Equalise CONTAINER's raw data with 3D CLAHE (scikit-image's equalize_adapthist, out of core)."""
-    volume = equalize_volume(
-        container,
-        source,
-        output,
-        kernel_size=parse_triple(kernel_size, "--kernel-size"),
-        clip_limit=clip_limit,
-        nbins=nbins,
-        overwrite=overwrite,
-        resume=resume,
-        scheduler=scheduler,
-        num_workers=workers,
-    )
+    options = ClaheOptions(parse_triple(kernel_size, "--kernel-size"), clip_limit, nbins)  # type: ignore[arg-type]
+    volume = equalize_volume(container, source, output, options=options, mode=mode, run=run)
     typer.echo(f"wrote {volume.container}/{describe_volume(volume)}")

@@ -6,10 +6,18 @@ from pathlib import Path
 
 import typer
 
+from incasem.blockwise import RunOptions
 from incasem.cli.app import app
-from incasem.cli.options import OVERWRITE, RESUME, SCHEDULER, WORKERS, parse_triple
+from incasem.cli.options import job_options, parse_triple
 from incasem.io.inspect import describe_volume
-from incasem.preprocess.masks import EXCLUSION_WIDTHS, create_mask, create_metric_mask
+from incasem.io.volume import WriteMode
+from incasem.preprocess.masks import (
+    EXCLUSION_WIDTHS,
+    MaskOptions,
+    MetricMaskOptions,
+    create_mask,
+    create_metric_mask,
+)
 
 _CONTAINER = typer.Argument(..., help="A .zarr container; the mask is written into it.")
 _CHUNKS = typer.Option(None, "--chunks", help="Output chunk shape = block shape, voxels: Z,Y,X (default 128).")
@@ -29,6 +37,7 @@ _MASK_HELP = (
 
 
 @app.command("metric-mask", help=_METRIC_MASK_HELP)
+@job_options()
 def metric_mask(
     container: Path = _CONTAINER,
     labels: str = typer.Option(..., "--labels", "-l", help="Integer labels dataset, e.g. volumes/labels/mito."),
@@ -41,29 +50,19 @@ def metric_mask(
         None, "--organelle", help="Organelle whose default widths to use (default: guessed from --labels)."
     ),
     chunks: str | None = _CHUNKS,
-    overwrite: bool = OVERWRITE,
-    resume: bool = RESUME,
-    scheduler: str | None = SCHEDULER,
-    workers: int | None = WORKERS,
+    *,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Write the metric mask of a labels dataset (help text: ``_METRIC_MASK_HELP``)."""
-    volume = create_metric_mask(
-        container,
-        labels,
-        output,
-        exclude_inwards=exclude_inwards,
-        exclude_outwards=exclude_outwards,
-        organelle=organelle,
-        chunks=parse_triple(chunks, "--chunks"),
-        overwrite=overwrite,
-        resume=resume,
-        scheduler=scheduler,
-        num_workers=workers,
-    )
+    options = MetricMaskOptions(exclude_inwards, exclude_outwards, organelle)
+    chunk_shape = parse_triple(chunks, "--chunks")
+    volume = create_metric_mask(container, labels, output, options=options, chunks=chunk_shape, mode=mode, run=run)
     typer.echo(describe_volume(volume))
 
 
 @app.command("mask", help=_MASK_HELP)
+@job_options()
 def mask(
     container: Path = _CONTAINER,
     raw: str = typer.Option("volumes/raw", "--input", "-i", help="Grey-value dataset."),
@@ -73,24 +72,12 @@ def mask(
     opening: int = typer.Option(0, "--opening", help="Ball radius (voxels) of an opening removing specks; 0: none."),
     closing: int = typer.Option(0, "--closing", help="Ball radius (voxels) of a closing that fills gaps; 0: none."),
     chunks: str | None = _CHUNKS,
-    overwrite: bool = OVERWRITE,
-    resume: bool = RESUME,
-    scheduler: str | None = SCHEDULER,
-    workers: int | None = WORKERS,
+    *,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> None:
     """Write the cell mask of a grey-value dataset (help text: ``_MASK_HELP``)."""
-    volume = create_mask(
-        container,
-        raw,
-        min_grey,
-        max_grey,
-        output,
-        opening=opening,
-        closing=closing,
-        chunks=parse_triple(chunks, "--chunks"),
-        overwrite=overwrite,
-        resume=resume,
-        scheduler=scheduler,
-        num_workers=workers,
-    )
+    options = MaskOptions(min_grey, max_grey, opening, closing)
+    chunk_shape = parse_triple(chunks, "--chunks")
+    volume = create_mask(container, raw, output, options=options, chunks=chunk_shape, mode=mode, run=run)
     typer.echo(describe_volume(volume))

@@ -1,17 +1,101 @@
-"""Parsers for option values shared by several commands."""
+"""Options shared by several commands: the blockwise job options and parsers for option values.
+
+Every command that runs a blockwise job (convert, export, equalize, mask,
+metric-mask, predict) takes the same ``--overwrite``/``--resume`` (export:
+``--overwrite`` only), ``--scheduler``, ``--workers/-n`` and ``--quiet/-q``, added by
+:func:`job_options` and turned into the API's :data:`~incasem.io.volume.WriteMode`
+and :class:`~incasem.blockwise.RunOptions` by :func:`job_settings`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
+from incasem.blockwise import RunOptions
 from incasem.geometry import NmTriple, Triple, as_nm_triple
+from incasem.io.volume import WriteMode
+
+_OVERWRITE_HELP = "Replace the output an earlier run of this command wrote (never a group, an input or other data)."
+_RESUME = typer.Option(
+    False, "--resume", help="Finish an interrupted run with the same settings, computing only what is missing."
+)
+_SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: this machine.")
+_WORKERS = typer.Option(
+    None, "--workers", "-n", help="Local threads (default: all cores; predict: a few blocks in flight)."
+)
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
-#: Options shared by the commands that run blockwise jobs.
-OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing output.")
-RESUME = typer.Option(False, "--resume", help="Finish an interrupted run, skipping finished blocks.")
-SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: this machine.")
-WORKERS = typer.Option(None, "--workers", "-n", help="Local threads (default: all cores).")
+def job_settings(
+    overwrite: bool, resume: bool, scheduler: str | None, workers: int | None, quiet: bool
+) -> tuple[WriteMode, RunOptions]:
+    """The write mode and run options that the shared job flags ask for.
+
+    Raises
+    ------
+    typer.BadParameter
+        For ``--overwrite`` together with ``--resume`` (a usage error).
+    InvalidValueError
+        For a bad ``--workers`` or ``--scheduler`` (from :class:`RunOptions`).
+    """
+    if overwrite and resume:
+        raise typer.BadParameter(
+            "--overwrite and --resume exclude each other: --overwrite starts afresh, --resume finishes "
+            "an interrupted run; give one"
+        )
+    mode: WriteMode = "overwrite" if overwrite else "resume" if resume else "create"
+    return mode, RunOptions(scheduler=scheduler, workers=workers, progress=not quiet)
+
+
+def job_options(
+    *, resume: bool = True, overwrite_help: str = _OVERWRITE_HELP
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the shared job options; it receives them as keywords ``mode`` and ``run``.
+
+    The decorated command declares keyword parameters ``mode`` (a
+    :data:`~incasem.io.volume.WriteMode`) and ``run`` (a
+    :class:`~incasem.blockwise.RunOptions`); on the command line they are
+    ``--overwrite``, ``--resume`` (unless ``resume`` is False), ``--scheduler``,
+    ``--workers/-n`` and ``--quiet/-q``, mapped by :func:`job_settings`. Put it below
+    ``@app.command(...)``.
+    """
+    flags = [
+        ("overwrite", bool, typer.Option(False, "--overwrite", help=overwrite_help)),
+        *([("resume", bool, _RESUME)] if resume else []),
+        ("scheduler", str | None, _SCHEDULER),
+        ("workers", int | None, _WORKERS),
+        ("quiet", bool, _QUIET),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for name, p in signature.parameters.items() if name not in ("mode", "run")]
+        shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=t) for n, t, d in flags]
+
+        @functools.wraps(command)
+        def with_job_options(
+            *args: Any,
+            overwrite: bool = False,
+            resume: bool = False,
+            scheduler: str | None = None,
+            workers: int | None = None,
+            quiet: bool = False,
+            **kwargs: Any,
+        ) -> Any:
+            mode, run = job_settings(overwrite, resume, scheduler, workers, quiet)
+            return command(*args, **kwargs, mode=mode, run=run)
+
+        parameters = [*own, *shared]
+        with_job_options.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        with_job_options.__annotations__ = {p.name: p.annotation for p in parameters}
+        return with_job_options
+
+    return decorate
 
 
 def _numbers(text: str, option: str, kind: type, what: str) -> list:

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from incasem.blockwise import Block, BlockwiseTask, plan_blocks, run_blockwise
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    plan_blocks,
+    run_blockwise,
+)
 from incasem.evaluate.metrics import ConfusionCounts, confusion_counts
 from incasem.geometry import Triple
 from incasem.io.data_config import RoiEntry
@@ -60,12 +66,13 @@ def _count_block(class_ids: tuple[int, ...], block: Block, sources: _Sources) ->
 
 
 def evaluate_segmentation(
-    container: str | Path, segmentation: str, entry: RoiEntry, scheduler: str | None = None, progress: bool = True
+    container: str | Path, segmentation: str, entry: RoiEntry, run: RunOptions = RunOptions()
 ) -> dict[int, ConfusionCounts]:
     """Confusion counts per class id of segmentation dataset ``segmentation`` over ``entry``'s ROI.
 
     The segmentation holds class ids (0 = background); the entry's labels map label
-    datasets to class ids as in the data config.
+    datasets to class ids as in the data config. ``run``: scheduler, local threads and
+    progress bar (see :class:`incasem.blockwise.RunOptions`).
     """
     class_ids = tuple(sorted({label.class_id for label in entry.labels}))
     seg = open_volume(container, segmentation)
@@ -77,6 +84,6 @@ def evaluate_segmentation(
         setup=partial(_open_sources, (Path(container), segmentation), entry),
     )
     totals = {c: ConfusionCounts() for c in class_ids}
-    for counts in run_blockwise(task, scheduler, progress=progress):
+    for counts in run_blockwise(task, run):
         totals = {c: totals[c] + counts[c] for c in class_ids}
     return totals

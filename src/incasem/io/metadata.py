@@ -2,9 +2,14 @@
 
 The original incasem (funlib/daisy) stores, per array, ``resolution`` = voxel size in
 nm and ``offset`` = world offset in nm, both (z, y, x). Those are read as they are.
-When incasem writes a dataset it stores them too, and next to them an OME-NGFF 0.4
-``multiscales`` entry (one scale level, the array itself) so that viewers that know
-OME-NGFF see the same geometry.
+When incasem writes a dataset it stores them too.
+
+OME-NGFF places ``multiscales`` on a *group*, each entry one image whose
+``datasets[].path`` are relative to that group; :mod:`incasem.io.ngff` publishes one
+entry per dataset on the dataset's parent group (:func:`incasem.io.ngff.publish_ngff`).
+Earlier incasem versions wrote an entry on the array itself (path ``"."``), which no
+OME-Zarr reader looks at; :func:`read_geometry` still reads it when ``resolution`` is
+absent, and :func:`geometry_attributes` still writes it for those versions' readers.
 """
 
 from __future__ import annotations
@@ -97,25 +102,42 @@ def read_geometry(attrs: Mapping[str, Any], ref: DatasetRef) -> tuple[NmTriple, 
     return read_voxel_size(attrs, ref), read_offset(attrs, ref)
 
 
+#: OME-NGFF axes of every incasem dataset: z, y, x in nanometres.
+NGFF_AXES: tuple[dict[str, str], ...] = tuple({"name": axis, "type": "space", "unit": "nanometer"} for axis in "zyx")
+
+
+def ngff_multiscale(
+    name: str, path: str, voxel_size: NmTriple, offset_nm: NmTriple, version: str | None = "0.4"
+) -> dict[str, Any]:
+    """One OME-NGFF ``multiscales`` entry: a single-level image ``name`` stored at ``path``.
+
+    ``scale`` is the voxel size and ``translation`` the world offset (nm), as the
+    original's ``resolution``/``offset`` (and funlib.persistence) read them. The numbers
+    are stored as given, so a voxel size of 4.6 nm stays 4.6 in the JSON. ``version``
+    goes into the entry (OME-NGFF 0.4, zarr v2); ``None`` leaves it out (0.5 keeps the
+    version next to the list, in the ``ome`` attribute of a zarr v3 group).
+    """
+    entry: dict[str, Any] = {} if version is None else {"version": version}
+    entry.update(
+        {
+            "name": name,
+            "axes": [dict(axis) for axis in NGFF_AXES],
+            "datasets": [
+                {
+                    "path": path,
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": list(voxel_size)},
+                        {"type": "translation", "translation": list(offset_nm)},
+                    ],
+                }
+            ],
+        }
+    )
+    return entry
+
+
 def geometry_attributes(voxel_size: NmTriple, offset_nm: NmTriple, name: str) -> dict[str, Any]:
-    """Attributes that describe a dataset's geometry in both conventions."""
-    return {
-        "resolution": list(voxel_size),
-        "offset": list(offset_nm),
-        "multiscales": [
-            {
-                "version": "0.4",
-                "name": name,
-                "axes": [{"name": axis, "type": "space", "unit": "nanometer"} for axis in "zyx"],
-                "datasets": [
-                    {
-                        "path": ".",
-                        "coordinateTransformations": [
-                            {"type": "scale", "scale": list(voxel_size)},
-                            {"type": "translation", "translation": list(offset_nm)},
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
+    """Attributes that describe a dataset's geometry on the array itself: the original's
+    ``resolution``/``offset``. OME-Zarr readers find the same geometry where the spec puts
+    it, on the parent group: see :func:`incasem.io.ngff.publish_ngff`."""
+    return {"resolution": list(voxel_size), "offset": list(offset_nm)}

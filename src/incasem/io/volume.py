@@ -44,8 +44,17 @@ from incasem.io.metadata import (
     read_offset,
     read_voxel_size,
 )
+from incasem.io.ngff import publish_ngff
+from incasem.io.padding import PadMode, pad_to_region
+from incasem.io.provenance import PROVENANCE_KEY, provenance_record
 
-PadMode = Literal["constant", "reflect", "symmetric", "edge"]
+
+#: How a job treats an output that exists already: ``create`` refuses it, ``overwrite``
+#: replaces it (only a dataset the same kind of incasem job wrote), ``resume`` finishes it.
+WriteMode = Literal["create", "overwrite", "resume"]
+
+#: The accepted values of :data:`WriteMode`.
+WRITE_MODES: tuple[str, ...] = ("create", "overwrite", "resume")
 
 #: Default chunk edge (voxels) of datasets incasem creates.
 DEFAULT_CHUNK = 128
@@ -112,15 +121,8 @@ class Volume:
                 f"region {roi} (voxels) reaches outside {self.label}, which covers {self.roi}: "
                 "choose a region inside the dataset"
             )
-        if inside.empty:
-            if padding != "constant":
-                raise RoiError(f"region {roi} (voxels) does not overlap {self.label} ({self.roi})")
-            return np.full(roi.shape, fill_value, dtype=self.dtype)
-        data = np.asarray(self.array[inside.to_slices(self.roi.offset)])
-        widths = [(i0 - r0, r1 - i1) for r0, r1, i0, i1 in zip(roi.offset, roi.end, inside.offset, inside.end)]
-        if padding == "constant":
-            return np.pad(data, widths, mode="constant", constant_values=fill_value)
-        return np.pad(data, widths, mode=padding)
+        data = np.zeros((0, 0, 0), self.dtype) if inside.empty else np.asarray(self.array[inside.to_slices(self.roi.offset)])
+        return pad_to_region(data, inside, roi, padding, fill_value, f"{self.label} ({self.roi})")
 
     def write(self, roi: Roi, data: np.ndarray) -> None:
         """Write ``data`` into a region (voxel units, world grid) inside the dataset."""
@@ -320,11 +322,26 @@ def _check_replaceable(group: zarr.Group, path: Path, name: str, job: dict[str, 
         )
     kind, existing = _job_kind(job), _job_kind(node.attrs.get(JOB_KEY)) if node is not None else None
     if kind is None or existing != kind:
-        writer = f"`incasem {existing}`" if existing else "something other than incasem"
+        writer = f"incasem {existing}" if existing else "something other than incasem"
         raise DatasetExistsError(
-            f"{path}/{name} was written by {writer}, so --overwrite{f' of `incasem {kind}`' if kind else ''} will not "
+            f"{path}/{name} was written by {writer}, so --overwrite{f' of incasem {kind}' if kind else ''} will not "
             "replace it (it may be data you need): choose another output name, or delete it yourself"
         )
+
+
+def check_write_mode(mode: object) -> WriteMode:
+    """Return ``mode`` if it is a :data:`WriteMode`; jobs call this before writing anything.
+
+    Raises
+    ------
+    InvalidValueError
+        For anything but ``"create"``, ``"overwrite"`` or ``"resume"``.
+    """
+    if not isinstance(mode, str) or mode not in WRITE_MODES:
+        raise InvalidValueError(
+            f"write mode must be 'create', 'overwrite' (--overwrite) or 'resume' (--resume), got {mode!r}"
+        )
+    return mode  # type: ignore[return-value]
 
 
 def create_volume(
@@ -336,24 +353,47 @@ def create_volume(
     offset_nm: NmTriple = (0, 0, 0),
     chunks: Triple | None = None,
     *,
-    overwrite: bool = False,
-    resume: bool = False,
-    attributes: dict[str, Any] | None = None,
+    mode: WriteMode = "create",
     job: dict[str, Any] | None = None,
     reads: Sequence[str] = (),
+    inputs: Sequence[str | Path] = (),
+    details: dict[str, Any] | None = None,
 ) -> Volume:
     """Create a dataset for a job to fill, marked incomplete until :meth:`Volume.mark_complete`.
 
-    An existing dataset is refused (:class:`DatasetExistsError`) unless ``resume``
-    (it is reused after checking that shape, dtype, geometry and the recorded ``job``
-    settings match, else :class:`DatasetMismatchError`) or ``overwrite``, which
-    replaces only a *dataset* that an incasem job of the same kind (``job["job"]``)
-    wrote: never a group, a container, or a dataset of other origin. ``reads`` names
-    the datasets the job reads: the output may be none of them, hold none and lie in
-    none. ``job`` (JSON-like, finite numbers) is stored under
-    :data:`~incasem.io.metadata.JOB_KEY`. The container is created (zarr v2, like
-    the original's) when missing.
+    Parameters
+    ----------
+    path, dataset
+        The container (created, as zarr v2 like the original's, when missing) and the
+        name of the new dataset.
+    shape, dtype, voxel_size, offset_nm, chunks
+        Shape (voxels), element type, voxel size (nm), world offset (nm) and chunk
+        shape (voxels; default up to 128 per axis) of the dataset.
+    mode
+        What to do when the dataset exists: ``"create"`` refuses it
+        (:class:`DatasetExistsError`); ``"resume"`` reuses it after checking that
+        shape, dtype, geometry and the recorded ``job`` settings match (else
+        :class:`DatasetMismatchError`); ``"overwrite"`` replaces only a *dataset* that
+        an incasem job of the same kind (``job["job"]``) wrote: never a group, a
+        container, or a dataset of other origin.
+    job
+        The job and its settings (JSON-like, finite numbers), stored under
+        :data:`~incasem.io.metadata.JOB_KEY` and compared on resume.
+    reads
+        The datasets of this container the job reads: the output may be none of
+        them, hold none and lie in none.
+    inputs
+        Other things the job reads (a source folder, a checkpoint, a dataset of
+        another container), for the provenance record.
+    details
+        Further fields of the provenance record (e.g. a prediction's model).
+
+    The new dataset carries the provenance record of
+    :func:`incasem.io.provenance.provenance_record` (version, command line, time,
+    ``job``, ``reads`` and ``inputs``, ``details``) under
+    :data:`~incasem.io.provenance.PROVENANCE_KEY`; a resumed one keeps its record.
     """
+    mode = check_write_mode(mode)
     job = None if job is None else json.loads(json.dumps(job, allow_nan=False))
     path = Path(path)
     name = dataset_name(dataset)
@@ -375,7 +415,7 @@ def create_volume(
     if above is not None:
         raise DatasetExistsError(f"'{name}' would lie inside the dataset '{above}' of {path}: choose another output name")
     if _node(group, path, name) is not None:
-        if resume and not overwrite:
+        if mode == "resume":
             existing = open_volume(path, name, "r+", require_complete=False)
             problems = _matches(existing, shape, dtype, voxel_size, offset_nm)
             stored_job = existing.array.attrs.get(JOB_KEY)
@@ -386,17 +426,20 @@ def create_volume(
                     f"cannot resume into {existing.label}: its {', '.join(problems)}; use --overwrite to start afresh"
                 )
             return existing
-        if not overwrite:
+        if mode != "overwrite":
             raise DatasetExistsError(f"{path}/{name} exists already: pass --overwrite to replace it")
         _check_replaceable(group, path, name, job)
         del group[name]
     chunks = chunks or tuple(min(DEFAULT_CHUNK, s) if s > 0 else 1 for s in shape)
     attrs = geometry_attributes(voxel_size, offset_nm, name)
-    attrs.update(attributes or {})
     if job is not None:
         attrs[JOB_KEY] = job
+    read = [f"{path.resolve()}/{dataset_name(source)}" for source in reads]
+    attrs[PROVENANCE_KEY] = provenance_record(job, [*read, *map(str, inputs)], **(details or {}))
     attrs[STATUS_KEY] = INCOMPLETE
-    array = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, attributes=attrs)
+    dimensions = {"dimension_names": ("z", "y", "x")} if group.metadata.zarr_format == 3 else {}
+    array = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, attributes=attrs, **dimensions)
+    publish_ngff(group, name, voxel_size, offset_nm)
     return _volume_from_array(path, name, array)
 
 
@@ -417,4 +460,5 @@ def set_geometry(
     new_offset = read_offset(attrs, ref) if offset_nm is None else as_nm_triple(offset_nm, "--offset")
     nm_to_voxels(new_offset, new_voxel_size, f"offset of {ref}")
     array.attrs.update(geometry_attributes(new_voxel_size, new_offset, name))
+    publish_ngff(open_container(path, "r+"), name, new_voxel_size, new_offset)
     return _volume_from_array(path, name, array)

@@ -556,12 +556,24 @@ def load_checkpoint(
     return model, metadata
 
 
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The metadata of an incasem checkpoint, without building the model.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`load_checkpoint` for an unreadable file or invalid metadata.
+    """
+    path = Path(path)
+    return _metadata_from(_read(path), path)
+
+
 def _metadata_from(payload: Mapping[str, Any], path: Path) -> ModelCard:
     """The metadata stored in a loaded incasem checkpoint, or ``CheckpointError``."""
     if not _is_incasem_payload(payload):
         raise CheckpointError(
             f"checkpoint {path} has no incasem metadata (a published incasem checkpoint?): "
-            "import it first with `incasem models import`"
+            f"import it first with `incasem models import {path} --organelle ORGANELLE --voxel-size Z,Y,X`"
         )
     try:
         return ModelCard.from_dict(payload.get("metadata"))

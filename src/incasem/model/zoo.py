@@ -70,7 +70,7 @@ _INDEX = "index.json"
 _TIMEOUT_S = 60.0
 _CHUNK_BYTES = 1 << 20
 _S3_NS = "{*}"  # ElementTree wildcard: any (or no) XML namespace
-_BY_HAND = "or download the file by hand and use `incasem models import`"
+_BY_HAND = "or download the file by hand and use `incasem models import FILE --id ID`"
 
 
 @dataclass(frozen=True)

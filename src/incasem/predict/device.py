@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
+import psutil
 import torch
 
 from incasem.errors import IncasemError
@@ -45,14 +45,13 @@ def select_device(requested: str = "auto") -> torch.device:
 
 
 def free_memory_bytes(device: torch.device) -> int:
-    """Memory available to a new block on ``device``, in bytes."""
+    """Memory available to a new block on ``device``, in bytes (portable: psutil on the CPU)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     if device.type == "mps":
         return int(torch.mps.recommended_max_memory())
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return int(available)
+    return int(psutil.virtual_memory().available)
 
 
 def input_bytes(input_shape: Triple, precision: Precision) -> int:
@@ -60,27 +59,67 @@ def input_bytes(input_shape: Triple, precision: Precision) -> int:
     return input_shape[0] * input_shape[1] * input_shape[2] * BYTES_PER_INPUT_VOXEL[precision]
 
 
-def auto_block_shape(
+def _axis_options(config: UNetConfig, axis: int, size: int) -> list[tuple[int, int, int]]:
+    """Per number of blocks along ``axis``: (blocks, balanced block edge, input edge), each edge once.
+
+    The balanced edge is the region split into that many equal parts, rounded up to
+    the network's downsampling step: no thin sliver at the end.
+    """
+    step = config.total_downsample_factor[axis]
+    options, seen = [], set()
+    for blocks in range(1, -(-size // step) + 1):
+        edge = -(-(-(-size // blocks)) // step) * step
+        if edge in seen or edge > MAX_AUTO_BLOCK:
+            continue
+        seen.add(edge)
+        input_shape = [1, 1, 1]
+        input_shape[axis] = edge
+        input_edge = config.input_shape_for_output(tuple(input_shape))[axis]
+        options.append((-(-size // edge), edge, input_edge))
+    return options or [(-(-size // step), step, config.input_shape_for_output((step, step, step))[axis])]
+
+
+def balanced_block_shape(
     config: UNetConfig, device: torch.device, precision: Precision, roi_shape: Triple, memory_bytes: int | None = None
 ) -> Triple:
-    """The largest output block (voxels) whose forward pass fits the device's free memory.
+    """The output block that predicts ``roi_shape`` with the least network input in all, within memory.
 
-    Blocks are multiples of the network's total downsampling factor (so that
-    blockwise output equals a whole-volume pass) and no larger than the ROI needs.
+    Every block pays the network's context on each side, so the cost of a tiling is
+    the number of blocks times the input voxels of one; among the tilings whose block
+    fits the device's free memory (:data:`MEMORY_SHARE` of it), the cheapest wins
+    (ties: fewer blocks). Edges are equal along each axis up to the downsampling step,
+    so a region is never cut into one big block and thin slivers that pay the full
+    context for little output.
     """
-    step = config.total_downsample_factor
     budget = (free_memory_bytes(device) if memory_bytes is None else memory_bytes) * MEMORY_SHARE[device.type]
     width_scale = config.num_fmaps / 32
-    needed = tuple(-(-r // s) for r, s in zip(roi_shape, step))
-    best = step
-    for multiple in range(1, MAX_AUTO_BLOCK // min(step) + 1):
-        block = tuple(min(multiple, n) * s for n, s in zip(needed, step))
-        if input_bytes(config.input_shape_for_output(block), precision) * width_scale > budget:
-            break
-        best = block
-        if all(multiple >= n for n in needed):
-            break
-    return (best[0], best[1], best[2])
+    per_axis = [_axis_options(config, axis, size) for axis, size in enumerate(roi_shape)]
+    best: tuple[float, int, Triple] | None = None
+    for nz, ez, iz in per_axis[0]:
+        for ny, ey, iy in per_axis[1]:
+            for nx, ex, ix in per_axis[2]:
+                if input_bytes((iz, iy, ix), precision) * width_scale > budget:
+                    continue
+                candidate = (nz * ny * nx * iz * iy * ix, nz * ny * nx, (ez, ey, ex))
+                if best is None or candidate[:2] < best[:2]:
+                    best = candidate
+    if best is None:
+        return config.total_downsample_factor
+    return best[2]
+
+
+def choose_block_shape(
+    config: UNetConfig, device: torch.device, precision: Precision, roi_shape: Triple, requested: Triple | None
+) -> Triple:
+    """The output block: :func:`balanced_block_shape`, or ``requested`` rounded down to the
+    downsampling step (at least one step) and no larger than the region needs."""
+    if requested is None:
+        return balanced_block_shape(config, device, precision, roi_shape)
+    step = config.total_downsample_factor
+    z, y, x = (
+        min(max(g, (b // g) * g), -(-r // g) * g) for b, g, r in zip(requested, step, roi_shape)
+    )
+    return (z, y, x)
 
 
 def output_chunk_shape(block_shape: Triple, step: Triple) -> Triple:

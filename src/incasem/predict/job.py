@@ -1,18 +1,24 @@
-"""Blockwise prediction of one region with one model.
+"""Blockwise prediction of one region of a zarr dataset with one model.
 
 Each output block reads its input with the network's context around it from the raw
-dataset; where that context leaves the dataset it is padded (``reflect`` by default,
-mirroring the data at its border), so the whole requested region is predicted.
-Blocks are multiples of the network's total downsampling factor and start on a grid
-anchored at the region's corner, so the stitched output equals one forward pass over
-the whole region (the U-Net is translation-equivariant on that grid) up to float
-rounding.
+dataset (:func:`~incasem.predict.core.input_roi`); where that context leaves the
+dataset it is padded (``reflect`` by default, mirroring the data at its border), so
+the whole requested region is predicted. Each block then goes through the in-memory
+core, :func:`~incasem.predict.core.predict_tile`. Blocks are multiples of the
+network's total downsampling factor and start on a grid anchored at the region's
+corner, so the stitched output equals :func:`~incasem.predict.core.predict_array`
+on the whole region (one forward pass, up to float rounding).
+
+Each worker loads the model once and keeps :data:`BLOCKS_IN_FLIGHT` blocks going:
+one in the network while the next is read and the last is written, so a GPU does
+not wait on zarr.
 """
 
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,20 +26,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from incasem.blockwise import Block, BlockwiseTask, check_run_options, done_record_for, plan_blocks, run_blockwise
+from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, run_blockwise
 from incasem.errors import IncasemError, InputFileError, InvalidValueError, RoiError, VoxelSizeError
 from incasem.geometry import Roi, Triple, as_positive_triple, voxels_to_nm
-from incasem.io.volume import PadMode, Volume, create_volume, open_volume
-from incasem.model.checkpoint import ModelCard, checkpoint_sha256, load_checkpoint
-from incasem.model.unet import UNet, normalize_raw
-from incasem.predict.device import Precision, auto_block_shape, output_chunk_shape, select_device
-from incasem.predict.outputs import claim_prediction_id, find_resumable, prediction_group, provenance
+from incasem.io.padding import PadMode
+from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
+from incasem.model.checkpoint import ModelCard, checkpoint_sha256, load_checkpoint, read_card
+from incasem.model.unet import UNet
+from incasem.predict.core import (
+    PADDINGS,
+    PRECISIONS,
+    PrecisionChoice,
+    input_roi,
+    predict_tile,
+    prepare_model,
+    resolve_precision,
+)
+from incasem.predict.device import Precision, choose_block_shape, output_chunk_shape, select_device
+from incasem.predict.outputs import claim_prediction_id, find_previous, prediction_group
 
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-#: Accepted values of :attr:`PredictOptions.precision` and :attr:`PredictOptions.padding`.
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-PADDINGS: tuple[str, ...] = ("reflect", "symmetric", "edge", "constant")
+#: Blocks in flight per worker: one in the network while the next is read and the last written.
+BLOCKS_IN_FLIGHT = 3
 
 
 @dataclass(frozen=True)
@@ -44,25 +57,24 @@ class PredictOptions:
     ----------
     block_shape
         Output block in voxels (z, y, x), rounded down to multiples of the network's
-        downsampling factor; ``None`` picks the largest that fits the device memory.
+        downsampling factor; ``None`` picks the fewest balanced blocks that fit the
+        device memory (:func:`~incasem.predict.device.balanced_block_shape`).
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     precision
-        ``fp32``, or ``bf16``/``fp16`` autocast (faster, probabilities differ by ~1e-2).
+        ``auto`` (default: bf16 autocast where the device runs it natively — CUDA, CPUs
+        with AVX512-BF16 or AMX — else fp32), ``fp32``, ``bf16`` or ``fp16``.
     padding
         How raw is extended where the context leaves the dataset.
-    scheduler
-        Address of a Dask scheduler, or ``None`` to run here.
-    progress
-        Show a progress bar.
+
+    Where and how the job runs (scheduler, threads, progress bar) is the
+    :class:`~incasem.blockwise.RunOptions` given to :func:`predict_roi` as ``run``.
     """
 
     block_shape: Triple | None = None
     device: str = "auto"
-    precision: Precision = "fp32"
+    precision: PrecisionChoice = "auto"
     padding: PadMode = "reflect"
-    scheduler: str | None = None
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.block_shape is not None:
@@ -75,7 +87,6 @@ class PredictOptions:
                 raise InvalidValueError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
         if not isinstance(self.device, str) or not self.device:
             raise InvalidValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        check_run_options(self.scheduler, None)
 
 
 @dataclass(frozen=True)
@@ -95,35 +106,28 @@ class PredictionOutput:
 class _WorkerState:
     model: UNet
     device: torch.device
+    precision: Precision
     raw: Volume
     probabilities: list[Volume]
     segmentation: Volume
+    network: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _setup(checkpoint: Path, device_name: str, raw: tuple[Path, str], outputs: tuple[Path, tuple[str, ...], str]) -> _WorkerState:
+def _setup(
+    checkpoint: Path, device_name: str, precision: PrecisionChoice, raw: tuple[Path, str], outputs: tuple[Path, tuple[str, ...], str]
+) -> _WorkerState:
+    """Per worker, once: the model on its device and the datasets it reads and writes."""
     device = select_device(device_name)
     model, _card = load_checkpoint(checkpoint, map_location=device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last_3d)
     container, probability_names, segmentation_name = outputs
     return _WorkerState(
-        model=model,
+        model=prepare_model(model, device),
         device=device,
+        precision=resolve_precision(precision, device),
         raw=open_volume(*raw),
         probabilities=[open_volume(container, name, "r+", require_complete=False) for name in probability_names],
         segmentation=open_volume(container, segmentation_name, "r+", require_complete=False),
     )
-
-
-def forward_probabilities(model: UNet, raw: np.ndarray, device: torch.device, precision: Precision) -> np.ndarray:
-    """Class probabilities (classes, z, y, x; float32) of the network on uint8 ``raw``."""
-    x = normalize_raw(torch.from_numpy(np.ascontiguousarray(raw)))[None, None].to(device)
-    if device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    dtype = _AUTOCAST_DTYPES.get(precision)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        logits = model(x)
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
 
 
 def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
@@ -131,11 +135,14 @@ def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
     return np.rint(probability * 255).astype(np.uint8)
 
 
-def _predict_block(input_shape: Triple, context: Triple, precision: Precision, padding: PadMode, block: Block, state: _WorkerState) -> None:
-    corner = tuple(o - c for o, c in zip(block.write_roi.offset, context))
-    raw = state.raw.read(Roi(corner, input_shape), padding=padding)
-    probabilities = forward_probabilities(state.model, raw, state.device, precision)
-    probabilities = probabilities[(slice(None), *Roi((0, 0, 0), block.write_roi.shape).to_slices())]
+def _predict_block(padding: PadMode, block: Block, state: _WorkerState) -> None:
+    """Read the block's input, run :func:`predict_tile` on it (one block at a time per worker: the
+    network uses all cores or the GPU) and write the result; reading and writing overlap the
+    network's work on the other blocks in flight."""
+    raw = state.raw.read(block.read_roi, padding=padding)
+    output = block.write_roi.relative_to(block.read_roi.offset)
+    with state.network:
+        probabilities = predict_tile(state.model, raw, output, state.device, state.precision, padding)
     for c, volume in enumerate(state.probabilities, start=1):
         volume.write(block.write_roi, probability_to_uint8(probabilities[c]))
     state.segmentation.write(block.write_roi, np.argmax(probabilities, axis=0).astype(np.uint8))
@@ -149,22 +156,11 @@ def _check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> None:
         )
     if raw.dtype != np.uint8:
         raise InputFileError(
-            f"{raw.label} is {raw.dtype}; the network reads uint8 raw: equalize it (`incasem equalize`) "
+            f"{raw.label} is {raw.dtype}; the network reads uint8 raw: equalize it (`incasem equalize {raw.container} -i {raw.name}`) "
             "or convert with --to-uint8"
         )
     if roi.empty or not raw.roi.contains(roi):
         raise RoiError(f"region {roi} (voxels) is not inside {raw.label}, which covers {raw.roi}: choose a region inside it")
-
-
-def _block_shape(options: PredictOptions, card: ModelCard, device: torch.device, roi: Roi) -> Triple:
-    """The output block: as requested (rounded down to the downsampling grid) or the auto choice,
-    never larger than the region needs (rounded up to the grid), so no block reads far past the data."""
-    step = card.architecture.total_downsample_factor
-    if options.block_shape is None:
-        return auto_block_shape(card.architecture, device, options.precision, roi.shape)
-    needed = [-(-r // s) * s for r, s in zip(roi.shape, step)]
-    rounded = tuple(min(max(s, (b // s) * s), n) for b, s, n in zip(options.block_shape, step, needed))
-    return (rounded[0], rounded[1], rounded[2])
 
 
 def predict_roi(
@@ -173,8 +169,10 @@ def predict_roi(
     raw_dataset: str,
     roi: Roi | None = None,
     options: PredictOptions = PredictOptions(),
+    *,
     prediction_id: str | None = None,
-    resume: bool = False,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
     extra_provenance: dict[str, Any] | None = None,
 ) -> PredictionOutput:
     """Predict organelle probabilities and a segmentation for a region of a raw dataset.
@@ -188,35 +186,48 @@ def predict_roi(
     roi
         Region to predict, in voxels on the world grid; default: the whole dataset.
     options
-        Block size, device, precision, padding, scheduler.
+        Block size, device, precision, padding.
     prediction_id
-        With ``resume``: the prediction to finish. Otherwise a new id is allocated
-        (or the given one is claimed) under ``volumes/predictions/<model>/``.
-    resume
-        Finish an interrupted prediction: only missing blocks are computed and the
-        result equals an uninterrupted run's. Without ``prediction_id`` the newest
-        unfinished prediction of the same model, region and options is resumed (a
-        new one is started if there is none).
+        The prediction to write (``"create"``: claimed, it must be new), finish
+        (``"resume"``) or replace (``"overwrite"``). ``None``: a new id is allocated
+        under ``volumes/predictions/<model>/``, except as ``mode`` says.
+    mode
+        ``"create"`` (default) writes a new prediction. ``"resume"`` finishes an
+        interrupted one: only missing blocks are computed and the result equals an
+        uninterrupted run's. ``"overwrite"`` replaces one (only datasets a prediction
+        wrote). Without ``prediction_id`` both take the newest prediction of the same
+        model, region and options (``"resume"``: the newest unfinished one), and
+        start a new one if there is none.
+    run
+        Scheduler, local threads (default: :data:`BLOCKS_IN_FLIGHT` blocks at a
+        time) and progress bar; see :class:`incasem.blockwise.RunOptions`.
+    extra_provenance
+        Further fields for the outputs' provenance record (``incasem_provenance``).
 
     Returns
     -------
     PredictionOutput
         The datasets written: ``prob_maps/class_<c>`` (probability of each organelle
         class c ≥ 1 as uint8, 0..255 = 0..1, like the original's) and ``segmentation`` (uint8, class with the highest
-        probability) under ``volumes/predictions/<model>/<id>``.
+        probability) under ``volumes/predictions/<model>/<id>``. Each carries the
+        provenance record (model, checkpoint and its SHA-256, voxel size, region, block
+        and input shape, padding, precision, device, version, command, time, inputs)
+        under ``incasem_provenance``.
     """
+    check_job(mode, run)
     checkpoint = Path(checkpoint)
     container = Path(container)
     raw = open_volume(container, raw_dataset)
-    _model, card = load_checkpoint(checkpoint)
+    card = read_card(checkpoint)
     roi = raw.roi if roi is None else roi
     _check_inputs(raw, card, roi)
     device = select_device(options.device)
-    block_shape = _block_shape(options, card, device, roi)
+    precision = resolve_precision(options.precision, device)
     config = card.architecture
+    block_shape = choose_block_shape(config, device, precision, roi.shape, options.block_shape)
     input_shape = config.input_shape_for_output(block_shape)
     model_name = checkpoint.stem
-    record = provenance(
+    record = dict(
         model=model_name,
         checkpoint=str(checkpoint.absolute()),
         checkpoint_sha256=checkpoint_sha256(checkpoint),
@@ -228,15 +239,15 @@ def predict_roi(
         block_shape=list(block_shape),
         input_shape=list(input_shape),
         padding=options.padding,
-        precision=options.precision,
+        precision=precision,
         device=str(device),
         **(extra_provenance or {}),
     )
     job = {"job": "predict", **{key: record[key] for key in _SAME_JOB_KEYS}}
-    if resume and prediction_id is None:
-        prediction_id = find_resumable(container, model_name, job)
-        resume = prediction_id is not None
-    pid = claim_prediction_id(container, model_name, prediction_id, resume)
+    if mode != "create" and prediction_id is None:
+        prediction_id = find_previous(container, model_name, job, mode)
+        mode = mode if prediction_id is not None else "create"
+    pid = claim_prediction_id(container, model_name, prediction_id, mode)
     group = prediction_group(model_name, pid)
     names = tuple(f"{group}/prob_maps/class_{c}" for c in range(1, config.num_classes))
     segmentation_name = f"{group}/segmentation"
@@ -244,24 +255,37 @@ def predict_roi(
     offset_nm = voxels_to_nm(roi.offset, raw.voxel_size)
 
     outputs = [
-        create_volume(container, name, roi.shape, "uint8", raw.voxel_size, offset_nm, chunks, resume=resume, attributes=record, job=job)
+        create_volume(
+            container,
+            name,
+            roi.shape,
+            "uint8",
+            raw.voxel_size,
+            offset_nm,
+            chunks,
+            mode=mode,
+            job=job,
+            reads=[raw_dataset],
+            inputs=[record["checkpoint"]],
+            details=record,
+        )
         for name in (*names, segmentation_name)
     ]
     task = BlockwiseTask(
         name=f"predict {model_name}/{pid}",
-        blocks=plan_blocks(roi, block_shape, grid_origin=roi.offset),
-        process=partial(_predict_block, input_shape, config.context, options.precision, options.padding),
-        setup=partial(_setup, checkpoint, options.device, (container, raw_dataset), (container, names, segmentation_name)),
+        blocks=[Block(tile, input_roi(config, tile)) for tile in roi.tiles(block_shape)],
+        process=partial(_predict_block, options.padding),
+        setup=partial(_setup, checkpoint, str(device), precision, (container, raw_dataset), (container, names, segmentation_name)),
         done=done_record_for(container, segmentation_name),
     )
     try:
-        run_blockwise(task, options.scheduler, num_workers=1, progress=options.progress)
+        run_blockwise(task, replace(run, workers=run.workers or BLOCKS_IN_FLIGHT))
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
         raise IncasemError(
             f"no space left on the device holding {container} while predicting {model_name}/{pid}: "
-            f"free space, then rerun with --resume {pid}"
+            "free space, then rerun the same command with --resume"
         ) from None
     for volume in outputs:
         volume.mark_complete()

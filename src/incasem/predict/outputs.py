@@ -1,17 +1,18 @@
-"""Where a prediction goes: unique prediction ids and provenance attributes."""
+"""Where a prediction goes: unique prediction ids, and the earlier prediction to resume or replace.
+
+Provenance is not built here: every output dataset gets the one record of
+:func:`incasem.io.provenance.provenance_record` from :func:`incasem.io.volume.create_volume`.
+"""
 
 from __future__ import annotations
 
-import datetime
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from incasem import __version__
 from incasem.errors import DatasetExistsError, DatasetNotFoundError, IncasemError
 from incasem.io.metadata import INCOMPLETE, JOB_KEY, STATUS_KEY
-from incasem.io.volume import open_volume
+from incasem.io.volume import WriteMode, open_volume
 
 PREDICTIONS_GROUP = "volumes/predictions"
 
@@ -39,12 +40,16 @@ def allocate_prediction_id(container: Path, model_name: str) -> str:
             number += 1
 
 
-def claim_prediction_id(container: Path, model_name: str, prediction_id: str | None, resume: bool) -> str:
-    """The prediction id a run writes to: a new one, a requested new one, or one to resume."""
+def claim_prediction_id(container: Path, model_name: str, prediction_id: str | None, mode: WriteMode) -> str:
+    """The prediction id a run writes to: a new one, a requested new one (``mode="create"``),
+    one to resume (it must exist) or one to overwrite (created if missing)."""
     if prediction_id is None:
         return allocate_prediction_id(container, model_name)
     folder = Path(container) / prediction_group(model_name, prediction_id)
-    if resume:
+    if mode == "overwrite":
+        folder.mkdir(parents=True, exist_ok=True)
+        return prediction_id
+    if mode == "resume":
         if not folder.is_dir():
             raise DatasetNotFoundError(
                 f"{container} has no prediction {model_name}/{prediction_id} to resume: check the id "
@@ -61,9 +66,9 @@ def claim_prediction_id(container: Path, model_name: str, prediction_id: str | N
     return prediction_id
 
 
-def find_resumable(container: Path, model_name: str, job: dict[str, Any]) -> str | None:
-    """The id of the newest unfinished prediction of ``model_name`` started with the
-    same ``job`` settings, or ``None``."""
+def find_previous(container: Path, model_name: str, job: dict[str, Any], mode: WriteMode) -> str | None:
+    """The id of the newest prediction of ``model_name`` started with the same ``job``
+    settings (for ``mode="resume"`` the newest unfinished one), or ``None``."""
     base = Path(container) / PREDICTIONS_GROUP / model_name
     if not base.is_dir():
         return None
@@ -72,16 +77,7 @@ def find_resumable(container: Path, model_name: str, job: dict[str, Any]) -> str
             stored = open_volume(container, f"{prediction_group(model_name, folder.name)}/segmentation", require_complete=False).array.attrs
         except IncasemError:
             continue
-        if stored.get(STATUS_KEY) == INCOMPLETE and stored.get(JOB_KEY) == json.loads(json.dumps(job)):
+        unfinished = stored.get(STATUS_KEY) == INCOMPLETE
+        if (unfinished or mode != "resume") and stored.get(JOB_KEY) == json.loads(json.dumps(job)):
             return folder.name
     return None
-
-
-def provenance(**fields: Any) -> dict[str, Any]:
-    """Provenance attributes: the given fields plus software version, command and time."""
-    return {
-        "incasem_version": __version__,
-        "command": " ".join(sys.argv),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **fields,
-    }

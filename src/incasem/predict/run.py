@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from incasem.blockwise import RunOptions, check_job
 from incasem.evaluate.evaluate import evaluate_segmentation
 from incasem.evaluate.metrics import ConfusionCounts
 from incasem.geometry import Roi
-from incasem.io.data_config import load_data_config
-from incasem.io.volume import open_volume
-from incasem.model.checkpoint import load_checkpoint
+from incasem.errors import ConfigError
+from incasem.io.data_config import DataConfig, load_data_config
+from incasem.io.volume import WriteMode, open_volume
+from incasem.model.checkpoint import ModelCard, read_card
 from incasem.model.zoo import resolve_model
 from incasem.predict.job import PredictionOutput, PredictOptions, predict_roi
+from incasem.preprocess.masks import EXCLUSION_WIDTHS
 
 
 @dataclass(frozen=True)
@@ -24,33 +28,76 @@ class EntryPrediction:
     scores: dict[str, ConfusionCounts]
 
 
+def check_label_classes(config: DataConfig, card: ModelCard, classes: Mapping[str, str] | None = None) -> None:
+    """Refuse to score labels of one organelle as a model class of another (ER labels with a mito model).
+
+    A label dataset named after a known organelle (``volumes/labels/er``) must map to a
+    model class of that name, unless ``classes`` says what it stands for
+    (``{"er": "mito"}``); labels with other names are taken as the config says.
+
+    Raises
+    ------
+    ConfigError
+        For a class id the model does not have, or a label organelle that differs from
+        the model's class of that id.
+    """
+    mapping = {str(k).lower(): str(v).lower() for k, v in (classes or {}).items()}
+    names = [name.lower() for name in card.class_names]
+    for entry in config:
+        for label in entry.labels:
+            where = f"{config.path}: entry '{entry.name}', labels {label.dataset}"
+            if label.class_id >= len(names):
+                raise ConfigError(
+                    f"{where} are class {label.class_id}, but the model has classes 1..{len(names) - 1} "
+                    f"({', '.join(card.class_names[1:])}): use class ids of this model"
+                )
+            organelle = label.dataset.rsplit("/", 1)[-1].lower()
+            stands_for = mapping.get(organelle, organelle)
+            if stands_for != names[label.class_id] and (organelle in EXCLUSION_WIDTHS or organelle in mapping):
+                model_class = card.class_names[label.class_id]
+                raise ConfigError(
+                    f"{where} ({organelle}) would be scored as the model's class {label.class_id} '{model_class}': "
+                    f"use a model or labels of one organelle, or pass --classes {organelle}={model_class} to score them anyway"
+                )
+
+
 def predict_config(
     config_path: str | Path,
     model: str,
     options: PredictOptions = PredictOptions(),
+    *,
+    classes: Mapping[str, str] | None = None,
     data_root: str | Path | None = None,
-    resume: bool = False,
     cache_dir: str | Path | None = None,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> list[EntryPrediction]:
     """Predict every ROI of a data config with ``model`` (checkpoint path, published id or run id).
 
     The config is validated up front against the model's voxel size. Entries with
     labels are scored inside mask ∧ metric masks; the scores are stored in the
-    segmentation's attributes (``scores``) and returned.
+    segmentation's attributes (``scores``) and returned. Labels are checked against
+    the model's classes first (:func:`check_label_classes`, with ``classes`` mapping
+    label organelles to model classes). ``data_root``: the folder the
+    config's ``file`` paths are relative to (default: the config's); ``cache_dir``:
+    the models folder; ``mode`` and ``run``: as for :func:`~incasem.predict.job.predict_roi`,
+    for each entry.
     """
+    check_job(mode, run)
     checkpoint = resolve_model(model, cache_dir)
-    _model, card = load_checkpoint(checkpoint)
+    card = read_card(checkpoint)
     config = load_data_config(config_path, data_root=data_root, model_voxel_size=card.voxel_size_nm)
+    check_label_classes(config, card, classes)
     results = []
     for entry in config:
         output = predict_roi(
-            checkpoint, entry.container, entry.raw, entry.roi, options, resume=resume,
+            checkpoint, entry.container, entry.raw, entry.roi, options, mode=mode, run=run,
             extra_provenance={"data_config": str(config.path), "data_config_entry": entry.name},
         )
         scores: dict[str, ConfusionCounts] = {}
         if entry.labels:
-            counts = evaluate_segmentation(output.container, output.segmentation, entry, options.scheduler, options.progress)
-            scores = {card.class_names[c]: counts[c] for c in counts if c < len(card.class_names)}
+            counts = evaluate_segmentation(output.container, output.segmentation, entry, run)
+            scores = {card.class_names[c]: counts[c] for c in counts}
             segmentation = open_volume(output.container, output.segmentation, "r+")
             segmentation.array.attrs["scores"] = {name: c.to_json() for name, c in scores.items()}
         results.append(EntryPrediction(entry.name, output, scores))
@@ -63,8 +110,14 @@ def predict_container(
     raw_dataset: str = "volumes/raw_equalized_0.02",
     roi: Roi | None = None,
     options: PredictOptions = PredictOptions(),
-    resume: bool = False,
+    *,
     cache_dir: str | Path | None = None,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> PredictionOutput:
-    """Predict a region (voxels, world grid; default: all) of one raw dataset, no config needed."""
-    return predict_roi(resolve_model(model, cache_dir), container, raw_dataset, roi, options, resume=resume)
+    """Predict a region (voxels, world grid; default: all) of one raw dataset, no config needed.
+
+    ``cache_dir``: the models folder; ``mode`` and ``run``: see :func:`~incasem.predict.job.predict_roi`.
+    """
+    check_job(mode, run)
+    return predict_roi(resolve_model(model, cache_dir), container, raw_dataset, roi, options, mode=mode, run=run)

@@ -14,16 +14,25 @@ they use: ``round_half_up(255 * (clip(v, low, high) - low) / (high - low))``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
 import numpy as np
 
-from incasem.blockwise import Block, BlockwiseTask, check_run_options, done_record_for, plan_blocks, run_blockwise
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    check_job,
+    done_record_for,
+    plan_blocks,
+    run_blockwise,
+    run_each,
+)
 from incasem.errors import (
     DatasetMismatchError,
     InputFileError,
@@ -33,7 +42,7 @@ from incasem.errors import (
 )
 from incasem.geometry import NmTriple, Roi, Triple, as_nm_triple, as_positive_triple, voxels_to_nm
 from incasem.io.tiff import DEFAULT_PATTERN, TiffStack, open_stack
-from incasem.io.volume import Volume, create_volume, open_volume
+from incasem.io.volume import Volume, WriteMode, create_volume, dataset_name, open_volume
 
 
 #: Default chunk shape (voxels) of converted datasets. A block is one chunk depth of
@@ -79,6 +88,32 @@ def to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
     return out
 
 
+def check_crop(crop: Crop | None) -> None:
+    """Refuse a crop that is not three ``slice(start, stop)`` of whole voxels counted from 0 (``None``: all).
+
+    Whether it fits the data is checked by :func:`crop_region`, once the data's shape is known.
+
+    Raises
+    ------
+    InvalidValueError
+        Naming the option (``--z``, ``--y``, ``--x``) of the bad range.
+    """
+    if crop is None:
+        return
+    if not isinstance(crop, (tuple, list)) or len(crop) != 3 or not all(isinstance(cut, slice) for cut in crop):
+        raise InvalidValueError(f"a crop must be three slices (z, y, x) of voxels, got {crop!r}")
+    for axis, cut in zip("zyx", crop):
+        bounds = (cut.start, cut.stop)
+        whole = all(b is None or (isinstance(b, numbers.Integral) and not isinstance(b, bool)) for b in bounds)
+        if not whole or cut.step not in (None, 1) or any(b is not None and b < 0 for b in bounds) or (
+            None not in bounds and cut.start >= cut.stop
+        ):
+            text = f"{'' if cut.start is None else cut.start}:{'' if cut.stop is None else cut.stop}"
+            raise RoiError(
+                f"--{axis} range {text} is not START:STOP with 0 <= START < STOP (voxels, no step): give such a range"
+            )
+
+
 def crop_region(shape: Triple, crop: Crop | None = None) -> Roi:
     """The voxel region ``crop`` selects from an array of ``shape`` (default: all of it).
 
@@ -100,28 +135,46 @@ def crop_region(shape: Triple, crop: Crop | None = None) -> Roi:
     return Roi.from_bounds(begin, end)
 
 
-def _value_range(reads: list[Callable[[], np.ndarray]], num_workers: int | None) -> tuple[float, float]:
-    """Minimum and maximum over the arrays the ``reads`` return, read in parallel threads."""
+def check_rescale(rescale: Rescale | Literal["auto"] | None, allow_auto: bool = False) -> None:
+    """Refuse a rescaling that is not ``None``, ``"minmax"``, finite ``(low, high)`` with low < high,
+    or (only where ``allow_auto``, as for export) ``"auto"``.
 
-    def extremes(read: Callable[[], np.ndarray]) -> tuple[Any, Any]:
-        data = read()
-        return data.min(), data.max()
+    Raises
+    ------
+    InvalidValueError
+        Naming ``--to-uint8``.
+    """
+    if rescale is None or rescale == "minmax" or (allow_auto and rescale == "auto"):
+        return
+    if rescale == "auto":
+        raise InvalidValueError("--to-uint8 auto is for incasem export; here give LOW:HIGH, minmax or none")
+    if isinstance(rescale, str) or not isinstance(rescale, (tuple, list)) or len(rescale) != 2:
+        raise InvalidValueError(f"--to-uint8 needs LOW:HIGH, minmax or none, got {rescale!r}")
+    low, high = rescale
+    numbers_given = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (low, high))
+    if not (numbers_given and math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidValueError(f"--to-uint8 needs finite LOW < HIGH, got {low}:{high}")
 
-    ranges = dask.compute(*[dask.delayed(extremes)(r) for r in reads], scheduler="threads", num_workers=num_workers)
+
+def _extremes(read: Callable[[], np.ndarray]) -> tuple[Any, Any]:
+    data = read()
+    return data.min(), data.max()
+
+
+def _value_range(reads: list[Callable[[], np.ndarray]], run: RunOptions) -> tuple[float, float]:
+    """Minimum and maximum over the arrays the ``reads`` return, on ``run``'s scheduler."""
+    ranges = run_each(_extremes, reads, "value range", run)
     low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
     return (int(low), int(high)) if np.issubdtype(type(low), np.integer) else (float(low), float(high))
 
 
-def resolve_rescale(
-    rescale: Rescale, reads: list[Callable[[], np.ndarray]], num_workers: int | None
-) -> tuple[float, float]:
+def resolve_rescale(rescale: Rescale, reads: list[Callable[[], np.ndarray]], run: RunOptions) -> tuple[float, float]:
     """The (low, high) of a rescaling; ``"minmax"`` reads the data (a constant one maps to 0)."""
+    check_rescale(rescale)
     if rescale == "minmax":
-        low, high = _value_range(reads, num_workers)
+        low, high = _value_range(reads, run)
         return (low, high) if low < high else (low, low + 1)
     low, high = rescale
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise InvalidValueError(f"--to-uint8 needs finite LOW < HIGH, got {low}:{high}")
     return low, high
 
 
@@ -187,34 +240,12 @@ def _output_geometry(
     return raw.voxel_size, raw.offset_nm, raw.chunks
 
 
-def tiff_to_zarr(
-    source: str | Path,
-    container: str | Path,
-    dataset: str = "volumes/raw",
-    *,
-    pattern: str = DEFAULT_PATTERN,
-    voxel_size: NmTriple | None = None,
-    offset_nm: NmTriple | None = None,
-    like: tuple[str | Path, str] | None = None,
-    crop: Crop | None = None,
-    chunks: Triple | None = None,
-    rescale: Rescale | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    scheduler: str | None = None,
-    num_workers: int | None = None,
-    progress: bool = True,
-) -> Volume:
-    """Convert a TIFF stack into dataset ``dataset`` of ``container``.
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What to read from a TIFF stack and how to store it; validated on construction.
 
-    Parameters
+    Attributes
     ----------
-    source
-        A folder of 2D TIFF slices, in the order of the last number in their names,
-        or one multi-page TIFF (see :func:`incasem.io.tiff.open_stack`).
-    container, dataset
-        Output .zarr container (created when missing) and dataset name, e.g.
-        ``volumes/raw`` or ``volumes/labels/mito``.
     pattern
         Glob selecting the slices of a folder (case-insensitive).
     voxel_size
@@ -235,43 +266,106 @@ def tiff_to_zarr(
         ``None`` keeps the dtype; ``(low, high)`` or ``"minmax"`` (the converted
         region's extremes, found in an extra pass) maps that range onto uint8
         0..255 with :func:`to_uint8`.
-    overwrite, resume
-        Replace an existing dataset, or finish an interrupted conversion.
-    scheduler, num_workers, progress
-        Passed to :func:`incasem.blockwise.run_blockwise`.
+
+    Raises
+    ------
+    InvalidValueError
+        For a bad value, naming its option (``--voxel-size``, ``--offset``,
+        ``--like``, ``--z``/``--y``/``--x``, ``--chunks``, ``--to-uint8``, ``--pattern``).
+    """
+
+    pattern: str = DEFAULT_PATTERN
+    voxel_size: NmTriple | None = None
+    offset_nm: NmTriple | None = None
+    like: tuple[str | Path, str] | None = None
+    crop: Crop | None = None
+    chunks: Triple | None = None
+    rescale: Rescale | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise InvalidValueError(f"--pattern must be a glob like *.tif, got {self.pattern!r}")
+        if self.voxel_size is not None:
+            object.__setattr__(self, "voxel_size", as_nm_triple(self.voxel_size, "--voxel-size", positive=True))
+        if self.offset_nm is not None:
+            object.__setattr__(self, "offset_nm", as_nm_triple(self.offset_nm, "--offset"))
+        if self.like is not None:
+            if not isinstance(self.like, (tuple, list)) or len(self.like) != 2 or not isinstance(self.like[1], str):
+                raise InvalidValueError(f"--like needs CONTAINER:DATASET, got {self.like!r}")
+            object.__setattr__(self, "like", (self.like[0], dataset_name(self.like[1])))
+        check_crop(self.crop)
+        if self.chunks is not None:
+            object.__setattr__(self, "chunks", as_positive_triple(self.chunks, "--chunks"))
+        check_rescale(self.rescale)
+
+
+def tiff_to_zarr(
+    source: str | Path,
+    container: str | Path,
+    dataset: str = "volumes/raw",
+    *,
+    options: ConvertOptions = ConvertOptions(),
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
+) -> Volume:
+    """Convert a TIFF stack into dataset ``dataset`` of ``container``.
+
+    Parameters
+    ----------
+    source
+        A folder of 2D TIFF slices, in the order of the last number in their names,
+        or one multi-page TIFF (see :func:`incasem.io.tiff.open_stack`).
+    container, dataset
+        Output .zarr container (created when missing) and dataset name, e.g.
+        ``volumes/raw`` or ``volumes/labels/mito``.
+    options
+        Slice pattern, geometry (voxel size, offset or the raw ``like``), crop,
+        chunks and rescaling; see :class:`ConvertOptions`.
+    mode, run
+        What to do with an existing dataset (:data:`~incasem.io.volume.WriteMode`:
+        replace one an earlier conversion wrote, or finish it) and how to run
+        (:class:`~incasem.blockwise.RunOptions`).
 
     Returns
     -------
     Volume
-        The complete dataset. Its attribute ``incasem_convert`` records the source,
-        the crop and the value mapping.
+        The complete dataset. Its attribute ``incasem_job`` records the source,
+        the crop and the value mapping; ``incasem_provenance`` also the command
+        line, the time and the inputs.
 
     Raises
     ------
     InputFileError
         For a missing, empty or inconsistent stack, or a corrupt slice (named). A
         slice found corrupt while converting leaves the dataset marked incomplete.
-    RoiError, DatasetExistsError, DatasetMismatchError, VoxelSizeError
-        For a crop outside the stack, an existing output, or a stack that does not
-        match ``like``; all raised before anything is written.
+    InvalidValueError, RoiError, DatasetExistsError, DatasetMismatchError, VoxelSizeError
+        For a bad ``mode`` or ``run``, a crop outside the stack, an existing output,
+        or a stack that does not match ``like``; all raised before anything is written.
     """
+    check_job(mode, run)
     source, container = Path(source), Path(container)
     if (source / ".zgroup").is_file() or (source / "zarr.json").is_file():
-        raise InputFileError(f"{source} is a zarr container: to write TIFF slices from it use `incasem export`")
-    check_run_options(scheduler, num_workers)
-    stack = open_stack(source, pattern)
-    region = crop_region(stack.shape, crop)
-    voxel_size, offset_nm, like_chunks = _output_geometry(stack.shape, region, voxel_size, offset_nm, like)
-    chunks = as_positive_triple(chunks or like_chunks or [min(c, s) for c, s in zip(CHUNKS, region.shape)], "--chunks")
+        raise InputFileError(f"{source} is a zarr container: to write TIFF slices from it use `incasem export {source} FOLDER -d DATASET`")
+    stack = open_stack(source, options.pattern)
+    region = crop_region(stack.shape, options.crop)
+    voxel_size, offset_nm, like_chunks = _output_geometry(
+        stack.shape, region, options.voxel_size, options.offset_nm, options.like
+    )
+    chunks = as_positive_triple(
+        options.chunks or like_chunks or [min(c, s) for c, s in zip(CHUNKS, region.shape)], "--chunks"
+    )
     depth = region.shape[0]
     slabs = [partial(_stack_slab, stack, region, z, min(z + chunks[0], depth)) for z in range(0, depth, chunks[0])]
-    value_range = None if rescale is None else resolve_rescale(rescale, slabs, num_workers)
+    value_range = None if options.rescale is None else resolve_rescale(options.rescale, slabs, run)
     job = {
         "job": "convert",
         "source": str(source.resolve()),
         "crop": [[b, e] for b, e in zip(region.offset, region.end)],
         "mapping": describe_mapping(stack.dtype, value_range),
     }
+    like = options.like
+    same_container = like is not None and Path(like[0]).resolve() == container.resolve()
+    elsewhere = [f"{Path(like[0]).resolve()}/{like[1]}"] if like is not None and not same_container else []
     dtype = stack.dtype if value_range is None else np.dtype(np.uint8)
     target = create_volume(
         container,
@@ -281,10 +375,10 @@ def tiff_to_zarr(
         voxel_size,
         offset_nm,
         chunks,
-        overwrite=overwrite,
-        resume=resume,
+        mode=mode,
         job=job,
-        reads=[like[1]] if like is not None and Path(like[0]).resolve() == container.resolve() else [],
+        reads=[like[1]] if like is not None and same_container else [],
+        inputs=[job["source"], *elsewhere],
     )
     slab = (target.chunks[0], *target.shape[1:])
     task = BlockwiseTask(
@@ -294,6 +388,6 @@ def tiff_to_zarr(
         partial(_open_target, container, target.name),
         done_record_for(container, target.name),
     )
-    run_blockwise(task, scheduler, num_workers, progress)
+    run_blockwise(task, run)
     target.mark_complete()
     return target

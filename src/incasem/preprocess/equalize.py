@@ -15,7 +15,7 @@ the computation is split). :func:`equalize_volume` runs three blockwise passes:
 3. ``write``: the uint8 output, one output chunk per block.
 
 The histograms and the mappings stay in a folder inside the output dataset until
-the job ends, so that ``resume`` reads them back; the cheap range pass is redone,
+the job ends, so that a resumed run reads them back; the cheap range pass is redone,
 and the write pass skips the blocks an interrupted run finished.
 
 No 16-bit copy of the volume is stored. Memory per worker is a few times one block
@@ -40,14 +40,15 @@ from incasem.blockwise import (
     Block,
     BlockwiseTask,
     DoneRecord,
-    check_run_options,
+    RunOptions,
+    check_job,
     done_record_for,
     plan_blocks,
     run_blockwise,
 )
 from incasem.errors import DatasetMismatchError, InvalidValueError
 from incasem.geometry import Roi, Triple, as_triple
-from incasem.io.volume import Volume, create_volume, dataset_name, open_volume
+from incasem.io.volume import Volume, WriteMode, create_volume, dataset_name, open_volume
 from incasem.preprocess.clahe import (
     SUPPORTED_DTYPES,
     ClaheGrid,
@@ -271,42 +272,17 @@ def _equalize_block(to_uint8: np.ndarray, block: Block, state: tuple[Volume, _Ma
     target.write(block.write_roi, np.take(to_uint8, levels))
 
 
-def _create_output(
-    volume: Volume, output: str, options: ClaheOptions, chunks: Triple | None, overwrite: bool, resume: bool
-) -> Volume:
-    job = options.job(volume.name)
-    target = create_volume(
-        volume.container,
-        output,
-        volume.shape,
-        np.uint8,
-        volume.voxel_size,
-        volume.offset_nm,
-        chunks or volume.chunks,
-        overwrite=overwrite,
-        resume=resume,
-        job=job,
-        reads=[volume.name],
-    )
-    return target
-
-
 def equalize_volume(
     container: str | Path,
-    source: str = "volumes/raw",
-    output: str | None = None,
+    raw_dataset: str = "volumes/raw",
+    output_dataset: str | None = None,
     *,
-    kernel_size: int | Triple = 128,
-    clip_limit: float = 0.02,
-    nbins: int = 256,
+    options: ClaheOptions = ClaheOptions(),
     chunks: Triple | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    scheduler: str | None = None,
-    num_workers: int | None = None,
-    progress: bool = True,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> Volume:
-    """Write the 3D CLAHE of dataset ``source`` as a uint8 dataset, block by block.
+    """Write the 3D CLAHE of dataset ``raw_dataset`` as a uint8 dataset, block by block.
 
     The output equals :func:`equalize_array` of the whole dataset (and so
     ``img_as_ubyte(equalize_adapthist(...))``); the tile grid is anchored at the
@@ -317,36 +293,47 @@ def equalize_volume(
     Parameters
     ----------
     container
-        The .zarr container holding ``source``; the output is written into it.
-    source
+        The .zarr container holding ``raw_dataset``; the output is written into it.
+    raw_dataset
         uint8 or uint16 grey-value dataset.
-    output
+    output_dataset
         Output dataset; default ``volumes/raw_equalized_<clip_limit>``.
-    kernel_size, clip_limit, nbins
-        CLAHE parameters, see :class:`ClaheOptions` (kernel in voxels).
+    options
+        CLAHE parameters (kernel size in voxels, clip limit, bins), see :class:`ClaheOptions`.
     chunks
         Chunk shape of the output (voxels); blocks are one chunk. Default: the input's.
-    overwrite, resume
-        Replace an existing output, or finish an interrupted run.
-    scheduler, num_workers, progress
-        Passed to :func:`incasem.blockwise.run_blockwise`.
+    mode, run
+        The :data:`~incasem.io.volume.WriteMode` for an existing output and the
+        :class:`~incasem.blockwise.RunOptions`, as for every job.
 
     Returns
     -------
     Volume
-        The complete output: uint8, same shape, voxel size and offset as ``source``.
+        The complete output: uint8, same shape, voxel size and offset as ``raw_dataset``,
+        with the job's provenance record (``incasem_provenance``).
     """
-    options = ClaheOptions(as_triple(kernel_size, "kernel_size"), clip_limit, nbins)
+    check_job(mode, run)
+    if not isinstance(options, ClaheOptions):
+        raise InvalidValueError(f"options must be ClaheOptions(kernel_size, clip_limit, nbins), got {options!r}")
     container = Path(container).absolute()  # workers of a cluster may run elsewhere
-    volume = open_volume(container, source)
+    volume = open_volume(container, raw_dataset)
     _check_dtype(volume.dtype, volume.label)
     _check_kernel_size(options.kernel_size, volume.shape)
-    check_run_options(scheduler, num_workers)
-    output = dataset_name(output or default_output_name(clip_limit))
-    target = _create_output(volume, output, options, chunks, overwrite, resume)
+    output = dataset_name(output_dataset or default_output_name(options.clip_limit))
+    target = create_volume(
+        container,
+        output,
+        volume.shape,
+        np.uint8,
+        volume.voxel_size,
+        volume.offset_nm,
+        chunks or volume.chunks,
+        mode=mode,
+        job=options.job(volume.name),
+        reads=[volume.name],
+    )
     if target.complete:
         return target
-    run = partial(run_blockwise, scheduler=scheduler, num_workers=num_workers, progress=progress)
     scratch = container / output / SCRATCH_FOLDER
     grid = ClaheGrid(volume.shape, options.kernel_size)
     origin = volume.roi.offset
@@ -354,32 +341,34 @@ def equalize_volume(
     histograms = scratch / "histograms"
     histograms.mkdir(parents=True, exist_ok=True)
     tiles = plan_blocks(Roi(origin, grid.extent), grid.kernel_size, grid_origin=origin)
-    run(
+    run_blockwise(
         BlockwiseTask(
             "equalize 1/3 histograms",
             tiles,
             partial(_histogram_block, grid, histograms),
-            partial(open_volume, container, source),
+            partial(open_volume, container, volume.name),
             DoneRecord(histograms),
-        )
+        ),
+        run,
     )
     mapper, value_range = _mapper(grid, volume.dtype, options, partial(_saved_histograms, histograms, tiles, origin, grid))
     mappings_file = scratch / "mappings.npy"
     np.save(mappings_file, mapper.mappings)
-    setup_mapper = partial(_setup_mapper, container, source, mappings_file, value_range, options)
+    setup_mapper = partial(_setup_mapper, container, volume.name, mappings_file, value_range, options)
 
     blocks = plan_blocks(target.roi, target.chunks, grid_origin=target.roi.offset)
-    ranges = np.array(run(BlockwiseTask("equalize 2/3 range", blocks, _range_block, setup_mapper)))
+    ranges = np.array(run_blockwise(BlockwiseTask("equalize 2/3 range", blocks, _range_block, setup_mapper), run))
     to_uint8 = output_lookup(int(ranges[:, 0].min()), int(ranges[:, 1].max()))
 
-    run(
+    run_blockwise(
         BlockwiseTask(
             "equalize 3/3 write",
             blocks,
             partial(_equalize_block, to_uint8),
             partial(_setup_writer, container, output, setup_mapper),
             done_record_for(container, output),
-        )
+        ),
+        run,
     )
     target.mark_complete()
     shutil.rmtree(scratch)

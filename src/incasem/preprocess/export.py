@@ -6,8 +6,8 @@ for Fiji/ImageJ. It never destroys data:
 * The output folder is resolved (``.``, ``..``, symbolic links) and refused when it
   is the source container, lies inside it, or holds it; also when it is a file or
   the current working directory.
-* Without ``overwrite`` the folder must not exist or be empty. With ``overwrite``
-  it may in addition hold a previous export: its manifest :data:`MANIFEST` (which
+* Without ``mode="overwrite"`` the folder must not exist or be empty. With it
+  the folder may in addition hold a previous export: its manifest :data:`MANIFEST` (which
   every export writes) and nothing but the slices that manifest lists. Any other
   file, or no manifest, refuses the export before anything is written.
 * The slices and the manifest are written into a hidden staging folder next to
@@ -32,15 +32,25 @@ from typing import Literal
 import numpy as np
 
 from incasem import __version__
-from incasem.blockwise import Block, BlockwiseTask, check_run_options, plan_blocks, run_blockwise
-from incasem.errors import DatasetExistsError, ExportFolderError, InputFileError
+from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, plan_blocks, run_blockwise
+from incasem.errors import DatasetExistsError, ExportFolderError, InputFileError, InvalidValueError
 from incasem.geometry import Roi
+from incasem.io.provenance import command_line
 from incasem.io.tiff import write_slices
-from incasem.io.volume import Volume, open_volume
-from incasem.preprocess.convert import Crop, Rescale, crop_region, describe_mapping, resolve_rescale, to_uint8
+from incasem.io.volume import Volume, WriteMode, open_volume
+from incasem.preprocess.convert import (
+    Crop,
+    Rescale,
+    check_crop,
+    check_rescale,
+    crop_region,
+    describe_mapping,
+    resolve_rescale,
+    to_uint8,
+)
 
 #: Name of the file each export writes into its folder: what it wrote, from where and when.
-#: ``overwrite`` replaces only a folder that holds this and the slices it lists.
+#: ``mode="overwrite"`` replaces only a folder that holds this and the slices it lists.
 MANIFEST = ".incasem-export.json"
 
 #: Value of the manifest's ``"format"`` key.
@@ -94,13 +104,13 @@ def _is_binary(volume: Volume, blocks: list[Block]) -> bool:
 
 
 def _export_range(
-    volume: Volume, blocks: list[Block], rescale: Rescale | Literal["auto"] | None, num_workers: int | None
+    volume: Volume, blocks: list[Block], rescale: Rescale | Literal["auto"] | None, run: RunOptions
 ) -> tuple[float, float] | None:
     """The value range mapped onto uint8 (``None``: values unchanged)."""
     if rescale is None:
         return None
     if rescale != "auto":
-        return resolve_rescale(rescale, [partial(_read_region, volume, b.write_roi) for b in blocks], num_workers)
+        return resolve_rescale(rescale, [partial(_read_region, volume, b.write_roi) for b in blocks], run)
     if volume.dtype == np.bool_ or np.issubdtype(volume.dtype, np.floating) or _is_binary(volume, blocks):
         return _PROBABILITY_RANGE
     return None
@@ -178,7 +188,7 @@ def _previous_export(folder: Path) -> list[str]:
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
     if manifest is None:
         raise DatasetExistsError(
-            f"{folder} is not empty and has no valid {MANIFEST}, so it holds no previous `incasem export` "
+            f"{folder} is not empty and has no valid {MANIFEST}, so it holds no previous incasem export "
             f"(it holds e.g. {entries[0].name}): {_CHOOSE}"
         )
     own = set(manifest["files"])
@@ -186,7 +196,7 @@ def _previous_export(folder: Path) -> list[str]:
         if entry.name == MANIFEST or (entry.name in own and entry.is_file(follow_symlinks=False)):
             continue
         raise DatasetExistsError(
-            f"{folder} holds {entry.name}, which the previous `incasem export` there did not write: {_CHOOSE}"
+            f"{folder} holds {entry.name}, which the previous incasem export there did not write: {_CHOOSE}"
         )
     return [name for name in manifest["files"] if (folder / name).is_file()]
 
@@ -212,6 +222,7 @@ def _write_manifest(staging: Path, volume: Volume, region: Roi, mapping: str) ->
         "mapping": mapping,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "incasem": __version__,
+        "command": command_line(),
         "files": files,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -263,10 +274,8 @@ def zarr_to_tiff(
     *,
     crop: Crop | None = None,
     rescale: Rescale | Literal["auto"] | None = "auto",
-    overwrite: bool = False,
-    scheduler: str | None = None,
-    num_workers: int | None = None,
-    progress: bool = True,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> ExportSummary:
     """Write dataset ``dataset`` (or a crop of it) as one TIFF per z slice into ``folder``.
 
@@ -276,14 +285,15 @@ def zarr_to_tiff(
 
     The files are written into a hidden temporary folder next to ``folder`` that is
     renamed to ``folder`` once all slices are written, so a failed or interrupted
-    export leaves no partial folder and an existing one as it was.
+    export leaves no partial folder and an existing one as it was (so there is
+    nothing to resume: run it again).
 
     Parameters
     ----------
     container, dataset
         The .zarr container and the dataset to export.
     folder
-        Output folder; it must not exist or be empty, unless ``overwrite``. It must
+        Output folder; it must not exist or be empty, unless ``mode="overwrite"``. It must
         not be the container, lie inside it or hold it, be a file, or be the
         current directory.
     crop
@@ -295,23 +305,33 @@ def zarr_to_tiff(
         refused); any other integer dataset (uint8 or uint16 raw, label ids)
         unchanged. ``None``: unchanged, whatever the dtype. ``(low, high)`` or
         ``"minmax"``: that range linearly onto 0..255 with :func:`to_uint8`.
-    overwrite
-        Replace a previous export in ``folder``: allowed only when the folder holds
-        its :data:`MANIFEST` and nothing but the files listed there. Only those
-        files are deleted, after the new export is complete.
-    scheduler, num_workers, progress
-        Passed to :func:`incasem.blockwise.run_blockwise`.
+    mode
+        ``"create"`` (default) or ``"overwrite"``: replace a previous export in
+        ``folder``, allowed only when the folder holds its :data:`MANIFEST` and
+        nothing but the files listed there. Only those files are deleted, after the
+        new export is complete. ``"resume"`` is refused: an export is written in one go.
+    run
+        Scheduler, local threads and progress bar; see :class:`incasem.blockwise.RunOptions`.
 
     Raises
     ------
+    InvalidValueError
+        For a bad ``crop``, ``rescale``, ``mode`` (also ``"resume"``) or ``run``.
     ExportFolderError
         If ``folder`` is the container, inside it or around it, a file, or the
-        current directory (whatever ``overwrite``).
+        current directory (whatever ``mode``).
     DatasetExistsError
-        If ``folder`` is not empty and either ``overwrite`` is not given or the
+        If ``folder`` is not empty and either ``mode`` is not ``"overwrite"`` or the
         folder holds anything but a previous export (the message names a file).
     """
-    check_run_options(scheduler, num_workers)
+    check_job(mode, run)
+    if mode == "resume":
+        raise InvalidValueError(
+            "an export cannot --resume: it is written in one go; run it again (with --overwrite to replace it)"
+        )
+    check_crop(crop)
+    check_rescale(rescale, allow_auto=True)
+    overwrite = mode == "overwrite"
     volume = open_volume(container, dataset)
     folder = Path(folder).expanduser().resolve()
     _check_placement(folder, Path(volume.container).resolve())
@@ -319,7 +339,7 @@ def zarr_to_tiff(
     region = crop_region(volume.shape, crop).shift(volume.roi.offset)
     slab_grid = (volume.roi.offset[0], region.offset[1], region.offset[2])  # slabs on the dataset's z chunks
     blocks = plan_blocks(region, (volume.chunks[0], *region.shape[1:]), grid_origin=slab_grid)
-    value_range = _export_range(volume, blocks, rescale, num_workers)
+    value_range = _export_range(volume, blocks, rescale, run)
     mapping = describe_mapping(volume.dtype, value_range)
     checked = rescale == "auto" and np.issubdtype(volume.dtype, np.floating)
     digits = max(4, len(str(volume.shape[0] - 1)))
@@ -335,7 +355,7 @@ def zarr_to_tiff(
             partial(_export_block, staging, value_range, checked, digits),
             partial(_open_source, volume.container, dataset),
         )
-        run_blockwise(task, scheduler, num_workers, progress)
+        run_blockwise(task, run)
         _write_manifest(staging, volume, region, mapping)
         _replace_folder(staging, folder, overwrite)
         done = True

@@ -6,14 +6,14 @@ applied one after the other), so the result equals the whole-volume computation
 exactly. At the dataset borders every step sees, beyond the data, the value that
 scipy assumes beyond the edge of a whole-volume array (its ``border_value``):
 
-- **metric mask** (:func:`create_metric_mask`): the original incasem's result,
+- **metric mask** (:func:`create_metric_mask`, :class:`MetricMaskOptions`): the original incasem's result,
   ``scipy.ndimage.binary_dilation``/``binary_erosion`` with ``border_value=0`` (its
   script read labels with ``fill_value=0`` on a region grown by the context, which
   is the same). Outside the dataset is background, so an object cut by the dataset
-  border is eroded from that border too: its voxels within ``exclude_inwards`` of
+  border is eroded from that border too: its voxels within ``exclude_inwards_voxels`` of
   the border are excluded from the metric. A width of 0 excludes nothing on that
   side (the original's ``iterations=0`` made scipy repeat until nothing changed).
-- **cell mask** (:func:`create_mask`): outside the dataset is ignored (scikit-image's
+- **cell mask** (:func:`create_mask`, :class:`MaskOptions`): outside the dataset is ignored (scikit-image's
   ``mode="ignore"``): erosion sees foreground there, dilation background, so
   opening and closing do not eat into a cell that the dataset border cuts.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import ball
 
-from incasem.blockwise import Block, BlockwiseTask, check_run_options, done_record_for, plan_blocks, run_blockwise
+from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, plan_blocks, run_blockwise
 from incasem.errors import ConfigError, DatasetMismatchError, InvalidValueError
 from incasem.geometry import Triple
-from incasem.io.volume import Volume, create_volume, open_volume
+from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
 
 #: Recommended exclusion widths (inwards, outwards) in voxels, per organelle name.
 EXCLUSION_WIDTHS: dict[str, tuple[int, int]] = {
@@ -82,26 +83,26 @@ def _to_uint8(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.uint8(255), np.uint8(0))
 
 
-def _metric_mask(labels: np.ndarray, exclude_inwards: int, exclude_outwards: int) -> np.ndarray:
+def _metric_mask(labels: np.ndarray, exclude_inwards_voxels: int, exclude_outwards_voxels: int) -> np.ndarray:
     objects = labels != 0
-    dilated = _morph(objects, ndimage.binary_dilation, CROSS, exclude_outwards, False)
-    eroded = _morph(objects, ndimage.binary_erosion, CROSS, exclude_inwards, False)
+    dilated = _morph(objects, ndimage.binary_dilation, CROSS, exclude_outwards_voxels, False)
+    eroded = _morph(objects, ndimage.binary_erosion, CROSS, exclude_inwards_voxels, False)
     boundary = dilated & ~eroded
     return _to_uint8(~boundary)
 
 
-def metric_mask_array(labels: np.ndarray, exclude_inwards: int, exclude_outwards: int) -> np.ndarray:
+def metric_mask_array(labels: np.ndarray, exclude_inwards_voxels: int, exclude_outwards_voxels: int) -> np.ndarray:
     """The metric mask of a whole labels array, in memory.
 
     ``NOT (dilate(labels != 0, outwards) - erode(labels != 0, inwards))`` with the
-    6-connected structuring element applied ``exclude_*`` times; outside the array
+    6-connected structuring element applied ``exclude_*_voxels`` times; outside the array
     counts as background (scipy's ``border_value=0``), as in the original incasem.
 
     Parameters
     ----------
     labels
         3D integer labels (z, y, x), 0 = background.
-    exclude_inwards, exclude_outwards
+    exclude_inwards_voxels, exclude_outwards_voxels
         Width of the excluded band inside and outside the objects, in voxels
         (6-connected steps); 0 excludes nothing on that side.
 
@@ -110,18 +111,20 @@ def metric_mask_array(labels: np.ndarray, exclude_inwards: int, exclude_outwards
     numpy.ndarray
         uint8, 0 in the band around object boundaries, 255 elsewhere.
     """
-    _check_radius("--exclude-inwards", exclude_inwards)
-    _check_radius("--exclude-outwards", exclude_outwards)
-    return _metric_mask(labels, exclude_inwards, exclude_outwards)
+    _check_radius("--exclude-inwards", exclude_inwards_voxels)
+    _check_radius("--exclude-outwards", exclude_outwards_voxels)
+    return _metric_mask(labels, exclude_inwards_voxels, exclude_outwards_voxels)
 
 
-def _threshold_mask(raw: np.ndarray, min_grey: float, max_grey: float, opening: int, closing: int) -> np.ndarray:
+def _threshold_mask(
+    raw: np.ndarray, min_grey: float, max_grey: float, opening_voxels: int, closing_voxels: int
+) -> np.ndarray:
     mask = (raw >= min_grey) & (raw <= max_grey)
     steps = (
-        (ndimage.binary_erosion, opening, True),
-        (ndimage.binary_dilation, opening, False),
-        (ndimage.binary_dilation, closing, False),
-        (ndimage.binary_erosion, closing, True),
+        (ndimage.binary_erosion, opening_voxels, True),
+        (ndimage.binary_dilation, opening_voxels, False),
+        (ndimage.binary_dilation, closing_voxels, False),
+        (ndimage.binary_erosion, closing_voxels, True),
     )
     for operation, radius, border_value in steps:
         if radius:
@@ -130,9 +133,9 @@ def _threshold_mask(raw: np.ndarray, min_grey: float, max_grey: float, opening: 
 
 
 def threshold_mask_array(
-    raw: np.ndarray, min_grey: float, max_grey: float, opening: int = 0, closing: int = 0
+    raw: np.ndarray, min_grey: float, max_grey: float, opening_voxels: int = 0, closing_voxels: int = 0
 ) -> np.ndarray:
-    """The cell mask of a whole raw array, in memory.
+    """The cell mask of a whole raw array, in memory (see :class:`MaskOptions`).
 
     Voxels with ``min_grey <= raw <= max_grey`` are inside; then a binary opening
     (removes specks) and a binary closing (fills small gaps) with a ball, in that
@@ -144,7 +147,7 @@ def threshold_mask_array(
         3D grey values (z, y, x).
     min_grey, max_grey
         Inclusive grey-value range of the cell.
-    opening, closing
+    opening_voxels, closing_voxels
         Radius of the ball (voxels) for the opening and the closing; 0 skips it.
 
     Returns
@@ -152,10 +155,8 @@ def threshold_mask_array(
     numpy.ndarray
         uint8, 255 inside the cell, 0 outside.
     """
-    _check_grey_range(min_grey, max_grey)
-    _check_radius("--opening", opening)
-    _check_radius("--closing", closing)
-    return _threshold_mask(raw, min_grey, max_grey, opening, closing)
+    options = MaskOptions(min_grey, max_grey, opening_voxels, closing_voxels)
+    return _threshold_mask(raw, options.min_grey, options.max_grey, options.opening_voxels, options.closing_voxels)
 
 
 def _check_radius(option: str, radius: int) -> None:
@@ -172,44 +173,125 @@ def _check_grey_range(min_grey: float, max_grey: float) -> None:
         raise InvalidValueError(f"--min {min_grey} is above --max {max_grey}: the grey-value range is empty")
 
 
+def _check_widths(inwards: int | None, outwards: int | None) -> None:
+    for option, width in (("--exclude-inwards", inwards), ("--exclude-outwards", outwards)):
+        if width is not None:
+            _check_radius(option, width)
+
+
+def _check_organelle(organelle: str | None) -> None:
+    if organelle is not None and (not isinstance(organelle, str) or organelle.lower() not in EXCLUSION_WIDTHS):
+        known = ", ".join(EXCLUSION_WIDTHS)
+        raise InvalidValueError(f"unknown organelle {organelle!r} (known: {known}): pick one or leave out --organelle")
+
+
 def _last_component(dataset: str) -> str:
     return dataset.rstrip("/").rsplit("/", 1)[-1]
 
 
 def exclusion_widths(
-    labels: str, organelle: str | None = None, exclude_inwards: int | None = None, exclude_outwards: int | None = None
+    labels_dataset: str,
+    organelle: str | None = None,
+    exclude_inwards_voxels: int | None = None,
+    exclude_outwards_voxels: int | None = None,
 ) -> tuple[int, int]:
     """Exclusion widths (inwards, outwards) in voxels for a labels dataset.
 
     Explicit widths win; a missing one comes from :data:`EXCLUSION_WIDTHS` for
     ``organelle``, which defaults to the last component of the dataset name
-    ``labels`` (``volumes/labels/mito`` -> ``mito``).
+    ``labels_dataset`` (``volumes/labels/mito`` -> ``mito``).
 
     Raises
     ------
+    InvalidValueError
+        If a width is not a whole number from 0 to :data:`MAX_RADIUS_VOXELS`, or
+        ``organelle`` is unknown.
     ConfigError
-        If a width is negative, ``organelle`` is unknown, or a width is missing and
-        no known organelle gives it.
+        If a width is missing and no known organelle gives it.
     """
-    for option, width in (("--exclude-inwards", exclude_inwards), ("--exclude-outwards", exclude_outwards)):
-        if width is not None:
-            _check_radius(option, width)
-    known = ", ".join(EXCLUSION_WIDTHS)
-    if organelle is not None and organelle.lower() not in EXCLUSION_WIDTHS:
-        raise ConfigError(f"unknown organelle '{organelle}' (known: {known}): pick one or leave out --organelle")
-    name = (organelle or _last_component(labels)).lower()
-    if exclude_inwards is not None and exclude_outwards is not None:
-        return exclude_inwards, exclude_outwards
+    _check_widths(exclude_inwards_voxels, exclude_outwards_voxels)
+    _check_organelle(organelle)
+    name = (organelle or _last_component(labels_dataset)).lower()
+    if exclude_inwards_voxels is not None and exclude_outwards_voxels is not None:
+        return exclude_inwards_voxels, exclude_outwards_voxels
     if name not in EXCLUSION_WIDTHS:
         raise ConfigError(
-            f"no default exclusion widths for labels '{labels}': give --organelle ({known}) "
+            f"no default exclusion widths for labels '{labels_dataset}': give --organelle ({', '.join(EXCLUSION_WIDTHS)}) "
             "or both --exclude-inwards and --exclude-outwards"
         )
     inwards, outwards = EXCLUSION_WIDTHS[name]
     return (
-        inwards if exclude_inwards is None else exclude_inwards,
-        outwards if exclude_outwards is None else exclude_outwards,
+        inwards if exclude_inwards_voxels is None else exclude_inwards_voxels,
+        outwards if exclude_outwards_voxels is None else exclude_outwards_voxels,
     )
+
+
+@dataclass(frozen=True)
+class MetricMaskOptions:
+    """The band a metric mask excludes around object boundaries; validated on construction.
+
+    Attributes
+    ----------
+    exclude_inwards_voxels, exclude_outwards_voxels
+        Width of the band inside and outside the objects, voxels (6-connected
+        steps), 0 to :data:`MAX_RADIUS_VOXELS`; ``None`` takes the organelle's
+        default from :data:`EXCLUSION_WIDTHS`.
+    organelle
+        Whose default widths to use; default: the last component of the labels
+        dataset's name (``volumes/labels/mito`` -> ``mito``).
+
+    Raises
+    ------
+    InvalidValueError
+        For a width out of range or an unknown organelle, naming the option
+        (``--exclude-inwards``, ``--exclude-outwards``, ``--organelle``).
+    """
+
+    exclude_inwards_voxels: int | None = None
+    exclude_outwards_voxels: int | None = None
+    organelle: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_widths(self.exclude_inwards_voxels, self.exclude_outwards_voxels)
+        _check_organelle(self.organelle)
+
+    def widths(self, labels_dataset: str) -> tuple[int, int]:
+        """The widths (inwards, outwards) for ``labels_dataset``; see :func:`exclusion_widths`."""
+        return exclusion_widths(labels_dataset, self.organelle, self.exclude_inwards_voxels, self.exclude_outwards_voxels)
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    """How to threshold and clean up a cell mask; validated on construction.
+
+    Attributes
+    ----------
+    min_grey, max_grey
+        Inclusive grey-value range of the cell (finite, ``min_grey <= max_grey``).
+    opening_voxels, closing_voxels
+        Ball radii (voxels, 0 to :data:`MAX_RADIUS_VOXELS`) of an opening that
+        removes specks and a closing that fills small gaps; 0 skips a step.
+
+    Raises
+    ------
+    InvalidValueError
+        For a bad value, naming its option (``--min``, ``--max``, ``--opening``, ``--closing``).
+    """
+
+    min_grey: float
+    max_grey: float
+    opening_voxels: int = 0
+    closing_voxels: int = 0
+
+    def __post_init__(self) -> None:
+        _check_grey_range(self.min_grey, self.max_grey)
+        _check_radius("--opening", self.opening_voxels)
+        _check_radius("--closing", self.closing_voxels)
+
+    @property
+    def context_voxels(self) -> int:
+        """How far the four morphology steps in a row reach (a ball of radius r reaches r voxels)."""
+        return 2 * self.opening_voxels + 2 * self.closing_voxels
 
 
 def _open_pair(container: Path, source: str, output: str) -> tuple[Volume, Volume]:
@@ -236,17 +318,13 @@ def _run_filter(
     job: dict[str, Any],
     *,
     chunks: Triple | None,
-    overwrite: bool,
-    resume: bool,
-    scheduler: str | None,
-    num_workers: int | None,
-    progress: bool,
+    mode: WriteMode,
+    run: RunOptions,
 ) -> Volume:
     """Write ``filter_`` of ``source`` into uint8 dataset ``output``, block by block with ``context`` voxels.
 
     ``job`` (the parameters) is stored with the output; a resumed run must have the same.
     """
-    check_run_options(scheduler, num_workers)
     target = create_volume(
         source.container,
         output,
@@ -255,8 +333,7 @@ def _run_filter(
         source.voxel_size,
         source.offset_nm,
         chunks,
-        overwrite=overwrite,
-        resume=resume,
+        mode=mode,
         job=job,
         reads=[source.name],
     )
@@ -268,120 +345,100 @@ def _run_filter(
         partial(_open_pair, source.container, source.name, output),
         done_record_for(source.container, output),
     )
-    run_blockwise(task, scheduler, num_workers, progress)
+    run_blockwise(task, run)
     target.mark_complete()
     return target
 
 
 def create_metric_mask(
     container: str | Path,
-    labels: str,
-    output: str | None = None,
+    labels_dataset: str,
+    output_dataset: str | None = None,
     *,
-    exclude_inwards: int | None = None,
-    exclude_outwards: int | None = None,
-    organelle: str | None = None,
+    options: MetricMaskOptions = MetricMaskOptions(),
     chunks: Triple | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    scheduler: str | None = None,
-    num_workers: int | None = None,
-    progress: bool = True,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> Volume:
-    """Write the metric mask of labels dataset ``labels`` (see :func:`metric_mask_array`).
+    """Write the metric mask of labels dataset ``labels_dataset`` (see :func:`metric_mask_array`).
 
     Parameters
     ----------
     container
-        The .zarr container holding ``labels``; the mask is written into it.
-    labels
+        The .zarr container holding ``labels_dataset``; the mask is written into it.
+    labels_dataset
         Integer labels dataset, 0 = background (e.g. ``volumes/labels/mito``).
-    output
-        Output dataset; default ``volumes/metric_masks/<last component of labels>``.
-    exclude_inwards, exclude_outwards, organelle
-        Exclusion widths in voxels; see :func:`exclusion_widths` for the defaults.
+    output_dataset
+        Output dataset; default ``volumes/metric_masks/<last component of labels_dataset>``.
+    options
+        Exclusion widths in voxels, or the organelle whose defaults to use; see
+        :class:`MetricMaskOptions`.
     chunks
         Chunk shape of the output (voxels); blocks are one chunk. Default 128³.
-    overwrite, resume
-        Replace an existing output, or finish an interrupted run.
-    scheduler, num_workers, progress
-        Passed to :func:`incasem.blockwise.run_blockwise`.
+    mode, run
+        Write mode (:data:`~incasem.io.volume.WriteMode`) and run options
+        (:class:`~incasem.blockwise.RunOptions`).
 
     Returns
     -------
     Volume
-        The complete output: uint8 0/255, same geometry as ``labels``.
+        The complete output: uint8 0/255, same geometry as ``labels_dataset``, with
+        the job's provenance record (``incasem_provenance``).
     """
-    source = open_volume(container, labels)
+    check_job(mode, run)
+    source = open_volume(container, labels_dataset)
     if not (np.issubdtype(source.dtype, np.integer) or source.dtype == np.bool_):
         raise DatasetMismatchError(
             f"labels {source.label} are {source.dtype}, not integers: give an integer labels dataset (0 = background)"
         )
-    inwards, outwards = exclusion_widths(labels, organelle, exclude_inwards, exclude_outwards)
-    output = output or f"volumes/metric_masks/{_last_component(labels)}"
-    job = {"job": "metric-mask", "labels": labels, "exclude_inwards": inwards, "exclude_outwards": outwards}
-    filter_ = partial(_metric_mask, exclude_inwards=inwards, exclude_outwards=outwards)
+    inwards, outwards = options.widths(labels_dataset)
+    output = output_dataset or f"volumes/metric_masks/{_last_component(labels_dataset)}"
+    job = {"job": "metric-mask", "labels": labels_dataset, "exclude_inwards": inwards, "exclude_outwards": outwards}
+    filter_ = partial(_metric_mask, exclude_inwards_voxels=inwards, exclude_outwards_voxels=outwards)
     context = max(inwards, outwards)  # n steps of the cross reach n voxels; both steps read the labels
-    return _run_filter(
-        source, output, filter_, context, job,
-        chunks=chunks, overwrite=overwrite, resume=resume,
-        scheduler=scheduler, num_workers=num_workers, progress=progress,
-    )  # fmt: skip
+    return _run_filter(source, output, filter_, context, job, chunks=chunks, mode=mode, run=run)
 
 
 def create_mask(
     container: str | Path,
-    raw: str,
-    min_grey: float,
-    max_grey: float,
-    output: str = "volumes/mask",
+    raw_dataset: str,
+    output_dataset: str = "volumes/mask",
     *,
-    opening: int = 0,
-    closing: int = 0,
+    options: MaskOptions,
     chunks: Triple | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    scheduler: str | None = None,
-    num_workers: int | None = None,
-    progress: bool = True,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
 ) -> Volume:
-    """Write the cell mask of grey-value dataset ``raw`` (see :func:`threshold_mask_array`).
+    """Write the cell mask of grey-value dataset ``raw_dataset`` (see :func:`threshold_mask_array`).
 
     Parameters
     ----------
     container
-        The .zarr container holding ``raw``; the mask is written into it.
-    raw
+        The .zarr container holding ``raw_dataset``; the mask is written into it.
+    raw_dataset
         Grey-value dataset (e.g. ``volumes/raw``).
-    min_grey, max_grey
-        Inclusive grey-value range of the cell.
-    output
+    output_dataset
         Output dataset.
-    opening, closing
-        Ball radii in voxels of the clean-up steps; 0 skips a step.
+    options
+        Grey-value range and clean-up radii; see :class:`MaskOptions`.
     chunks
         Chunk shape of the output (voxels); blocks are one chunk. Default 128³.
-    overwrite, resume
-        Replace an existing output, or finish an interrupted run.
-    scheduler, num_workers, progress
-        Passed to :func:`incasem.blockwise.run_blockwise`.
+    mode, run
+        As for :func:`create_metric_mask`.
 
     Returns
     -------
     Volume
-        The complete output: uint8, 255 inside the cell, 0 outside; same geometry as ``raw``.
+        The complete output: uint8, 255 inside the cell, 0 outside; same geometry as
+        ``raw_dataset``, with the job's provenance record (``incasem_provenance``).
     """
-    _check_grey_range(min_grey, max_grey)
-    _check_radius("--opening", opening)
-    _check_radius("--closing", closing)
-    source = open_volume(container, raw)
+    check_job(mode, run)
+    if not isinstance(options, MaskOptions):
+        raise InvalidValueError(f"options must be MaskOptions(min_grey, max_grey, ...), got {options!r}")
+    source = open_volume(container, raw_dataset)
     if not (np.issubdtype(source.dtype, np.integer) or np.issubdtype(source.dtype, np.floating)):
         raise DatasetMismatchError(f"{source.label} holds {source.dtype}, not grey values: give the raw dataset")
-    job = {"job": "mask", "raw": raw, "min": min_grey, "max": max_grey, "opening": opening, "closing": closing}
-    filter_ = partial(_threshold_mask, min_grey=min_grey, max_grey=max_grey, opening=opening, closing=closing)
-    context = 2 * opening + 2 * closing  # four steps in a row, a ball of radius r reaches r voxels
-    return _run_filter(
-        source, output, filter_, context, job,
-        chunks=chunks, overwrite=overwrite, resume=resume,
-        scheduler=scheduler, num_workers=num_workers, progress=progress,
-    )  # fmt: skip
+    grey, radii = (options.min_grey, options.max_grey), (options.opening_voxels, options.closing_voxels)
+    job = {"job": "mask", "raw": raw_dataset, "min": grey[0], "max": grey[1], "opening": radii[0], "closing": radii[1]}
+    filter_ = partial(_threshold_mask, min_grey=grey[0], max_grey=grey[1], opening_voxels=radii[0], closing_voxels=radii[1])
+    return _run_filter(source, output_dataset, filter_, options.context_voxels, job, chunks=chunks, mode=mode, run=run)

@@ -1,0 +1,181 @@
+"""The in-memory prediction core: a U-Net over a uint8 array, tiled on the network's grid.
+
+:func:`predict_array` is the one place where the network meets data. The zarr job
+(:mod:`incasem.predict.job`) calls it once per block on the block's input (its write
+region grown by the network's context), and training validation, evaluation and
+previews call it on arrays they hold in memory. Tiles start on a grid of the
+network's total downsampling factor anchored at the output region's corner, so the
+stitched result equals one forward pass over the whole region (the U-Net is
+translation-equivariant on that grid) up to float rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from incasem.errors import InvalidValueError
+from incasem.geometry import Roi, Triple, as_positive_triple
+from incasem.io.padding import PadMode, padded_crop
+from incasem.model.checkpoint import load_checkpoint
+from incasem.model.unet import UNet, UNetConfig, normalize_raw
+from incasem.predict.device import Precision, choose_block_shape, select_device
+
+#: ``auto`` picks bf16 autocast where the device runs it natively, fp32 elsewhere.
+PrecisionChoice = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+PADDINGS: tuple[str, ...] = ("reflect", "symmetric", "edge", "constant")
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX; read from /proc/cpuinfo)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 natively: CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and _cpu_has_native_bf16()
+
+
+def resolve_precision(precision: PrecisionChoice, device: torch.device) -> Precision:
+    """The precision to run: ``auto`` becomes ``bf16`` where :func:`native_bf16`, else ``fp32``.
+
+    Raises
+    ------
+    InvalidValueError
+        For a value other than auto, fp32, bf16 or fp16.
+    """
+    if precision not in PRECISIONS:
+        raise InvalidValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def prepare_model(model: UNet, device: torch.device) -> UNet:
+    """``model`` in eval mode on ``device``, channels-last on the CPU (faster 3D convolutions there)."""
+    model = model.to(device).eval()
+    return model.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else model
+
+
+def forward_probabilities(model: UNet, raw: np.ndarray, device: torch.device, precision: Precision) -> np.ndarray:
+    """Class probabilities (classes, z, y, x; float32) of one forward pass of ``model`` on uint8 ``raw``.
+
+    ``raw`` must be a valid input shape of the network; the output is smaller by
+    twice the context.
+    """
+    x = normalize_raw(torch.from_numpy(np.ascontiguousarray(raw)))[None, None].to(device)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = model(x)
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+
+
+def _round_up(shape: Triple, step: Triple) -> Triple:
+    z, y, x = (-(-s // g) * g for s, g in zip(shape, step))
+    return (z, y, x)
+
+
+def input_roi(config: UNetConfig, tile: Roi) -> Roi:
+    """The network input that predicts output region ``tile``: the tile grown by the context,
+    its shape rounded up to a valid input (so a short border tile stays on the grid)."""
+    corner = tuple(o - c for o, c in zip(tile.offset, config.context))
+    return Roi(corner, config.input_shape_for_output(_round_up(tile.shape, config.total_downsample_factor)))
+
+
+def predict_tile(
+    model: UNet, raw: np.ndarray, tile: Roi, device: torch.device, precision: Precision, padding: PadMode
+) -> np.ndarray:
+    """Probabilities of output region ``tile`` (coordinates of ``raw``), reading its input from ``raw``.
+
+    The input is :func:`input_roi`; the part of it outside ``raw`` is filled by ``padding``.
+    """
+    data = padded_crop(raw, input_roi(model.config, tile), padding)
+    probabilities = forward_probabilities(model, data, device, precision)
+    return probabilities[(slice(None), *Roi((0, 0, 0), tile.shape).to_slices())]
+
+
+def predict_array(
+    model: UNet | str | Path,
+    raw: np.ndarray,
+    output_roi: Roi | None = None,
+    *,
+    block_shape: Triple | None = None,
+    padding: PadMode = "reflect",
+    precision: PrecisionChoice = "auto",
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Predict class probabilities for a region of a uint8 array held in memory.
+
+    Parameters
+    ----------
+    model
+        A :class:`~incasem.model.unet.UNet`, or the path of an incasem checkpoint.
+    raw
+        3D uint8 raw (z, y, x), CLAHE-equalised as the model was trained. It may hold
+        the network's context around ``output_roi``; context that lies outside it is
+        filled by ``padding``.
+    output_roi
+        Region to predict, in voxel coordinates of ``raw`` (default: all of ``raw``).
+    block_shape
+        Output tile in voxels, rounded down to multiples of the network's downsampling
+        (at least one multiple); default: the fewest balanced tiles that fit the
+        device's free memory.
+    padding
+        ``reflect`` (mirror at the border), ``symmetric``, ``edge`` or ``constant`` (zeros).
+    precision
+        ``auto`` (bf16 autocast where the device runs it natively, else fp32), ``fp32``,
+        ``bf16`` or ``fp16``.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a :class:`torch.device`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 probabilities, shape (classes, *output_roi.shape).
+
+    Raises
+    ------
+    InvalidValueError
+        For raw that is not 3D uint8, a region that does not overlap ``raw``, or a bad
+        block shape, padding, precision or device.
+    """
+    if not isinstance(raw, np.ndarray) or raw.ndim != 3 or raw.dtype != np.uint8:
+        described = f"{raw.dtype} array of shape {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+        raise InvalidValueError(f"raw must be a 3D uint8 array (z, y, x), got a {described}: equalize or convert it")
+    bounds = Roi((0, 0, 0), raw.shape)
+    output_roi = bounds if output_roi is None else output_roi
+    if output_roi.empty or output_roi.intersect(bounds).empty:
+        raise InvalidValueError(f"output region {output_roi} does not overlap the raw array {bounds}")
+    if padding not in PADDINGS:
+        raise InvalidValueError(f"--padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    device = device if isinstance(device, torch.device) else select_device(device)
+    run_precision = resolve_precision(precision, device)
+    if not isinstance(model, UNet):
+        model, _card = load_checkpoint(model)
+    model = prepare_model(model, device)
+    requested = None if block_shape is None else as_positive_triple(block_shape, "--block-size")
+    block_shape = choose_block_shape(model.config, device, run_precision, output_roi.shape, requested)
+    probabilities = np.empty((model.config.num_classes, *output_roi.shape), np.float32)
+    for tile in output_roi.tiles(block_shape):
+        local = tile.relative_to(output_roi.offset)
+        probabilities[(slice(None), *local.to_slices())] = predict_tile(model, raw, tile, device, run_precision, padding)
+    return probabilities
