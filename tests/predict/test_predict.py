@@ -228,32 +228,6 @@ def test_auto_block_shape_fits_memory_and_region():
     assert output_chunk_shape((256, 208, 104), (8, 8, 8)) == (128, 104, 104)
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
-    """A Dask scheduler and two single-threaded workers on 127.0.0.1, as processes."""
-    scheduler_file = tmp_path / "scheduler.json"
-    common = {"cwd": tmp_path, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)], **common)
-    ]
-    deadline = time.time() + 60
-    while not scheduler_file.exists() and time.time() < deadline:
-        time.sleep(0.1)
-    address = json.loads(scheduler_file.read_text())["address"]
-    for _ in range(2):
-        processes.append(
-            subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--nworkers", "1", "--no-nanny", "--host", "127.0.0.1"], **common)
-        )
-    from distributed import Client
-
-    with Client(address, timeout="60s") as client:
-        client.wait_for_workers(2, timeout=60)
-    yield address
-    for process in processes:
-        process.kill()
-        process.wait()
-
-
 def test_dask_cluster_gives_the_same_output(setup, dask_cluster):
     container, checkpoint = setup
     roi = Roi((10, 20, 0), (24, 64, 64))

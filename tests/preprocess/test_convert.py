@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from incasem.errors import DatasetExistsError, DatasetMismatchError, RoiError, V
 from incasem.io.ngff import ngff_geometry
 from incasem.io.volume import open_volume
 from incasem.preprocess.convert import ConvertOptions, crop_region, tiff_to_zarr, to_uint8
-from tests.conftest import QUIET
+from tests.conftest import QUIET, error_line, expected_uint8
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 LUCCHI = DATA / "lucchi_pp_fibsem"
@@ -33,24 +32,6 @@ def _stack(folder: Path, data: np.ndarray) -> Path:
     for index, plane in enumerate(data):
         tifffile.imwrite(folder / f"slice_{index:03d}.tif", plane)
     return folder
-
-
-def _round_half_up(value: Fraction) -> int:
-    return int(value + Fraction(1, 2)) if value >= 0 else -int(-value + Fraction(1, 2))
-
-
-def _expected_uint8(values: np.ndarray, low: int, high: int) -> np.ndarray:
-    """The documented mapping, computed with exact fractions."""
-    out = [_round_half_up(Fraction(255 * (min(max(int(v), low), high) - low), high - low)) for v in values.ravel()]
-    return np.array(out, dtype=np.uint8).reshape(values.shape)
-
-
-def _error_line(capsys) -> str:
-    """The error printed last; the progress bar before it erases itself with carriage returns."""
-    err = capsys.readouterr().err.split("\r")[-1].strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("incasem: error: ")
-    return err[0]
 
 
 @pytest.fixture
@@ -70,7 +51,7 @@ def uint16_stack(tmp_path):
 )
 def test_to_uint8_is_the_stated_formula_exactly(values, low, width):
     data = np.array(values, dtype=np.uint16).reshape(1, 1, -1)
-    np.testing.assert_array_equal(to_uint8(data, low, low + width), _expected_uint8(data, low, low + width))
+    np.testing.assert_array_equal(to_uint8(data, low, low + width), expected_uint8(data, low, low + width))
 
 
 def test_to_uint8_binary_probabilities_and_nan():
@@ -129,7 +110,7 @@ def test_real_labels_like_raw(tmp_path, capsys):
     # a label stack whose shape differs from the raw is refused, and nothing is written
     assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/other",
                  "--like", str(container), "--z", "30:43"]) == 1
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "has shape [13, 512, 640] but" in line and "volumes/raw has [12, 512, 640]" in line
     assert not (container / "volumes" / "labels" / "other").exists()
 
@@ -159,7 +140,16 @@ def test_uint16_to_uint8_mapping_is_exact(tmp_path, uint16_stack, capsys, argume
     assert "no --voxel-size given, recorded 1,1,1 nm" in out.err
     volume = open_volume(tmp_path / "c.zarr", "volumes/raw")
     assert volume.dtype == np.uint8
-    np.testing.assert_array_equal(volume.read(), _expected_uint8(data, low, high))
+    np.testing.assert_array_equal(volume.read(), expected_uint8(data, low, high))
+
+
+def test_minmax_range_is_found_on_the_dask_cluster(tmp_path, uint16_stack, dask_cluster):
+    """--to-uint8 minmax reads the stack on the chosen scheduler and maps exactly as locally."""
+    folder, data = uint16_stack
+    arguments = [str(folder), str(tmp_path / "c.zarr"), "--to-uint8", "minmax", "--chunks", "2,4,4", "-q"]
+    assert main(["convert", *arguments, "--scheduler", dask_cluster]) == 0
+    expected = expected_uint8(data, int(data.min()), int(data.max()))
+    np.testing.assert_array_equal(open_volume(tmp_path / "c.zarr", "volumes/raw").read(), expected)
 
 
 def test_multipage_input(tmp_path):
@@ -191,7 +181,7 @@ def test_interrupted_conversion_leaves_an_incomplete_dataset_and_resumes(tmp_pat
     container = tmp_path / "c.zarr"
     args = ["convert", str(folder), str(container), "--chunks", "4,16,16", "--workers", "1"]
     assert main(args) == 1
-    assert "slice_009.tif is corrupt" in _error_line(capsys)
+    assert "slice_009.tif is corrupt" in error_line(capsys)
     with pytest.raises(DatasetMismatchError, match="left unfinished by an interrupted job"):
         open_volume(container, "volumes/raw")
     assert not open_volume(container, "volumes/raw", require_complete=False).complete
@@ -230,7 +220,7 @@ CASES = ["empty folder", "no TIFF", "not a TIFF", "shape", "dtype", "gap"]
 def test_bad_stack_one_line_error_nothing_written(tmp_path, capsys, case):
     folder, expected = _bad_folders(tmp_path)[case]
     assert main(["convert", str(folder), str(tmp_path / "out.zarr")]) == 1
-    assert expected in _error_line(capsys)
+    assert expected in error_line(capsys)
     assert not (tmp_path / "out.zarr").exists()
 
 
@@ -238,18 +228,18 @@ def test_bad_options_one_line_error_nothing_written(tmp_path, capsys, uint16_sta
     folder, _ = uint16_stack
     out = tmp_path / "out.zarr"
     assert main(["convert", str(folder), str(out), "--z", "2:7"]) == 1
-    assert "z range 2:7 is not inside the data's 0:6" in _error_line(capsys)
+    assert "z range 2:7 is not inside the data's 0:6" in error_line(capsys)
     assert main(["convert", str(folder), str(out), "--like", str(tmp_path / "missing.zarr")]) == 1
-    assert "missing.zarr is not a zarr container" in _error_line(capsys)
+    assert "missing.zarr is not a zarr container" in error_line(capsys)
     assert not out.exists()
     tiff_to_zarr(folder, out, run=QUIET)
     assert main(["convert", str(folder), str(out)]) == 1
-    assert "exists already: pass --overwrite" in _error_line(capsys)
+    assert "exists already: pass --overwrite" in error_line(capsys)
     assert main(["convert", str(out), str(tmp_path / "again.zarr")]) == 1
-    assert "is a zarr container: to write TIFF slices from it use `incasem export " in _error_line(capsys)
+    assert "is a zarr container: to write TIFF slices from it use `incasem export " in error_line(capsys)
     for option, value, message in (("--to-uint8", "9:3", "needs finite LOW < HIGH"), ("--to-uint8", "auto", "is for")):
         assert main(["convert", str(folder), str(tmp_path / "new.zarr"), option, value]) == 1  # refused by ConvertOptions
-        assert message in _error_line(capsys)
+        assert message in error_line(capsys)
     assert not (tmp_path / "new.zarr").exists()
 
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,30 +22,12 @@ from incasem.io.volume import create_volume, open_volume
 from incasem.preprocess import export as export_module
 from incasem.blockwise import RunOptions
 from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
-from tests.conftest import QUIET
+from tests.conftest import QUIET, error_line, expected_uint8
 from incasem.errors import ExportFolderError
 from incasem.preprocess.export import MANIFEST, zarr_to_tiff
 
 LUCCHI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lucchi_pp_fibsem"
 needs_lucchi = pytest.mark.skipif(not LUCCHI.is_dir(), reason="real data ../shared/data/lucchi_pp_fibsem is missing")
-
-
-def _round_half_up(value: Fraction) -> int:
-    return int(value + Fraction(1, 2))
-
-
-def _expected_uint8(values: np.ndarray, low: int, high: int) -> np.ndarray:
-    """The documented mapping, computed with exact fractions."""
-    out = [_round_half_up(Fraction(255 * (min(max(int(v), low), high) - low), high - low)) for v in values.ravel()]
-    return np.array(out, dtype=np.uint8).reshape(values.shape)
-
-
-def _error_line(capsys) -> str:
-    """The error printed last; the progress bar before it erases itself with carriage returns."""
-    err = capsys.readouterr().err.split("\r")[-1].strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("incasem: error: ")
-    return err[0]
 
 
 def _dataset(container: Path, name: str, data: np.ndarray, chunks=(3, 8, 8)) -> None:
@@ -116,7 +97,7 @@ def test_export_crop_keeps_slice_numbers(tmp_path, capsys):
     assert main(["export", str(container), str(tmp_path / "t"), "--z", "10:", "--x", "2:6", "--to-uint8", "0:767"]) == 0
     files = sorted((tmp_path / "t").glob("*.tif"))
     assert [f.name for f in files] == ["0010.tif", "0011.tif"]
-    np.testing.assert_array_equal(tifffile.imread(files), _expected_uint8(data[10:, :, 2:6], 0, 767))
+    np.testing.assert_array_equal(tifffile.imread(files), expected_uint8(data[10:, :, 2:6], 0, 767))
 
 
 def test_export_refuses_existing_folder_and_replaces_a_previous_export_atomically(tmp_path, capsys):
@@ -126,7 +107,7 @@ def test_export_refuses_existing_folder_and_replaces_a_previous_export_atomicall
     target.mkdir()
     assert main(["export", str(container), str(target)]) == 0  # an empty folder is fine
     assert main(["export", str(container), str(target)]) == 1
-    assert "exists already and is not an empty folder: pass --overwrite" in _error_line(capsys)
+    assert "exists already and is not an empty folder: pass --overwrite" in error_line(capsys)
     assert main(["export", str(container), str(target), "--overwrite"]) == 0
     assert sorted(p.name for p in target.iterdir()) == [MANIFEST, "0000.tif", "0001.tif", "0002.tif", "0003.tif"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr", "tiffs"], "no temporary folders are left"
@@ -138,11 +119,11 @@ def test_export_bad_input_one_line_nothing_written(tmp_path, capsys):
     floats[4, 2, 2] = 3.5  # not a probability, in the second block
     _dataset(container, "volumes/raw", floats)
     assert main(["export", str(container), str(tmp_path / "t")]) == 1
-    assert "holds values outside [0, 1]" in _error_line(capsys)
+    assert "holds values outside [0, 1]" in error_line(capsys)
     assert main(["export", str(tmp_path), str(tmp_path / "t")]) == 1
-    assert "is not a zarr container" in _error_line(capsys)
+    assert "is not a zarr container" in error_line(capsys)
     assert main(["export", str(container), str(tmp_path / "t"), "--y", "4:9"]) == 1
-    assert "y range 4:9 is not inside the data's 0:8" in _error_line(capsys)
+    assert "y range 4:9 is not inside the data's 0:8" in error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]
     with pytest.raises(NotAContainerError):
         zarr_to_tiff(tmp_path / "missing.zarr", "volumes/raw", tmp_path / "t")
@@ -189,7 +170,7 @@ def test_dangerous_folder_is_refused_and_nothing_changes(cell, tmp_path, monkeyp
     monkeypatch.chdir(cwd)
     before = _snapshot(tmp_path)
     assert main(["export", str(cell), folder, *(["--overwrite"] if overwrite else [])]) == 1
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert message in line, line
     assert "pass --overwrite" not in line  # never advise overwriting
     assert _snapshot(tmp_path) == before, "every byte of the container and the user's files is unchanged"
@@ -202,11 +183,11 @@ def test_symlinks_are_resolved(cell, tmp_path, capsys, overwrite):
     before = _snapshot(tmp_path)
     flag = ["--overwrite"] if overwrite else []
     assert main(["export", str(cell), str(tmp_path / "to_container"), *flag]) == 1
-    assert "is the container being exported" in _error_line(capsys)
+    assert "is the container being exported" in error_line(capsys)
     assert main(["export", str(cell), str(tmp_path / "to_work") + "/", *flag]) == 1
-    assert "holds the container" in _error_line(capsys)
+    assert "holds the container" in error_line(capsys)
     assert main(["export", str(tmp_path / "to_work" / "cell.zarr"), str(cell.parent), *flag]) == 1
-    assert "holds the container" in _error_line(capsys)
+    assert "holds the container" in error_line(capsys)
     assert _snapshot(tmp_path) == before
 
 
@@ -215,9 +196,9 @@ def test_a_file_is_refused(cell, tmp_path, capsys, overwrite):
     before = _snapshot(tmp_path)
     flag = ["--overwrite"] if overwrite else []
     assert main(["export", str(cell), str(cell.parent / "notes.txt"), *flag]) == 1
-    assert "notes.txt is a file, not a folder" in _error_line(capsys)
+    assert "notes.txt is a file, not a folder" in error_line(capsys)
     assert main(["export", str(cell), str(cell.parent / "notes.txt" / "tiffs"), *flag]) == 1
-    assert "notes.txt is a file, not a folder" in _error_line(capsys)
+    assert "notes.txt is a file, not a folder" in error_line(capsys)
     assert _snapshot(tmp_path) == before
 
 
@@ -227,7 +208,7 @@ def test_dot_is_refused_even_when_empty(cell, tmp_path, monkeypatch, capsys):
     empty.mkdir()
     monkeypatch.chdir(empty)
     assert main(["export", str(cell), "."]) == 1
-    assert "is the current directory" in _error_line(capsys)
+    assert "is the current directory" in error_line(capsys)
     assert empty.is_dir() and not any(empty.iterdir())
 
 
@@ -288,12 +269,12 @@ def test_a_previous_export_with_anything_else_is_refused(cell, tmp_path, capsys,
         (out / MANIFEST).write_text("{not json")
     before = _snapshot(tmp_path)
     assert main(["export", str(cell), str(out), "--overwrite"]) == 1
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "choose a new folder, or empty it by hand" in line and str(out) in line
     no_manifest = "is not empty and has no valid .incasem-export.json"
     assert (f"holds {expected}, which the previous" if expected else no_manifest) in line
     assert main(["export", str(cell), str(out)]) == 1
-    assert "choose a new folder, or empty it by hand" in _error_line(capsys)
+    assert "choose a new folder, or empty it by hand" in error_line(capsys)
     assert _snapshot(tmp_path) == before
 
 
@@ -305,7 +286,7 @@ def test_a_listed_name_that_is_a_folder_is_refused(cell, tmp_path, capsys):
     (out / "0001.tif" / "precious.txt").write_text("x")
     before = _snapshot(tmp_path)
     assert main(["export", str(cell), str(out), "--overwrite"]) == 1
-    assert "holds 0001.tif, which the previous" in _error_line(capsys)
+    assert "holds 0001.tif, which the previous" in error_line(capsys)
     assert _snapshot(tmp_path) == before
 
 
@@ -350,7 +331,7 @@ def test_a_failed_or_interrupted_export_leaves_nothing_behind(cell, tmp_path, mo
                 zarr_to_tiff(cell, "volumes/raw", folder, mode="overwrite" if overwrite else "create", run=RunOptions(workers=1, progress=False))
         else:
             assert main(["export", str(cell), str(folder), "-n", "1", *(["--overwrite"] if overwrite else [])]) == 1
-            assert "No space left on device" in _error_line(capsys)
+            assert "No space left on device" in error_line(capsys)
         assert _snapshot(tmp_path) == before, "old export untouched; no staging, partial folder or created parents"
 
 
@@ -413,5 +394,5 @@ def test_real_overwrite_equals_fresh_export(tmp_path, capsys):
     np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "out").glob("*.tif"))),
                                   open_volume(container, "volumes/raw").read())
     assert main(["export", str(container), str(tmp_path), "--overwrite"]) == 1
-    assert "holds the container" in _error_line(capsys)
+    assert "holds the container" in error_line(capsys)
     assert _snapshot(container) == before

@@ -24,6 +24,12 @@ MEMORY_SHARE = {"cpu": 0.5, "cuda": 0.8, "mps": 0.5}
 #: The largest output block edge ``--block-size auto`` considers, in voxels.
 MAX_AUTO_BLOCK = 512
 
+#: Input voxels of one block beyond which a device gains no speed, so ``--block-size auto``
+#: takes no larger block and memory stays flat as regions grow. On the CPU (2 cores,
+#: bf16, standard net) output throughput rises from 254 kvox/s at 204³ input to 391 at
+#: 300³ and stays there (390 at 228 x 356²); BENCHMARKS.md has the figures.
+MAX_INPUT_VOXELS: dict[str, int] = {"cpu": 32 * 2**20}
+
 
 def select_device(requested: str = "auto") -> torch.device:
     """The device to predict on: ``auto`` prefers CUDA, then Apple MPS, then the CPU."""
@@ -86,10 +92,10 @@ def balanced_block_shape(
 
     Every block pays the network's context on each side, so the cost of a tiling is
     the number of blocks times the input voxels of one; among the tilings whose block
-    fits the device's free memory (:data:`MEMORY_SHARE` of it), the cheapest wins
-    (ties: fewer blocks). Edges are equal along each axis up to the downsampling step,
-    so a region is never cut into one big block and thin slivers that pay the full
-    context for little output.
+    fits the device's free memory (:data:`MEMORY_SHARE` of it) and
+    :data:`MAX_INPUT_VOXELS`, the cheapest wins (ties: fewer blocks). Edges are equal
+    along each axis up to the downsampling step, so a region is never cut into one big
+    block and thin slivers that pay the full context for little output.
     """
     budget = (free_memory_bytes(device) if memory_bytes is None else memory_bytes) * MEMORY_SHARE[device.type]
     width_scale = config.num_fmaps / 32
@@ -98,7 +104,8 @@ def balanced_block_shape(
     for nz, ez, iz in per_axis[0]:
         for ny, ey, iy in per_axis[1]:
             for nx, ex, ix in per_axis[2]:
-                if input_bytes((iz, iy, ix), precision) * width_scale > budget:
+                too_large = iz * iy * ix > MAX_INPUT_VOXELS.get(device.type, iz * iy * ix)
+                if too_large or input_bytes((iz, iy, ix), precision) * width_scale > budget:
                     continue
                 candidate = (nz * ny * nx * iz * iy * ix, nz * ny * nx, (ez, ey, ex))
                 if best is None or candidate[:2] < best[:2]:
