@@ -252,3 +252,41 @@ def test_unreachable_scheduler_is_one_line(setup, capsys, monkeypatch):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in err and err.count("\n") == 1
+
+
+def test_next_block_is_read_while_the_network_runs(setup, tmp_path, monkeypatch):
+    """Zarr reads overlap the network: while one block is in the network, the next one is read.
+
+    The network stand-in waits until a read of another block has begun since its own
+    block's read (or gives up after 30 s and records that none came): with blocks
+    processed one after the other it would always give up.
+    """
+    import incasem.predict.job as job
+    from incasem.io.volume import Volume
+
+    container, checkpoint = setup
+    reads: list[Roi] = []
+    read_started = threading.Condition()
+    overlapped: list[bool] = []
+    own = threading.local()
+    original_read, original_tile = Volume.read, job.predict_tile
+
+    def read(self, roi=None, *args, **kwargs):
+        with read_started:
+            own.index = len(reads)
+            reads.append(roi)
+            read_started.notify_all()
+        return original_read(self, roi, *args, **kwargs)
+
+    def network(model, raw, tile, *args):
+        with read_started:
+            read_started.wait_for(lambda: len(reads) > own.index + 1 or len(reads) == 12, timeout=30)
+            overlapped.append(len(reads) > own.index + 1)
+        return original_tile(model, raw, tile, *args)
+
+    monkeypatch.setattr(Volume, "read", read)
+    monkeypatch.setattr(job, "predict_tile", network)
+    roi = Roi((10, 20, 0), (24, 64, 64))  # 12 blocks of 8 x 32 x 32
+    predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions((8, 32, 32), "cpu"), run=QUIET)
+    assert len(overlapped) == 12
+    assert sum(overlapped) >= 10, overlapped  # only the last blocks have no next block left to read
