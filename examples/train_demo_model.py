@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from skimage.exposure import equalize_adapthist
 from skimage.util import img_as_ubyte
 
+from incasem.evaluate.metrics import confusion_counts
 from incasem.model.checkpoint import ModelCard, save_checkpoint
 from incasem.model.unet import UNet, UNetConfig, count_parameters, normalize_raw
+from incasem.predict.core import predict_array
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT / ".." / "shared" / "data" / "lucchi_pp_fibsem"
@@ -146,31 +148,6 @@ def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return 1.0 / (num_classes * fractions)
 
 
-@torch.no_grad()
-def predict(model: UNet, raw: np.ndarray) -> np.ndarray:
-    """Class map of a whole (small) uint8 volume, reflect-padded for the context."""
-    config = model.config
-    context = config.context
-    in_shape = config.valid_input_shape_at_least(
-        tuple(s + 2 * c for s, c in zip(raw.shape, context))
-    )
-    pad = [(c, i - s - c) for s, c, i in zip(raw.shape, context, in_shape)]
-    x = np.pad(normalize_raw(raw), pad, mode="reflect")
-    model.eval()
-    x = torch.from_numpy(x)[None, None].to(memory_format=torch.channels_last_3d)
-    logits = model(x)[0]
-    model.train()
-    return logits.argmax(0)[: raw.shape[0], : raw.shape[1], : raw.shape[2]].numpy()
-
-
-def f1_score(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """F1 (Dice) of the foreground class."""
-    p, t = prediction > 0, truth > 0
-    tp = np.logical_and(p, t).sum()
-    denominator = p.sum() + t.sum()
-    return float(2 * tp / denominator) if denominator else 1.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA,
@@ -242,8 +219,9 @@ def main() -> None:
                   f"({time.perf_counter() - start_time:.0f} s)", flush=True)
             running = 0.0
 
-    prediction = predict(model, heldout_raw)
-    f1 = f1_score(prediction, heldout_labels)
+    model.eval()
+    probabilities = predict_array(model, heldout_raw, padding="reflect", precision="fp32", device="cpu")
+    f1 = confusion_counts(probabilities.argmax(0) == 1, heldout_labels > 0).f1
     wall = time.perf_counter() - start_time
     print(f"held-out F1 (z 60-107, y 160-351, x 256-447): {f1:.4f}")
 
