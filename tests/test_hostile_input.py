@@ -98,6 +98,13 @@ def test_block_far_larger_than_the_data_is_clipped(cell, tmp_path):
     assert np.abs(difference).max() <= 1
 
 
+@pytest.mark.parametrize("arguments", [[], ["models"]])
+def test_a_command_group_without_a_command_shows_its_help(capsys, arguments):
+    assert main(arguments) == 2
+    captured = capsys.readouterr()
+    assert "Usage:" in captured.out + captured.err and "incasem: error" not in captured.err
+
+
 def _interrupt(arguments: list[str], cwd: Path) -> tuple[int, str]:
     """Start ``incasem ARGUMENTS``, press Ctrl-C once it reports progress, return exit status and stderr."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except _USAGE_ERRORS as error:
         if _state["debug"]:
             raise
-        typer.echo(f"incasem: error: {_usage_message(error)}", err=True)
+        if error.format_message().strip():  # empty: a group called without a command, its help is shown
+            typer.echo(f"incasem: error: {_usage_message(error)}", err=True)
         return error.exit_code
     finally:
         if in_main_thread:
