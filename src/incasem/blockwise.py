@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -94,6 +93,10 @@ def _no_setup() -> None:
     return None
 
 
+def _no_teardown(state: Any) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class BlockwiseTask:
     """A job to run block by block.
@@ -111,6 +114,9 @@ class BlockwiseTask:
         Called once per worker process; its result is passed to ``process`` as ``state``.
     done
         Record of finished blocks; blocks found in it are skipped.
+    teardown
+        Called with that state on every worker when the job ends (e.g. to hand GPU
+        memory back); the state itself is dropped then.
     """
 
     name: str
@@ -118,6 +124,7 @@ class BlockwiseTask:
     process: Callable[[Block, Any], Any]
     setup: Callable[[], Any] = _no_setup
     done: DoneRecord | None = None
+    teardown: Callable[[Any], None] = _no_teardown
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -127,6 +134,7 @@ except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
     _MALLOC_TRIM = None
 
 _WORKER_STATE: dict[str, Any] = {}
+_NO_STATE = object()
 _WORKER_LOCK = threading.Lock()
 
 
@@ -166,21 +174,6 @@ class _ProgressCallback(Callback):
         self._bar.update(1)
 
 
-def check_run_options(scheduler: str | None, workers: int | None) -> None:
-    """Refuse a malformed scheduler address or worker count (see :class:`RunOptions`).
-
-    Raises
-    ------
-    InvalidValueError
-        For ``workers`` < 1 or a ``scheduler`` that is not ``tcp://host:port`` (or another
-        Dask protocol address).
-    """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InvalidValueError(f"--workers must be a whole number of at least 1, got {workers!r}")
-    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler or scheduler.endswith("://")):
-        raise InvalidValueError(f"--scheduler needs a Dask scheduler address like tcp://host:8786, got {scheduler!r}")
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How a job runs: the same for every blockwise job (``incasem`` options ``--scheduler``,
@@ -209,7 +202,11 @@ class RunOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_run_options(self.scheduler, self.workers)
+        workers, scheduler = self.workers, self.scheduler
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise InvalidValueError(f"--workers must be a whole number of at least 1, got {workers!r}")
+        if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler or scheduler.endswith("://")):
+            raise InvalidValueError(f"--scheduler needs a Dask scheduler address like tcp://host:8786, got {scheduler!r}")
         if not isinstance(self.progress, bool):
             raise InvalidValueError(f"progress must be True or False (--quiet turns it off), got {self.progress!r}")
 
@@ -253,11 +250,7 @@ def run_blockwise(task: BlockwiseTask, options: RunOptions = RunOptions()) -> li
         whether to show a progress bar; see :class:`RunOptions`.
     """
     todo = [b for b in task.blocks if task.done is None or not task.done.is_done(b)]
-    try:
-        return run_each(partial(_run_block, task), todo, task.name, options, worker_state=task.token)
-    finally:
-        with _WORKER_LOCK:
-            _WORKER_STATE.pop(task.token, None)
+    return run_each(partial(_run_block, task), todo, task.name, options, cleanup=partial(_forget_state, task))
 
 
 def run_each(
@@ -265,24 +258,28 @@ def run_each(
     items: list[Any],
     name: str,
     options: RunOptions = RunOptions(),
-    worker_state: str | None = None,
+    cleanup: Callable[[], None] | None = None,
 ) -> list[Any]:
     """``function(item)`` for every item, where ``options`` says: local threads or a Dask cluster.
 
     The results come in the order of ``items``. ``function`` and the items must be
     picklable for a cluster (module-level functions, :func:`functools.partial`).
-    ``worker_state`` names per-worker state (a loaded model) that cluster workers drop
-    when the run ends.
+    ``cleanup`` runs when the run ends, also after an error: here, or on every worker
+    of the cluster.
     """
     options = check_run(options)
     if not items:
         return []
     with tqdm(total=len(items), desc=name, unit="block", disable=not options.progress, leave=False) as bar:
-        if options.scheduler is None:
-            delayed = [dask.delayed(function, pure=False)(item) for item in items]
+        if options.scheduler is not None:
+            return _run_on_cluster(function, items, options.scheduler, bar, cleanup)
+        delayed = [dask.delayed(function, pure=False)(item) for item in items]
+        try:
             with _ProgressCallback(bar):
                 return _compute_locally(delayed, options.workers or os.cpu_count() or 1)
-        return _run_on_cluster(function, items, options.scheduler, bar, worker_state)
+        finally:
+            if cleanup is not None:
+                cleanup()
 
 
 def _compute_locally(delayed_blocks: list[Any], workers: int) -> list[Any]:
@@ -295,17 +292,17 @@ def _compute_locally(delayed_blocks: list[Any], workers: int) -> list[Any]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _forget_state(token: str) -> None:
-    """On a cluster worker: drop a finished task's state (its model, GPU memory)."""
+def _forget_state(task: BlockwiseTask) -> None:
+    """Drop a finished task's per-worker state in this process, after its ``teardown``."""
     with _WORKER_LOCK:
-        _WORKER_STATE.pop(token, None)
-    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
-        sys.modules["torch"].cuda.empty_cache()
+        state = _WORKER_STATE.pop(task.token, _NO_STATE)
+    if state is not _NO_STATE:
+        task.teardown(state)
     _release_freed_memory()
 
 
 def _run_on_cluster(
-    run: Callable[[Any], Any], items: list[Any], address: str, bar: tqdm, worker_state: str | None
+    run: Callable[[Any], Any], items: list[Any], address: str, bar: tqdm, cleanup: Callable[[], None] | None
 ) -> list[Any]:
     from distributed import Client, as_completed
 
@@ -323,5 +320,5 @@ def _run_on_cluster(
                 bar.update(1)
             return [future.result() for future in futures]
         finally:
-            if worker_state is not None:  # the workers keep no model or GPU memory after the job
-                client.run(_forget_state, worker_state)
+            if cleanup is not None:  # the workers keep no model or GPU memory after the job
+                client.run(cleanup)

@@ -260,7 +260,8 @@ def _where(path: Path, entry: str | None = None, key: str | None = None) -> str:
     return where
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: an object from its pairs, refusing a key given twice (``ConfigError``)."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
@@ -273,7 +274,7 @@ def _parse(path: Path) -> dict[str, _EntrySpec]:
     if not path.is_file():
         raise InputFileError(f"data config {path} does not exist: give the path of a .json file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError as error:
         raise ConfigError(
             f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"

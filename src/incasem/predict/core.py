@@ -53,6 +53,12 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and _cpu_has_native_bf16()
 
 
+def check_choice(option: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Refuse ``value`` for ``option`` unless it is one of ``allowed`` (one-line :class:`InvalidValueError`)."""
+    if value not in allowed:
+        raise InvalidValueError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def resolve_precision(precision: PrecisionChoice, device: torch.device) -> Precision:
     """The precision to run: ``auto`` becomes ``bf16`` where :func:`native_bf16`, else ``fp32``.
 
@@ -61,8 +67,7 @@ def resolve_precision(precision: PrecisionChoice, device: torch.device) -> Preci
     InvalidValueError
         For a value other than auto, fp32, bf16 or fp16.
     """
-    if precision not in PRECISIONS:
-        raise InvalidValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_choice("--precision", precision, PRECISIONS)
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
@@ -165,8 +170,7 @@ def predict_array(
     output_roi = bounds if output_roi is None else output_roi
     if output_roi.empty or output_roi.intersect(bounds).empty:
         raise InvalidValueError(f"output region {output_roi} does not overlap the raw array {bounds}")
-    if padding not in PADDINGS:
-        raise InvalidValueError(f"--padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    check_choice("--padding", padding, PADDINGS)
     device = device if isinstance(device, torch.device) else select_device(device)
     run_precision = resolve_precision(precision, device)
     if not isinstance(model, UNet):

@@ -37,6 +37,7 @@ from incasem.predict.core import (
     PADDINGS,
     PRECISIONS,
     PrecisionChoice,
+    check_choice,
     input_roi,
     predict_tile,
     prepare_model,
@@ -79,12 +80,8 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if self.block_shape is not None:
             object.__setattr__(self, "block_shape", as_positive_triple(self.block_shape, "--block-size"))
-        for option, value, allowed in (
-            ("--precision", self.precision, PRECISIONS),
-            ("--padding", self.padding, PADDINGS),
-        ):
-            if value not in allowed:
-                raise InvalidValueError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+        check_choice("--precision", self.precision, PRECISIONS)
+        check_choice("--padding", self.padding, PADDINGS)
         if not isinstance(self.device, str) or not self.device:
             raise InvalidValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
@@ -128,6 +125,13 @@ def _setup(
         probabilities=[open_volume(container, name, "r+", require_complete=False) for name in probability_names],
         segmentation=open_volume(container, segmentation_name, "r+", require_complete=False),
     )
+
+
+def _teardown(state: _WorkerState) -> None:
+    """When the job ends on a worker: hand the model's GPU memory back to the device."""
+    del state.model
+    if state.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
@@ -276,6 +280,7 @@ def predict_roi(
         blocks=[Block(tile, input_roi(config, tile)) for tile in roi.tiles(block_shape)],
         process=partial(_predict_block, options.padding),
         setup=partial(_setup, checkpoint, str(device), precision, (container, raw_dataset), (container, names, segmentation_name)),
+        teardown=_teardown,
         done=done_record_for(container, segmentation_name),
     )
     try:

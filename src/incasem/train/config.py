@@ -68,6 +68,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from incasem.errors import ConfigError
+from incasem.io.data_config import no_duplicate_keys
 
 if TYPE_CHECKING:  # torch is imported only when an AugmentConfig is built
     from incasem.train.augment import AugmentConfig
@@ -268,15 +269,6 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ConfigError(f"key '{key}' appears twice in the same object: give each key once")
-        result[key] = value
-    return result
-
-
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist: give the path of a .yaml or .json file")
@@ -288,7 +280,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+            data = json.loads(text, object_pairs_hook=no_duplicate_keys)
         else:
             data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except json.JSONDecodeError as error:
