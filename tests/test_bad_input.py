@@ -197,6 +197,29 @@ BAD = {
     "models import voxel size zero": (["models", "import", "W/model.pt", "--organelle", "mito", "--voxel-size", "0", "--cache-dir", "W/cache"], "voxel"),
     "models import preparation with id": (["models", "import", "W/model.pt", "--id", "1847", "--preparation", "CF", "--cache-dir", "W/cache"], "not both"),
     "models list cache is a file": (["models", "list", "--cache-dir", "W/notes.txt"], "notes.txt"),
+    # train (W/predict.json: a ROI of 8 x 16 x 16 voxels with labels)
+    "train without data": (["train"], "--train-data"),
+    "train data missing": (["train", "--train-data", "W/nothing.json"], "nothing.json"),
+    "train val data not a config": (["train", "--train-data", "W/predict.json", "--val-data", "W/notes.txt"], "notes.txt"),
+    "train config missing": (["train", "--train-data", "W/predict.json", "--config", "W/nothing.yaml"], "nothing.yaml"),
+    "train unknown key": (["train", "--train-data", "W/predict.json", "optimizer.lrate=1"], "optimizer.lr"),
+    "train ROI smaller than the output block": (["train", "--train-data", "W/predict.json"], "smaller than the training output block"),
+    "train start from a text file": (["train", "--train-data", "W/predict.json", "--start-from", "W/notes.txt"], "notes.txt"),
+    "train start from and resume": (["train", "--resume", "1", "--start-from", "W/model.pt"], "--resume continues a run"),
+    "train resume unknown run": (["train", "--resume", "99"], "run 99 not found"),
+    "train runs dir is a file": (["train", "--train-data", "W/predict.json", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
+    "train data root": (["train", "--train-data", "W/predict.json", "--data-root", "W/nothing"], "nothing"),
+    "train cache dir is a file": (["train", "--train-data", "W/predict.json", "--start-from", "1847", "--cache-dir", "W/notes.txt"], "notes.txt"),
+    "train device": (["train", "--train-data", "W/predict.json", "--device", "tpu"], "device"),
+    "train precision": (["train", "--train-data", "W/predict.json", "--precision", "fp8"], "--precision"),
+    "train tracking uri without mlflow": (["train", "--train-data", "W/predict.json", "--no-mlflow", "--tracking-uri", "sqlite:///W/m.db"], "drop --no-mlflow"),
+    "train tracking uri not a uri": (["train", "--train-data", "W/predict.json", "--mlflow", "--tracking-uri", "my runs"], "not an MLflow store URI"),
+    # runs
+    "runs list runs dir is a file": (["runs", "list", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
+    "runs show unknown id": (["runs", "show", "12"], "run 12 not found"),
+    "runs show id not a number": (["runs", "show", "last"], "not a whole number"),
+    "runs show runs dir is a file": (["runs", "show", "1", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
+    "runs show runs dir without runs": (["runs", "show", "1", "--runs-dir", "W/results"], "no runs there"),
 }
 
 #: Usage errors (unknown option, missing argument, a non-number where a number goes): exit 2.
@@ -266,9 +289,9 @@ def test_every_option_of_every_command_has_a_bad_value_case():
 
     tried: dict[str, set[str]] = {}
     for arguments, _ in BAD.values():
-        command = " ".join(arguments[:2]) if arguments[0] == "models" else arguments[0]
+        command = " ".join(arguments[:2]) if arguments[0] in ("models", "runs") else arguments[0]
         tried.setdefault(command, set()).update(a for a in arguments if a.startswith("-"))
-    aliases = {"-d": "--dataset", "-i": "--input", "-o": "--output", "-l": "--labels", "-m": "--model", "-n": "--workers"}
+    aliases = {"--no-mlflow": "--mlflow", "-d": "--dataset", "-i": "--input", "-o": "--output", "-l": "--labels", "-m": "--model", "-n": "--workers"}
     missing = []
     root = typer.main.get_command(app)
     for name, command in root.commands.items():

@@ -65,6 +65,10 @@ class ModelNotFoundError(IncasemError):
     """A model name, id or path does not resolve to a checkpoint."""
 
 
+class RunError(IncasemError):
+    """A training run folder, run id or run checkpoint is missing, damaged or ill-named."""
+
+
 class DownloadError(IncasemError):
     """A download failed or its content did not verify."""
 

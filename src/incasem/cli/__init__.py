@@ -14,6 +14,8 @@ from incasem.cli import equalize as _equalize  # noqa: F401,E402
 from incasem.cli import convert as _convert  # noqa: F401,E402
 from incasem.cli import masks as _masks  # noqa: F401,E402
 from incasem.cli import models as _models  # noqa: F401,E402
+from incasem.cli import runs as _runs  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 from incasem.cli import predict as _predict  # noqa: F401,E402
+from incasem.cli import train as _train  # noqa: F401,E402

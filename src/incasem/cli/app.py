@@ -65,7 +65,7 @@ def _interrupt_hint(args: list[str]) -> str:
     """The message for Ctrl-C: how to finish the job, where the command can resume."""
     name = next((a for a in args if not a.startswith("-")), "")
     sub = getattr(typer.main.get_command(app), "commands", {}).get(name)
-    if sub is not None and any("--resume" in getattr(p, "opts", ()) for p in sub.params):
+    if sub is not None and any("--resume" in getattr(p, "opts", ()) and getattr(p, "is_flag", False) for p in sub.params):
         return "incasem: interrupted: rerun the same command with --resume to finish it"
     return "incasem: interrupted"
 

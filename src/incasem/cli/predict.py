@@ -50,7 +50,7 @@ def _describe(output: PredictionOutput) -> str:
 @job_options()
 def predict(
     source: Path = typer.Argument(..., help="A data config JSON (one prediction per ROI) or a .zarr container."),
-    model: str = typer.Option(..., "--model", "-m", help="Checkpoint file, published model id (e.g. 1847) or training run id."),
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint file, published model id (e.g. 1847), imported model name, or training run: run:12 (its best checkpoint) or run:12@5000."),
     raw: str = typer.Option("volumes/raw_equalized_0.02", "--raw", help="Raw dataset, when SOURCE is a .zarr container."),
     roi_offset: str | None = typer.Option(None, "--roi-offset", help="Region start in voxels Z,Y,X (with a .zarr SOURCE)."),
     roi_shape: str | None = typer.Option(None, "--roi-shape", help="Region shape in voxels Z,Y,X (with a .zarr SOURCE)."),

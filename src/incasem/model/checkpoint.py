@@ -568,6 +568,19 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     return _metadata_from(_read(path), path)
 
 
+def read_optimizer_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The optimizer state saved with a checkpoint (to resume training), or ``None`` if it has none.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`load_checkpoint` for an unreadable file.
+    """
+    payload = _read(Path(path))
+    state = payload.get("optimizer_state_dict") if isinstance(payload, Mapping) else None
+    return state if isinstance(state, dict) else None
+
+
 def _metadata_from(payload: Mapping[str, Any], path: Path) -> ModelCard:
     """The metadata stored in a loaded incasem checkpoint, or ``CheckpointError``."""
     if not _is_incasem_payload(payload):

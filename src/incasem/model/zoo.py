@@ -16,7 +16,8 @@ the ``INCASEM_CACHE_DIR`` environment variable, ``$XDG_CACHE_HOME/incasem/models
 or ``~/.cache/incasem/models``.
 
 A model is named once: :func:`resolve_model` turns a checkpoint path, a published id
-(``"1847"``) or the name of an imported model into the checkpoint file to load.
+(``"1847"``), the name of an imported model or a training run (``"run:12"``,
+``"run:12@5000"``, see :mod:`incasem.runs`) into the checkpoint file to load.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
-from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError
+from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError, RunError
 from incasem.geometry import Triple
 from incasem.model.checkpoint import (
     ModelCard,
@@ -50,6 +51,7 @@ from incasem.model.checkpoint import (
     is_incasem_checkpoint,
 )
 from incasem.model.unet import standard_config
+from incasem.runs import resolve_run_checkpoint, runs_dir
 
 DEFAULT_BASE_URL = "https://asem-project.s3.amazonaws.com"
 """HTTPS address of the public S3 bucket that holds the published checkpoints."""
@@ -626,11 +628,28 @@ def _resolve_imported(name: str, root: Path) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-_RESOLVERS: tuple[Resolver, ...] = (_resolve_file, _resolve_published, _resolve_imported)
+RUN_PREFIX = "run:"
+"""Prefix of a model name that names a training run's checkpoint: ``run:12``, ``run:12@5000``."""
+
+
+def _resolve_run(name: str, root: Path) -> Path | None:
+    """``run:ID`` (the run's best checkpoint) or ``run:ID@ITERATION`` in the runs folder.
+
+    The runs folder is ``$INCASEM_RUNS_DIR`` or ``./runs`` (:func:`incasem.runs.runs_dir`);
+    ``root``, the models folder, plays no part.
+    """
+    if not name.startswith(RUN_PREFIX):
+        return None
+    try:
+        return resolve_run_checkpoint(name[len(RUN_PREFIX):], runs_dir(None))
+    except RunError as error:
+        raise ModelNotFoundError(str(error)) from None
+
+
+_RESOLVERS: tuple[Resolver, ...] = (_resolve_run, _resolve_file, _resolve_published, _resolve_imported)
 """How :func:`resolve_model` interprets a name, first match wins. Each resolver returns
 the checkpoint, ``None`` if the name is not of its kind, or raises ``ModelNotFoundError``
-if it is of its kind but unusable. Training run ids are the planned next kind: a
-resolver that maps a run id to the run's best checkpoint goes here once runs exist."""
+if it is of its kind but unusable. A name starting with ``run:`` always names a run."""
 
 
 def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -639,8 +658,10 @@ def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     Parameters
     ----------
     name : str or os.PathLike
-        A path to an incasem checkpoint, a published id (``"1847"``, fetched before) or
-        the name of an imported model.
+        A training run's checkpoint (``"run:12"``: the best of run 12, while none is
+        marked best its latest; ``"run:12@5000"``: that of iteration 5000; runs folder
+        ``$INCASEM_RUNS_DIR`` or ``./runs``), a path to an incasem checkpoint, a
+        published id (``"1847"``, fetched before) or the name of an imported model.
     cache_dir : str or os.PathLike, optional
         Models folder (see :func:`models_dir`).
 
@@ -652,8 +673,8 @@ def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str
     Raises
     ------
     ModelNotFoundError
-        If the path does not exist, the published model is not fetched, or the name
-        means nothing.
+        If the run or its checkpoint does not exist, the path does not exist, the
+        published model is not fetched, or the name means nothing.
     """
     text = os.fspath(name)
     root = models_dir(cache_dir)
@@ -662,6 +683,7 @@ def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         if path is not None:
             return path
     raise ModelNotFoundError(
-        f"model {text!r} is neither a checkpoint file, a published id ({', '.join(PUBLISHED_MODELS)}) "
-        f"nor an imported model in {root}: see `incasem models list`"
+        f"model {text!r} is neither a checkpoint file, a published id ({', '.join(PUBLISHED_MODELS)}), "
+        f"an imported model in {root} nor a training run (run:ID or run:ID@ITERATION): see "
+        "`incasem models list` and `incasem runs list`"
     )

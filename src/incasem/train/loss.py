@@ -19,7 +19,9 @@ from incasem.errors import InvalidValueError
 FRACTION_CLIP = (0.01, 0.99)
 
 
-def class_weights(targets: torch.Tensor, mask: torch.Tensor, num_classes: int) -> torch.Tensor:
+def class_weights(
+    targets: torch.Tensor, mask: torch.Tensor, num_classes: int, clip: tuple[float, float] = FRACTION_CLIP
+) -> torch.Tensor:
     """Per-sample class-balancing weights ``1 / (K * fraction)``.
 
     Parameters
@@ -30,6 +32,8 @@ def class_weights(targets: torch.Tensor, mask: torch.Tensor, num_classes: int) -
         Float weights (N, z, y, x), 1 inside the cell mask and 0 outside.
     num_classes : int
         K, the number of classes (background included).
+    clip : (float, float)
+        Range the class fractions are clipped to (config keys ``loss.clip_min/clip_max``).
 
     Returns
     -------
@@ -43,12 +47,15 @@ def class_weights(targets: torch.Tensor, mask: torch.Tensor, num_classes: int) -
     counts = torch.zeros(targets.shape[0], num_classes, dtype=mask.dtype, device=mask.device)
     counts.scatter_add_(1, flat_targets, flat_mask)
     totals = flat_mask.sum(dim=1, keepdim=True).clamp_min(1.0)
-    fractions = (counts / totals).clamp(*FRACTION_CLIP)
+    fractions = (counts / totals).clamp(*clip)
     return 1.0 / (num_classes * fractions)
 
 
 def balanced_masked_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    clip: tuple[float, float] = FRACTION_CLIP,
 ) -> torch.Tensor:
     """Cross entropy per voxel × mask × class-balancing weight, normalised by the weights.
 
@@ -61,6 +68,8 @@ def balanced_masked_cross_entropy(
     mask : torch.Tensor or None
         Cell mask (N, z, y, x), bool, integer or float (non-zero = inside); ``None``
         means everywhere inside.
+    clip : (float, float)
+        Class-fraction clip of :func:`class_weights`.
 
     Returns
     -------
@@ -79,7 +88,7 @@ def balanced_masked_cross_entropy(
     _check_shapes(logits, targets, mask)
     targets = targets.long()
     weight = torch.ones_like(targets, dtype=logits.dtype) if mask is None else (mask != 0).to(logits.dtype)
-    per_class = class_weights(targets, weight, logits.shape[1])
+    per_class = class_weights(targets, weight, logits.shape[1], clip)
     voxel_weights = per_class.gather(1, targets.reshape(targets.shape[0], -1)).reshape(targets.shape) * weight
     cross_entropy = F.cross_entropy(logits, targets, reduction="none")
     total = voxel_weights.sum()

@@ -1,0 +1,241 @@
+"""Training runs end to end on real FIB-SEM (Lucchi++): learning, resume, fine-tuning, bad input, torchrun."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from incasem.errors import ConfigError, IncasemError, RunError
+from incasem.io.volume import create_volume
+from incasem.model.checkpoint import load_checkpoint, read_card
+from incasem.runs import open_run
+from incasem.train import trainer as trainer_module
+from incasem.train.config import load_training_config
+from incasem.train.data import SampleStream, TrainingSamples
+from incasem.train.trainer import TrainOptions, resume_training, train
+from tests.conftest import LUCCHI, read_stack
+
+#: A crop of Lucchi++ rich in mitochondria: 105 × 256 × 320 voxels (z 60-165, y 128-384, x 160-480).
+REGION = (slice(60, 165), slice(128, 384), slice(160, 480))
+#: Training ROI: the first 60 sections; validation ROI: sections 70-105 (never trained on).
+TRAIN_ROI = ((0, 0, 0), (60, 256, 320))
+VAL_ROI = ((70, 0, 0), (35, 256, 320))
+
+#: A tiny network and short blocks: a few hundred iterations take seconds.
+TINY = [
+    "training.input_size_voxels=[44,44,44]",
+    "training.output_size_voxels=[26,26,26]",
+    "training.num_workers=0",
+    "training.seed=7",
+    "model.num_fmaps=4",
+    "model.downsample_factors=[[2,2,2]]",
+    "optimizer.lr=0.001",
+    "intervals.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory) -> Path:
+    """Folder with ``cell.zarr`` (raw, labels, metric mask) and ``train.json`` / ``val.json``."""
+    if not LUCCHI.is_dir():
+        pytest.skip(f"real data not found at {LUCCHI}")
+    folder = tmp_path_factory.mktemp("training")
+    raw = read_stack(LUCCHI / "image", *REGION)
+    mito = (read_stack(LUCCHI / "labels" / "mito", *REGION) != 0).astype(np.uint8)
+    from scipy import ndimage
+
+    boundary = ndimage.binary_dilation(mito, iterations=2) & ~ndimage.binary_erosion(mito, iterations=2)
+    for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito, "volumes/metric_masks/mito": (~boundary).astype(np.uint8) * 255}.items():
+        volume = create_volume(folder / "cell.zarr", name, array.shape, "uint8", (5, 5, 5), (0, 0, 0), chunks=(64, 128, 128))
+        volume.write(volume.roi, array)
+        volume.mark_complete()
+    for config_name, (offset, shape), extra in (
+        ("train.json", TRAIN_ROI, {}),
+        ("val.json", VAL_ROI, {"metric_masks": ["volumes/metric_masks/mito"]}),
+    ):
+        entry = {"file": "cell.zarr", "offset": list(offset), "shape": list(shape), "voxel_size": [5, 5, 5],
+                 "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}, **extra}
+        (folder / config_name).write_text(json.dumps({config_name.split(".")[0]: entry}))
+    return folder
+
+
+def options(tmp_path: Path, **changes) -> TrainOptions:
+    return TrainOptions(**{"device": "cpu", "runs_dir": tmp_path / "runs", "mlflow": False, **changes})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    model, _card = load_checkpoint(path)
+    return model.state_dict()
+
+
+def test_training_learns_mitochondria_on_held_out_data(cell, tmp_path):
+    """A few hundred iterations of a tiny U-Net: validation F1 on unseen sections far above the untrained net's."""
+    config = load_training_config(None, [*TINY, "training.iterations=300", "intervals.validate_every=100", "intervals.save_every=100", "intervals.snapshot_every=300"])
+    run = train(cell / "train.json", cell / "val.json", config, options=options(tmp_path))
+    record = run.record()
+    untrained = record["initial_validation"]["f1"] or 0.0
+    best = record["best"]
+    assert record["status"] == "finished" and record["iteration"] == 300
+    assert best["scores"]["f1"] > untrained + 0.25, (untrained, best)
+    card = read_card(run.path / best["file"])
+    assert card.iteration == best["iteration"] and card.validation_scores["f1"] == best["scores"]["f1"]
+    assert card.voxel_size_nm == (5, 5, 5) and card.class_names == ("background", "mito")
+    assert (run.snapshots_dir / "iteration_0000300_train.png").is_file()
+    lines = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert [l["iteration"] for l in lines if l["split"] == "train"] == list(range(1, 301))
+    assert all(0 <= l["data_wait_fraction"] <= 1 for l in lines if l["split"] == "train")
+
+
+def test_killed_run_resumes_to_the_same_weights(cell, tmp_path, monkeypatch):
+    """Ctrl-C saves a checkpoint; resuming replays the same data stream and optimizer state."""
+    config = load_training_config(None, [*TINY, "training.iterations=6", "intervals.save_every=3", "training.batch_size=2"])
+    straight = train(cell / "train.json", None, config, options=options(tmp_path / "a"))
+
+    original_step = trainer_module._Trainer._step
+    calls = []
+
+    def interrupted_step(self, batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(trainer_module._Trainer, "_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cell / "train.json", None, config, options=options(tmp_path / "b"))
+    monkeypatch.setattr(trainer_module._Trainer, "_step", original_step)
+    killed = open_run(tmp_path / "b" / "runs", 1)
+    assert killed.record()["status"] == "interrupted"
+    assert [c["iteration"] for c in killed.record()["checkpoints"]] == [3, 4]  # save_every and the Ctrl-C save
+
+    resumed = resume_training(1, options=options(tmp_path / "b"))
+    assert resumed.record()["status"] == "finished"
+    a, b = weights(straight.checkpoint_path(6)), weights(resumed.checkpoint_path(6))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    iterations = [json.loads(l)["iteration"] for l in resumed.metrics_path.read_text().splitlines()]
+    assert iterations == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_a_changed_recipe_but_may_train_longer(cell, tmp_path):
+    config = load_training_config(None, [*TINY, "training.iterations=2"])
+    run = train(cell / "train.json", None, config, options=options(tmp_path))
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        resume_training(run.id, load_training_config(None, [*TINY, "training.iterations=4", "optimizer.lr=0.01"]), options=options(tmp_path))
+    with pytest.raises(RunError, match="already trained 2 of 2"):
+        resume_training(run.id, options=options(tmp_path))
+    longer = resume_training(run.id, load_training_config(None, [*TINY, "training.iterations=4"]), options=options(tmp_path))
+    assert longer.record()["iteration"] == 4 and load_training_config(longer.config_path).training.iterations == 4
+
+
+def test_fine_tuning_takes_the_models_architecture_and_refuses_a_mismatch(cell, tmp_path):
+    config = load_training_config(None, [*TINY, "training.iterations=2"])
+    base = train(cell / "train.json", None, config, options=options(tmp_path))
+    # the recipe's model section is ignored: the architecture comes from the checkpoint
+    wide = load_training_config(None, [*TINY, "training.iterations=2", "model.num_fmaps=16"])
+    tuned = train(cell / "train.json", None, wide, start_from=str(base.checkpoint_path(2)), options=options(tmp_path))
+    assert load_checkpoint(tuned.checkpoint_path(2))[0].config == load_checkpoint(base.checkpoint_path(2))[0].config
+    with pytest.raises(ConfigError, match="data.voxel_size"):
+        train(cell / "train.json", None, load_training_config(None, [*TINY, "data.voxel_size=[4,4,4]"]),
+              start_from=str(base.checkpoint_path(2)), options=options(tmp_path))
+    with pytest.raises(ConfigError, match="data.num_classes"):
+        train(cell / "train.json", None, load_training_config(None, [*TINY, "data.num_classes=3"]),
+              start_from=str(base.checkpoint_path(2)), options=options(tmp_path))
+
+
+def write_entry(folder: Path, name: str, **changes) -> Path:
+    entry = {"file": "cell.zarr", "offset": [0, 0, 0], "shape": [60, 256, 320], "voxel_size": [5, 5, 5],
+             "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}, **changes}
+    path = folder / name
+    path.write_text(json.dumps({"roi": {k: v for k, v in entry.items() if v is not None}}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "overrides", "message"),
+    [
+        ({"labels": {"volumes/labels/mito": 1, "volumes/metric_masks/mito": 2}}, [], "class id 2, but the model has 2 classes"),
+        ({"labels": None}, [], "has no 'labels'"),
+        ({"shape": [20, 256, 320]}, [], "smaller than the training output block"),
+        ({}, ["training.input_size_voxels=[45,45,45]", "training.output_size_voxels=[27,27,27]"], "[45, 45, 45] is not a valid input of the network: use [46, 46, 46]"),
+        ({}, ["training.output_size_voxels=[20,20,20]"], "output_size_voxels' must be [26, 26, 26]"),
+        ({"voxel_size": [5, 5, 6]}, [], "voxel"),
+    ],
+    ids=["class id out of range", "no labels", "ROI smaller than output", "invalid input size", "wrong output size", "voxel size"],
+)
+def test_bad_training_data_is_refused_before_a_run_exists(cell, tmp_path, changes, overrides, message):
+    path = write_entry(cell, f"bad_{tmp_path.name}.json", **changes)
+    with pytest.raises(IncasemError, match=re.escape(message)):
+        train(path, None, load_training_config(None, [*TINY, *overrides]), options=options(tmp_path))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_foreground_anywhere_stops_with_a_message(cell, tmp_path):
+    empty = create_volume(cell / "cell.zarr", "volumes/labels/none", (105, 256, 320), "uint8", (5, 5, 5), (0, 0, 0), chunks=(64, 128, 128))
+    empty.mark_complete()
+    path = write_entry(cell, "none.json", labels={"volumes/labels/none": 1})
+    with pytest.raises(ConfigError, match="no labels dataset has any foreground"):
+        train(path, None, load_training_config(None, TINY), options=options(tmp_path))
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(cell, tmp_path, monkeypatch):
+    config = load_training_config(None, [*TINY, "training.iterations=4", "intervals.save_every=2"])
+    real_save = trainer_module.save_checkpoint
+
+    def save(path, *args, **kwargs):
+        if "0000004" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    with pytest.raises(RunError, match=r"No space left on device.*previous checkpoint .*iteration_0000002.pt\) is intact.*--resume 1"):
+        train(cell / "train.json", None, config, options=options(tmp_path))
+    run = open_run(tmp_path / "runs", 1)
+    assert run.record()["status"] == "failed"
+    load_checkpoint(run.checkpoint_path(2))  # still valid
+    assert not run.checkpoint_path(4).exists()
+
+
+def test_the_data_stream_does_not_depend_on_the_number_of_loader_processes(cell):
+    config = load_training_config(None, TINY)
+    from incasem.io.data_config import load_data_config
+
+    samples = TrainingSamples(load_data_config(cell / "train.json"), config.augment_config(), (44, 44, 44), (26, 26, 26), config.sampler_kwargs(), 3, augment_here=True)
+    batches = []
+    for workers in (0, 2):
+        stream = SampleStream(samples, torch.device("cpu"), batch_size=2, start_iteration=5, num_workers=workers)
+        batches.append([stream.next_batch() for _ in range(2)])
+        stream.close()
+    for first, second in zip(*batches):
+        assert first["index"].tolist() == second["index"].tolist()
+        assert torch.equal(first["labels"], second["labels"]) and torch.equal(first["mask"], second["mask"])
+        torch.testing.assert_close(first["raw"], second["raw"], rtol=0, atol=1e-6)  # interpolation: thread count may change the last bit
+    assert batches[0][0]["index"].tolist() == [10, 11]
+
+
+def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(cell, tmp_path):
+    """DDP on gloo: 2 processes × batch 1 give the weights of 1 process × batch 2."""
+    overrides = [*TINY, "training.iterations=3", "training.batch_size=2"]
+    common = ["train", "--train-data", str(cell / "train.json"), "--device", "cpu", "--precision", "fp32", "--no-mlflow", "-q", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "incasem", *common, "--runs-dir", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "incasem", *common, "--runs-dir", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "two").iterdir() if p.is_dir()] == ["1"]  # one run folder, written by rank 0
+    a = weights(tmp_path / "one" / "1" / "checkpoints" / "iteration_0000003.pt")
+    b = weights(tmp_path / "two" / "1" / "checkpoints" / "iteration_0000003.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
