@@ -130,10 +130,10 @@ def test_resume_refuses_a_changed_recipe_but_may_train_longer(cell, tmp_path):
     config = load_training_config(None, [*TINY, "training.iterations=2"])
     run = train(cell / "train.json", None, config, options=options(tmp_path))
     with pytest.raises(ConfigError, match="optimizer.lr"):
-        resume_training(run.id, load_training_config(None, [*TINY, "training.iterations=4", "optimizer.lr=0.01"]), options=options(tmp_path))
+        resume_training(run.id, ["training.iterations=4", "optimizer.lr=0.01"], options=options(tmp_path))
     with pytest.raises(RunError, match="already trained 2 of 2"):
         resume_training(run.id, options=options(tmp_path))
-    longer = resume_training(run.id, load_training_config(None, [*TINY, "training.iterations=4"]), options=options(tmp_path))
+    longer = resume_training(run.id, ["training.iterations=4"], options=options(tmp_path))
     assert longer.record()["iteration"] == 4 and load_training_config(longer.config_path).training.iterations == 4
 
 
@@ -205,18 +205,24 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(cell, tmp_path, 
     assert not run.checkpoint_path(4).exists()
 
 
-def test_the_data_stream_does_not_depend_on_the_number_of_loader_processes(cell):
+def test_the_data_stream_does_not_depend_on_loader_processes_or_where_augmentation_runs(cell):
+    """Workers or not, augmentation in the loader (CPU) or after the transfer (the GPU path): the same samples."""
     config = load_training_config(None, TINY)
     from incasem.io.data_config import load_data_config
 
-    samples = TrainingSamples(load_data_config(cell / "train.json"), config.augment_config(), (44, 44, 44), (26, 26, 26), config.sampler_kwargs(), 3, augment_here=True)
+    def samples(augment_here: bool) -> TrainingSamples:
+        return TrainingSamples(load_data_config(cell / "train.json"), config.augment_config(), (44, 44, 44), (26, 26, 26), config.sampler_kwargs(), 3, augment_here=augment_here)
+
     batches = []
-    for workers in (0, 2):
-        stream = SampleStream(samples, torch.device("cpu"), batch_size=2, start_iteration=5, num_workers=workers)
+    for workers, augment_here in ((0, True), (2, True), (1, False)):
+        stream = SampleStream(samples(augment_here), torch.device("cpu"), batch_size=2, start_iteration=5, num_workers=workers)
         batches.append([stream.next_batch() for _ in range(2)])
         stream.close()
-    for first, second in zip(*batches):
-        assert first["index"].tolist() == second["index"].tolist()
+    for first, second, third in zip(*batches):
+        assert first["index"].tolist() == second["index"].tolist() == third["index"].tolist()
+        assert third["raw"].shape == (2, 1, 44, 44, 44) and third["labels"].shape == (2, 26, 26, 26)
+        torch.testing.assert_close(first["raw"], third["raw"], rtol=0, atol=1e-6)
+        assert torch.equal(first["labels"], third["labels"])
         assert torch.equal(first["labels"], second["labels"]) and torch.equal(first["mask"], second["mask"])
         torch.testing.assert_close(first["raw"], second["raw"], rtol=0, atol=1e-6)  # interpolation: thread count may change the last bit
     assert batches[0][0]["index"].tolist() == [10, 11]

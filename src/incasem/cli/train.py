@@ -27,7 +27,7 @@ def train_command(
     overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...", help="Config overrides, e.g. training.iterations=5000 optimizer.lr=1e-4."),
     train_data: Path | None = typer.Option(None, "--train-data", help="Data config JSON of the training ROIs (raw, labels, optional mask)."),
     val_data: Path | None = typer.Option(None, "--val-data", help="Data config JSON of the validation ROIs (scored every intervals.validate_every iterations; the best checkpoint is kept)."),
-    config: Path | None = typer.Option(None, "--config", help="Training config YAML/JSON (keys of the original's config_training.yaml; see incasem.train.config)."),
+    config: Path | None = typer.Option(None, "--config", help="Training config YAML/JSON (keys of the original's config_training.yaml; see incasem.train.config), or a shipped one: standard, anisotropic (~50 nm sections at ~5 nm)."),
     start_from: str | None = typer.Option(None, "--start-from", help="Fine-tune this model: checkpoint file, published id (e.g. 1847) or run:ID. Its architecture, voxel size and classes are used."),
     resume: int | None = typer.Option(None, "--resume", help="Continue the stopped run with this id from its latest checkpoint (optimizer and data stream included)."),
     runs_dir: Path | None = typer.Option(None, "--runs-dir", help="Folder of the run folders (default: $INCASEM_RUNS_DIR or ./runs)."),
@@ -47,8 +47,11 @@ def train_command(
     nodes: start the same command with `torchrun --nproc_per_node N -m incasem train ...`.
     """
     overrides = overrides or []
-    if resume is not None and (train_data is not None or val_data is not None or start_from is not None):
-        raise typer.BadParameter("--resume continues a run with its own data and model: drop --train-data, --val-data and --start-from")
+    if resume is not None and (train_data is not None or val_data is not None or start_from is not None or config is not None):
+        raise typer.BadParameter(
+            "--resume continues a run with its own data, model and config: drop --train-data, --val-data, --start-from "
+            "and --config (change training.iterations with key=value)"
+        )
     if resume is None and train_data is None:
         raise typer.BadParameter("give --train-data TRAIN.json (and --val-data VAL.json), or --resume RUN")
     options = TrainOptions(
@@ -58,8 +61,7 @@ def train_command(
     )
     command = ["incasem", *sys.argv[1:]] if sys.argv[1:2] == ["train"] else ["incasem", "train"]
     if resume is not None:
-        changed = load_training_config(config, overrides) if config is not None or overrides else None
-        run = resume_training(resume, changed, options=options, command=command)
+        run = resume_training(resume, overrides, options=options, command=command)
     else:
         run = train(train_data, val_data, load_training_config(config, overrides), start_from=start_from, options=options, command=command)
     if run is not None:

@@ -85,6 +85,7 @@ __all__ = [
     "IntervalsSection",
     "load_training_config",
     "dotted_keys",
+    "shipped_configs",
 ]
 
 _Int = Annotated[int, Field(strict=True)]
@@ -271,7 +272,10 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"training config {path} does not exist: give the path of a .yaml or .json file")
+        raise ConfigError(
+            f"training config {path} does not exist: give the path of a .yaml or .json file "
+            f"or a shipped config ({', '.join(shipped_configs())})"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -348,13 +352,31 @@ def _parse_override(override: str) -> tuple[str, Any]:
     return key, value
 
 
+#: Folder of the configs shipped with incasem, usable by name (``--config anisotropic``).
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> tuple[str, ...]:
+    """Names of the shipped training configs (``standard``, ``anisotropic``)."""
+    return tuple(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
+
+
+def _config_file(path: str | Path) -> Path:
+    """``path`` itself, or the shipped config of that name when no such file exists."""
+    given = Path(path).expanduser().absolute()
+    if not given.exists() and str(path) in shipped_configs():
+        return SHIPPED_CONFIGS / f"{path}.yaml"
+    return given
+
+
 def load_training_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainingConfig:
     """Read a training config file, apply ``key=value`` overrides and validate the result.
 
     Parameters
     ----------
     path
-        A YAML (or ``.json``) file of nested sections, or ``None`` for the defaults.
+        A YAML (or ``.json``) file of nested sections, the name of a shipped config
+        (:func:`shipped_configs`), or ``None`` for the defaults.
     overrides
         ``section.key=value`` strings, applied in order after the file; the value is
         parsed as YAML (``1e-4``, ``[132, 132, 132]``, ``null``).
@@ -366,8 +388,9 @@ def load_training_config(path: str | Path | None, overrides: Sequence[str] = ())
         for a missing or unreadable file, invalid YAML/JSON, an unknown key (with the
         nearest valid key), a wrong type or range, or inconsistent values.
     """
-    source = "defaults" if path is None else str(Path(path).expanduser().absolute())
-    data: dict[str, Any] = {} if path is None else _read(Path(path).expanduser().absolute())
+    file = None if path is None else _config_file(path)
+    source = "defaults" if file is None else str(file)
+    data: dict[str, Any] = {} if file is None else _read(file)
     if isinstance(overrides, str):
         overrides = [overrides]
     origin: dict[str, str] = {}  # dotted key -> the override that set it

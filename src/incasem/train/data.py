@@ -31,7 +31,7 @@ from incasem.model.unet import normalize_raw
 from incasem.train.augment import AugmentConfig, augment, source_shape
 from incasem.train.sampling import TrainingSampler
 
-__all__ = ["TrainingSamples", "SampleStream", "augment_on_device", "sample_generators", "batch_indices"]
+__all__ = ["TrainingSamples", "SampleStream", "augment_on_device", "sample_generators", "batch_indices", "loader_processes"]
 
 
 def sample_generators(seed: int, index: int, device: torch.device | str = "cpu") -> tuple[np.random.Generator, torch.Generator]:
@@ -162,6 +162,17 @@ class TrainingSamples(Dataset):
         return item
 
 
+def loader_processes(num_workers: int, device: torch.device) -> int:
+    """Loader processes to start: at most ``num_workers``; on the CPU at most one per 8 cores.
+
+    On the CPU the model and the loaders share the cores, and one iteration of the
+    standard network takes seconds while a sample takes a fraction of that, so few
+    loaders keep the model fed (the benchmark measures the wait) without taking its cores.
+    """
+    cpus = os.cpu_count() or 1
+    return min(num_workers, cpus if device.type != "cpu" else max(1, cpus // 8))
+
+
 class _Indices(torch.utils.data.Sampler):
     """The sample indices of a run from ``start_iteration`` on (endless), for one rank."""
 
@@ -189,7 +200,7 @@ class SampleStream:
     start_iteration : int
         First iteration (0 for a new run).
     num_workers : int
-        Loader processes (0: read in this process); capped at the number of CPUs.
+        Loader processes (0: read in this process); capped by :func:`loader_processes`.
     rank, world_size : int
         This process's share of each global batch (``torchrun``).
     """
@@ -206,7 +217,7 @@ class SampleStream:
     ) -> None:
         self.samples = samples
         self.device = device
-        workers = min(num_workers, os.cpu_count() or 1)
+        workers = loader_processes(num_workers, device)
         self.loader = DataLoader(
             samples,
             batch_size=batch_size // world_size,

@@ -465,22 +465,18 @@ def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = 
             yield f"{prefix}{key}"
 
 
-def _resumed_config(run: RunFolder, config: TrainingConfig | None) -> TrainingConfig:
+def _resumed_config(run: RunFolder, overrides: Sequence[str]) -> TrainingConfig:
+    """The run's stored config with ``overrides`` applied; only :data:`RESUMABLE_KEYS` may change."""
     stored = load_training_config(run.config_path)
-    if config is None:
-        return stored
-    new = config.to_dict()
-    new["training"]["seed"] = stored.training.seed if config.training.seed is None else config.training.seed
-    new["data"] = stored.to_dict()["data"] if "voxel_size" not in config.data.model_fields_set else new["data"]
-    for key in _changed_keys(stored.to_dict(), new):
+    changed = load_training_config(run.config_path, overrides)
+    for key in _changed_keys(stored.to_dict(), changed.to_dict()):
         if not key.startswith(RESUMABLE_KEYS):
-            old_value = _value(stored.to_dict(), key)
             raise ConfigError(
-                f"key '{key}' differs from run {run.id}'s config ({old_value} there): a resumed run keeps its recipe "
-                f"(only {', '.join(RESUMABLE_KEYS)} may change); to train with the new value start a new run with "
-                f"--start-from run:{run.id}"
+                f"key '{key}' differs from run {run.id}'s config ({_value(stored.to_dict(), key)} there): a resumed run "
+                f"keeps its recipe (only {', '.join(RESUMABLE_KEYS)} may change); to train with the new value start a "
+                f"new run with --start-from run:{run.id}"
             )
-    return TrainingConfig.model_validate(new)
+    return changed
 
 
 def _value(data: Mapping[str, Any], dotted: str) -> Any:
@@ -491,7 +487,7 @@ def _value(data: Mapping[str, Any], dotted: str) -> Any:
 
 def resume_training(
     run_id: int | str,
-    config: TrainingConfig | None = None,
+    overrides: Sequence[str] = (),
     *,
     options: TrainOptions = TrainOptions(),
     command: Sequence[str] = (),
@@ -502,8 +498,8 @@ def resume_training(
     ----------
     run_id : int or str
         The run's id in ``options.runs_dir``.
-    config : TrainingConfig, optional
-        A changed config: only :data:`RESUMABLE_KEYS` may differ from the run's (e.g.
+    overrides : sequence of str
+        ``key=value`` changes to the run's config: only :data:`RESUMABLE_KEYS` (e.g.
         more ``training.iterations``); anything else is refused.
     options, command
         As for :func:`train` (``data_root`` is ignored: the run knows its data).
@@ -511,15 +507,14 @@ def resume_training(
     Raises
     ------
     RunError
-        If the run does not exist, is still marked running by a live process... or has
-        already reached its iterations.
+        If the run does not exist or has already reached its iterations.
     ConfigError
         If ``config`` changes the recipe.
     """
     _check_options(options)
     run = open_run(options.runs_dir, run_id)
     record = run.record()
-    config = _resumed_config(run, config)
+    config = _resumed_config(run, overrides)
     checkpoints = record.get("checkpoints") or []
     iteration = checkpoints[-1]["iteration"] if checkpoints else 0
     if iteration >= config.training.iterations:

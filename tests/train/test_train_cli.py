@@ -1,0 +1,68 @@
+"""The command line of training, end to end on real FIB-SEM: train, follow, Ctrl-C, resume, predict by run id."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from incasem.cli.app import main
+from incasem.model.checkpoint import checkpoint_sha256
+from incasem.runs import RUNS_DIR_ENV, open_run
+from tests.train.test_trainer import TINY, cell  # noqa: F401 - the fixture
+
+
+def test_train_then_follow_and_predict_by_run_id(cell, tmp_path, capsys, monkeypatch):  # noqa: F811
+    runs = tmp_path / "runs"
+    status = main(["train", "--train-data", str(cell / "train.json"), "--val-data", str(cell / "val.json"),
+                   "--runs-dir", str(runs), "--device", "cpu", "--no-mlflow", "-q", *TINY,
+                   "training.iterations=4", "intervals.validate_every=2", "intervals.save_every=2"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "iteration 2: validation F1" in err and "run 1 finished" in err and "--model run:1" in err
+    assert sorted(p.name for p in (runs / "1" / "checkpoints").iterdir()) == ["iteration_0000002.pt", "iteration_0000004.pt"]
+    assert list((runs / "1" / "tensorboard").iterdir())  # event files
+
+    assert main(["runs", "list", "--runs-dir", str(runs)]) == 0
+    listed = capsys.readouterr().out
+    assert "finished" in listed and "4/4" in listed
+    assert main(["runs", "show", "1", "--runs-dir", str(runs)]) == 0
+    assert "iteration_0000004.pt" in capsys.readouterr().out
+
+    monkeypatch.setenv(RUNS_DIR_ENV, str(runs))
+    best = open_run(runs, 1).record()["best"]
+    status = main(["predict", str(cell / "val.json"), "--model", "run:1", "--device", "cpu", "-q"])
+    out = capsys.readouterr().out
+    assert status == 0 and "F1" in out
+    segmentations = (cell / "cell.zarr" / "volumes" / "predictions").rglob("segmentation/.zattrs")
+    used = {json.loads(p.read_text())["incasem_provenance"]["checkpoint_sha256"] for p in segmentations}
+    assert checkpoint_sha256(runs / "1" / best["file"]) in used  # the best checkpoint, found by run id
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(cell, tmp_path):  # noqa: F811
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "incasem", "train", "--train-data", str(cell / "train.json"), "--runs-dir", str(runs),
+               "--device", "cpu", "--no-mlflow", "-q", *TINY, "training.iterations=100000", "intervals.save_every=100000"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = runs / "1" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    run = open_run(runs, 1)
+    record = run.record()
+    saved = record["checkpoints"][-1]["iteration"]
+    assert record["status"] == "interrupted" and saved >= 3
+    assert f"interrupted at iteration {saved}" in err and "incasem train --resume 1" in err
+    assert "Traceback" not in err
+
+    status = main(["train", "--resume", "1", "--runs-dir", str(runs), "--device", "cpu", "--no-mlflow", "-q",
+                   f"training.iterations={saved + 2}"])
+    assert status == 0
+    record = run.record()
+    assert record["status"] == "finished" and record["iteration"] == saved + 2
