@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100, help="validate every N iterations")
     parser.add_argument("--folder", type=Path, default=Path("learning_curves"))
     parser.add_argument("overrides", nargs="*", help="training config overrides key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     from incasem.io.data_config import load_data_config
     from incasem.model.checkpoint import load_checkpoint

@@ -31,7 +31,6 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from typing import Any
 import yaml
 
 from incasem.errors import ConfigError, InputFileError, RunError
+from incasem.files import atomic_write_text, configured_folder
 
 DEFAULT_RUNS_DIR = "runs"
 """The runs folder when neither ``--runs-dir`` nor ``INCASEM_RUNS_DIR`` is given (relative to the current directory)."""
@@ -69,15 +69,7 @@ def runs_dir(path: str | os.PathLike[str] | None = None) -> Path:
     RunError
         If that path exists and is not a folder.
     """
-    if path is not None:
-        root = Path(path).expanduser()
-    elif os.environ.get(RUNS_DIR_ENV):
-        root = Path(os.environ[RUNS_DIR_ENV]).expanduser()
-    else:
-        root = Path(DEFAULT_RUNS_DIR)
-    if root.exists() and not root.is_dir():
-        raise RunError(f"runs folder {root} is a file, not a folder: give a folder with --runs-dir or ${RUNS_DIR_ENV}")
-    return root
+    return configured_folder(path, RUNS_DIR_ENV, Path(DEFAULT_RUNS_DIR), "runs folder", "--runs-dir", RunError)
 
 
 def _list_hint(root: Path) -> str:
@@ -85,38 +77,6 @@ def _list_hint(root: Path) -> str:
 
 
 # ---------------------------------------------------------------------- files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically.
-
-    Into a temporary file in the same folder, fsync, rename over ``path``: readers see
-    the old or the new content, never a part. The file gets the usual permissions.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        Destination file; its folder must exist.
-    text : str
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -24,15 +24,15 @@ import numbers
 import os
 import pickle
 import reprlib
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 from incasem.errors import CheckpointError
+from incasem.files import atomic_write
 from incasem.model.unet import INPUT_NORMALIZATION, UNet, UNetConfig
 
 CHECKPOINT_FORMAT = "incasem-checkpoint"
@@ -642,52 +642,6 @@ def save_checkpoint(
     if optimizer is not None:
         payload["optimizer_state_dict"] = optimizer.state_dict()
     return atomic_write(Path(path), lambda stream: torch.save(payload, stream))
-
-
-def _default_file_mode() -> int:
-    """Permissions of a newly created file: ``0o666`` less the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file atomically: into a temporary file next to it, fsync, rename over it.
-
-    Readers never see a partial file, a failure leaves ``path`` as it was and no
-    temporary file behind. The file gets the usual permissions (``0o666`` less the
-    umask), not the ``0o600`` of a temporary file. Missing parent folders are created.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        Destination file.
-    write : callable
-        Called with the open binary stream; writes the content.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, _default_file_mode())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def import_published_checkpoint(

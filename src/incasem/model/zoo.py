@@ -41,11 +41,11 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError, RunError
+from incasem.files import atomic_write, configured_folder
 from incasem.geometry import Triple
 from incasem.model.checkpoint import (
     ModelCard,
     VoxelSize,
-    atomic_write,
     checkpoint_sha256,
     import_published_checkpoint,
     is_incasem_checkpoint,
@@ -186,15 +186,8 @@ def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     ConfigError
         If that path exists and is not a folder.
     """
-    if cache_dir is not None:
-        root = Path(cache_dir).expanduser()
-    elif os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV]).expanduser()
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "incasem" / "models"
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"models folder {root} is a file, not a folder: give a folder with --cache-dir or ${CACHE_ENV}")
-    return root
+    default = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "incasem" / "models"
+    return configured_folder(cache_dir, CACHE_ENV, default, "models folder", "--cache-dir", ConfigError)
 
 
 def _read_index(root: Path) -> dict[str, dict[str, Any]]:

@@ -32,7 +32,8 @@ import numpy as np
 import yaml
 
 from incasem.errors import ConfigError, InvalidValueError, RunError
-from incasem.runs import RunFolder, atomic_write_text
+from incasem.files import atomic_write_text
+from incasem.runs import RunFolder
 
 EXPERIMENT = "incasem"
 """Name of the MLflow experiment that all runs are logged to."""
