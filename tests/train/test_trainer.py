@@ -89,7 +89,8 @@ def test_training_learns_mitochondria_on_held_out_data(cell, tmp_path):
     card = read_card(run.path / best["file"])
     assert card.iteration == best["iteration"] and card.validation_scores["f1"] == best["scores"]["f1"]
     assert card.voxel_size_nm == (5, 5, 5) and card.class_names == ("background", "mito")
-    assert (run.snapshots_dir / "iteration_0000300_train.png").is_file()
+    for name in ("iteration_0000300_train", "iteration_0000300_validation", "iteration_0000000_validation"):
+        assert (run.snapshots_dir / f"{name}.png").is_file() and (run.snapshots_dir / f"{name}.zarr").is_dir()
     lines = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     assert [l["iteration"] for l in lines if l["split"] == "train"] == list(range(1, 301))
     assert all(0 <= l["data_wait_fraction"] <= 1 for l in lines if l["split"] == "train")
@@ -245,3 +246,20 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(cel
     b = weights(tmp_path / "two" / "1" / "checkpoints" / "iteration_0000003.pt")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_fine_tuning_the_bundled_demo_model(cell, tmp_path):
+    """--start-from a shipped checkpoint: its weights are the starting point (validated at iteration 0)."""
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo_model_mito_5nm.pt"
+    config = load_training_config(None, [
+        "training.iterations=2", "training.num_workers=0", "training.seed=3", "intervals.validate_every=2",
+        "training.input_size_voxels=[108,108,108]", "training.output_size_voxels=[14,14,14]", "reject.min_masked=0",
+    ])
+    run = train(cell / "train.json", cell / "val.json", config, start_from=str(demo), options=options(tmp_path))
+    demo_model, demo_card = load_checkpoint(demo)
+    tuned_model, tuned_card = load_checkpoint(run.checkpoint_path(2))
+    assert tuned_model.config == demo_model.config and tuned_card.class_names == demo_card.class_names
+    assert tuned_card.source == f"fine-tuned from {demo_card.source}" and tuned_card.organelle == "mito"
+    assert run.record()["initial_validation"]["f1"] > 0.3  # the demo model already finds mitochondria
+    changed = [k for k, v in tuned_model.state_dict().items() if not torch.equal(v, demo_model.state_dict()[k])]
+    assert changed  # and training moved its weights

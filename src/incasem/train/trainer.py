@@ -265,6 +265,11 @@ class _Trainer:
             result = validate(self.model, self.val_config, self.card.class_names, device=self.device, precision=self.precision)
             self.model.train()
             self.tracker.log_validation(iteration, result.per_roi, result.summary)
+            if result.example is not None and iteration % self.config.intervals.snapshot_every == 0:
+                example = result.example
+                name = f"iteration_{iteration:07d}_validation"
+                picture = write_snapshot(self.run.snapshots_dir, name, example.raw, example.labels, example.probability)
+                self.tracker.log_image("snapshot/validation", iteration, picture)
             improved = self._record_validation(iteration, result)
         self.dist.barrier()
         return bool(self.dist.broadcast(improved))

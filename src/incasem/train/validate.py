@@ -25,7 +25,7 @@ from incasem.model.unet import UNet
 from incasem.predict.core import Precision, predict_array
 from incasem.train.loss import balanced_masked_cross_entropy
 
-__all__ = ["VALIDATION_TILE", "RoiScores", "ValidationResult", "validate"]
+__all__ = ["VALIDATION_TILE", "EXAMPLE_SHAPE", "Example", "RoiScores", "ValidationResult", "validate"]
 
 #: Largest region (voxels) of a validation ROI predicted at once.
 VALIDATION_TILE = (256, 256, 256)
@@ -60,12 +60,22 @@ class RoiScores:
         return result
 
 
+@dataclass(frozen=True)
+class Example:
+    """A validation block for a snapshot: raw (uint8), labels (class ids), organelle probability."""
+
+    raw: np.ndarray
+    labels: np.ndarray
+    probability: np.ndarray
+
+
 @dataclass
 class ValidationResult:
-    """Scores of every validation ROI and of all of them together."""
+    """Scores of every validation ROI and of all of them together, and an example block."""
 
     per_roi: dict[str, dict[str, float | None]]
     summary: dict[str, float | None] = field(default_factory=dict)
+    example: Example | None = None
 
     @property
     def f1(self) -> float | None:
@@ -77,9 +87,20 @@ def _defined(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+#: Largest example block kept for a snapshot (voxels per axis, centred in the first tile).
+EXAMPLE_SHAPE = (64, 128, 128)
+
+
+def _example(raw: np.ndarray, target: np.ndarray, probabilities: np.ndarray, context: tuple[int, int, int]) -> Example:
+    shape = tuple(min(e, t) for e, t in zip(EXAMPLE_SHAPE, target.shape))
+    window = tuple(slice((t - n) // 2, (t - n) // 2 + n) for t, n in zip(target.shape, shape))
+    raw_window = tuple(slice(w.start + c, w.stop + c) for w, c in zip(window, context))
+    return Example(raw[raw_window].copy(), target[window].copy(), probabilities[(slice(1, None), *window)].sum(axis=0))
+
+
 def _score_tile(
     model: UNet, entry: RoiEntry, tile: Roi, class_ids: tuple[int, ...], device: torch.device, precision: Precision
-) -> RoiScores:
+) -> tuple[RoiScores, Example]:
     context = model.config.context
     raw = open_volume(entry.container, entry.raw).read(tile.grow(context), padding="reflect")
     probabilities = predict_array(
@@ -99,7 +120,7 @@ def _score_tile(
         log_probabilities, torch.from_numpy(target.astype(np.int64))[None], torch.from_numpy(inside)[None]
     )
     voxels = int(inside.sum())
-    return RoiScores(counts, float(loss) * voxels, voxels)
+    return RoiScores(counts, float(loss) * voxels, voxels), _example(raw, target, probabilities, context)
 
 
 def validate(
@@ -126,21 +147,25 @@ def validate(
     Returns
     -------
     ValidationResult
-        Scores per ROI (data config entry) and summed over all ROIs.
+        Scores per ROI (data config entry) and summed over all ROIs, and the centre of
+        the first tile as an example block (:data:`EXAMPLE_SHAPE` at most).
     """
     names = dict(enumerate(class_names))
     per_roi: dict[str, dict[str, float | None]] = {}
     total: RoiScores | None = None
+    example: Example | None = None
     for entry in data_config:
         class_ids = tuple(sorted({label.class_id for label in entry.labels})) or tuple(range(1, len(class_names)))
         roi_scores = RoiScores({c: ConfusionCounts() for c in class_ids})
         for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
-            _add(roi_scores, _score_tile(model, entry, tile, class_ids, device, precision))
+            scores, tile_example = _score_tile(model, entry, tile, class_ids, device, precision)
+            example = example or tile_example
+            _add(roi_scores, scores)
         per_roi[entry.name] = roi_scores.scores(names)
         if total is None:
             total = RoiScores({c: ConfusionCounts() for c in range(1, len(class_names))})
         _add(total, roi_scores)
-    return ValidationResult(per_roi, total.scores(names) if total is not None else {})
+    return ValidationResult(per_roi, total.scores(names) if total is not None else {}, example)
 
 
 def _add(total: RoiScores, part: RoiScores) -> None:
