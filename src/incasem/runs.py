@@ -339,7 +339,7 @@ def _training_iterations(config: Mapping[str, Any]) -> int:
 
 def _config_yaml(config: Mapping[str, Any]) -> str:
     try:
-        return yaml.safe_dump(dict(config), sort_keys=False)
+        return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None)
     except yaml.YAMLError as error:
         raise ConfigError(
             f"the run's config holds a value YAML cannot store ({error}): pass plain data (TrainingConfig.to_dict())"

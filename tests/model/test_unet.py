@@ -336,3 +336,18 @@ def test_normalize_raw() -> None:
         normalize_raw(raw.astype(np.float32))
     with pytest.raises(TypeError):
         normalize_raw(torch.zeros(3))
+
+
+def test_max_pooling_stays_in_bf16_under_cpu_autocast():
+    """CPU autocast would pool in fp32 (a full-size fp32 copy of each skip map kept for backward);
+    the network pools its bf16 maps as they are, with the same values."""
+    model = UNet(UNetConfig(num_fmaps=4))
+    pooled = []
+    for pool in model.unet.l_down:
+        pool.register_forward_hook(lambda module, inputs, output: pooled.append((inputs[0], output)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(1, 1, 108, 108, 108))
+    assert len(pooled) == 3
+    for before, after in pooled:
+        assert before.dtype == after.dtype == torch.bfloat16
+        assert torch.equal(after, torch.nn.functional.max_pool3d(before.float(), 2).bfloat16())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import warnings
 
 import click
 import typer
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
+    # a user's own files inside a container (notes, README) are theirs to keep: no warning about them
+    warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a component of a Zarr hierarchy")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _raise_interrupted) if in_main_thread else None
     try:

@@ -35,7 +35,7 @@ def train_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache folder for --start-from ids (default ~/.cache/incasem/models)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto: bf16 autocast where the device runs it natively, else fp32. Or fp32, bf16, fp16."),
-    mlflow: bool | None = typer.Option(None, "--mlflow/--no-mlflow", help="Also log to MLflow (default: when incasem[mlflow] is installed)."),
+    mlflow: bool | None = typer.Option(None, "--mlflow/--no-mlflow", help="Also log to MLflow (default: when MLflow is installed, pip install 'incasem\\[mlflow]')."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store (default: sqlite:///RUNS_DIR/mlflow.db)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (validations, checkpoints and the end are still reported)."),
 ) -> None:

@@ -470,6 +470,19 @@ def _center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return x[(..., *slices)]
 
 
+def _in_input_dtype(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``module`` in ``x``'s dtype even under autocast.
+
+    Max-pooling is exact in any dtype, but CPU autocast runs it in fp32: a full-size fp32
+    copy of the bf16 feature map, kept for the backward pass. Outside autocast it pools
+    the bf16 map itself (same values, less time and memory).
+    """
+    if not torch.is_autocast_enabled(x.device.type):
+        return module(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return module(x)
+
+
 class _UNetBody(nn.Module):
     """The ``funlib.learn.torch`` U-Net (one head, constant upsampling, valid padding)."""
 
@@ -516,7 +529,7 @@ class _UNetBody(nn.Module):
         for level in range(self.config.num_levels - 1):
             x = self.l_conv[level](x)
             skips.append(x)
-            x = self.l_down[level](x)
+            x = _in_input_dtype(self.l_down[level], x)
         x = self.l_conv[-1](x)
         for level in reversed(range(self.config.num_levels - 1)):
             up = self.r_up[level](x)
