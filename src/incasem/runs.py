@@ -337,9 +337,18 @@ def _training_iterations(config: Mapping[str, Any]) -> int:
     return iterations
 
 
+class _ConfigDumper(yaml.SafeDumper):
+    """Block style for sections, flow style for lists: ``input_size_voxels: [204, 204, 204]``."""
+
+
+_ConfigDumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+)
+
+
 def _config_yaml(config: Mapping[str, Any]) -> str:
     try:
-        return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None)
+        return yaml.dump(dict(config), Dumper=_ConfigDumper, sort_keys=False, width=1000)
     except yaml.YAMLError as error:
         raise ConfigError(
             f"the run's config holds a value YAML cannot store ({error}): pass plain data (TrainingConfig.to_dict())"

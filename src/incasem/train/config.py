@@ -364,7 +364,7 @@ def shipped_configs() -> tuple[str, ...]:
 def _config_file(path: str | Path) -> Path:
     """``path`` itself, or the shipped config of that name when no such file exists."""
     given = Path(path).expanduser().absolute()
-    if not given.exists() and str(path) in shipped_configs():
+    if not given.is_file() and str(path) in shipped_configs():
         return SHIPPED_CONFIGS / f"{path}.yaml"
     return given
 
