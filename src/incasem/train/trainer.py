@@ -36,7 +36,7 @@ from incasem.errors import ConfigError, RunError
 from incasem.io.data_config import DataConfig
 from incasem.model.checkpoint import ModelCard, load_checkpoint, read_optimizer_state, save_checkpoint
 from incasem.model.unet import UNet
-from incasem.predict.core import PRECISIONS, check_choice, native_bf16
+from incasem.predict.core import PRECISIONS, check_choice, resolve_precision
 from incasem.predict.device import select_device
 from incasem.runs import RunFolder, create_run, open_run, runs_dir
 from incasem.train.config import TrainingConfig, load_training_config
@@ -147,7 +147,7 @@ class _Trainer:
         self.config, self.card, self.run, self.progress, self.options, self.dist, self.device = (
             config, card, run, progress, options, dist, device,
         )
-        self.precision = ("bf16" if native_bf16(device) else "fp32") if options.precision == "auto" else options.precision
+        self.precision = resolve_precision(options.precision, device)
         self.model = model.to(device)
         if device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last_3d)
@@ -279,7 +279,9 @@ class _Trainer:
         f1 = result.f1
         shown = "undefined" if f1 is None else f"{f1:.4f}"
         improved = iteration > 0 and f1 is not None and (self.progress.best_f1 is None or f1 > self.progress.best_f1)
-        self._say(f"iteration {iteration}: validation F1 {shown}, loss {result.summary.get('loss')}" + ("  (best so far)" if improved else ""))
+        loss = result.summary.get("loss")
+        loss_text = "undefined" if loss is None else f"{loss:.4f}"
+        self._say(f"iteration {iteration}: validation F1 {shown}, loss {loss_text}" + ("  (best so far)" if improved else ""))
         if iteration == 0:
             self.run.update(initial_validation=result.summary)
         if improved:
