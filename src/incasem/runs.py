@@ -31,7 +31,9 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,6 +161,59 @@ class RunFolder:
     def tensorboard_dir(self) -> Path:
         """``tensorboard/``: TensorBoard event files."""
         return self.path / "tensorboard"
+
+    @property
+    def lock_path(self) -> Path:
+        """``.lock``: present while a process trains the run (its pid and host)."""
+        return self.path / ".lock"
+
+    def trainer(self) -> str | None:
+        """The live process training this run (``"pid 123 on host"``), or ``None``.
+
+        A lock left by a process of this host that no longer runs (killed with SIGKILL,
+        a crash) does not count; one from another host is taken as live.
+        """
+        try:
+            holder = json.loads(self.lock_path.read_text(encoding="utf-8"))
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"an unknown process (unreadable {self.lock_path}; delete it if no training of run {self.id} runs)"
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                pass
+        return f"process {pid} on {host}"
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Train this run in this process only: hold ``.lock`` meanwhile.
+
+        Raises
+        ------
+        RunError
+            If another live process trains the run.
+        """
+        holder = self.trainer()
+        if holder is not None:
+            raise RunError(
+                f"run {self.id} is being trained by {holder}: wait for it or stop it (Ctrl-C saves a checkpoint), then resume"
+            )
+        self.lock_path.unlink(missing_ok=True)  # a stale lock of a dead process
+        try:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            raise RunError(f"run {self.id} was just claimed by another process: wait for it, then resume") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, stream)
+        try:
+            yield
+        finally:
+            self.lock_path.unlink(missing_ok=True)
 
     def checkpoint_path(self, iteration: int) -> Path:
         """Where the checkpoint of ``iteration`` goes: ``checkpoints/iteration_0001000.pt``.

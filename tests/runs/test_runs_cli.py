@@ -43,15 +43,18 @@ def test_list_empty_and_missing_folder(tmp_path, capsys):
 
 def test_list_shows_each_run(tmp_path, capsys, monkeypatch):
     root = tmp_path / "runs"
-    make_run(root, tmp_path, {1000: 0.61, 2000: 0.83}, best=2000)
+    training = make_run(root, tmp_path, {1000: 0.61, 2000: 0.83}, best=2000)
     make_run(root, tmp_path).update(status="finished", iteration=3000)
+    make_run(root, tmp_path)  # "running", but no process trains it (killed hard)
     monkeypatch.setenv(RUNS_DIR_ENV, str(root))
-    status, out, err = invoke(capsys, "runs", "list")
+    with training.claim():  # this process trains run 1
+        status, out, err = invoke(capsys, "runs", "list")
     assert status == 0 and err == ""
-    header, first, second = out.splitlines()[1:]
+    header, first, second, third = out.splitlines()[1:]
     assert header.split() == ["id", "status", "iteration", "best", "F1", "train", "data", "created"]
     assert first.split()[:6] == ["1", "running", "0/3000", "0.83", "@2000", "mito_train.json"]
     assert second.split()[:5] == ["2", "finished", "3000/3000", "-", "mito_train.json"]
+    assert third.split()[:2] == ["3", "stopped"]
 
 
 def test_show_a_run(tmp_path, capsys):
@@ -65,7 +68,8 @@ def test_show_a_run(tmp_path, capsys):
         {"iteration": 3000, "split": "validation", "roi": None, "f1": None, "loss": 0.3, "time": 3.0},
     ]
     run.metrics_path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"iteration": 3001, "spl')
-    status, out, err = invoke(capsys, "runs", "show", "1", "--runs-dir", str(root))
+    with run.claim():
+        status, out, err = invoke(capsys, "runs", "show", "1", "--runs-dir", str(root))
     assert status == 0 and err == ""
     assert f"run 1: {run.path}" in out
     assert "status: running, iteration 0 of 3000" in out

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +264,19 @@ def test_fine_tuning_the_bundled_demo_model(cell, tmp_path):
     assert run.record()["initial_validation"]["f1"] > 0.3  # the demo model already finds mitochondria
     changed = [k for k, v in tuned_model.state_dict().items() if not torch.equal(v, demo_model.state_dict()[k])]
     assert changed  # and training moved its weights
+
+
+def test_a_run_trains_in_one_process_at_a_time(cell, tmp_path):
+    """A second --resume while the run trains is refused; the lock of a killed process is not."""
+    config = load_training_config(None, [*TINY, "training.iterations=2"])
+    run = train(cell / "train.json", None, config, options=options(tmp_path))
+    assert not run.lock_path.exists()  # released at the end
+    run.lock_path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live trainer
+    before = run.record_path.read_bytes()
+    with pytest.raises(RunError, match=f"run 1 is being trained by process {os.getpid()}"):
+        resume_training(run.id, ["training.iterations=3"], options=options(tmp_path))
+    assert run.record_path.read_bytes() == before
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.lock_path.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))  # killed with SIGKILL
+    resumed = resume_training(run.id, ["training.iterations=3"], options=options(tmp_path))
+    assert resumed.record()["iteration"] == 3 and not run.lock_path.exists()

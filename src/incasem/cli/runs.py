@@ -47,6 +47,14 @@ def _best_f1(record: Mapping[str, Any]) -> str:
     return f"{_number((best.get('scores') or {}).get('f1'))} @{best.get('iteration')}"
 
 
+def _status(run: RunFolder, record: dict) -> str:
+    """The recorded status; a "running" run whose process is gone (killed hard) shows as stopped."""
+    status = str(record.get("status", "-"))
+    if status == "running" and run.trainer() is None:
+        return "stopped (its process is gone: resume it)"
+    return status
+
+
 @runs_app.command("list", help="List the runs: id, status, progress, best F1 (at iteration), training data, start.")
 def list_command(runs_dir_option: Path | None = _RUNS_DIR) -> None:
     """List the runs of the runs folder."""
@@ -60,7 +68,7 @@ def list_command(runs_dir_option: Path | None = _RUNS_DIR) -> None:
         record = run.record()
         rows.append((
             str(run.id),
-            str(record.get("status", "-")),
+            _status(run, record),
             f"{record.get('iteration', '-')}/{record.get('iterations', '-')}",
             _best_f1(record),
             Path(str(record.get("train_data") or "-")).name,
@@ -139,7 +147,7 @@ def show_command(
     lines = [
         f"run {run.id}: {run.path}",
         (
-            f"status: {record.get('status', '-')}, iteration {record.get('iteration', '-')} of "
+            f"status: {_status(run, record)}, iteration {record.get('iteration', '-')} of "
             f"{record.get('iterations', '-')}, created {record.get('created', '-')}"
         ),
         f"command: {shlex.join(str(word) for word in record.get('command') or [])}",

@@ -454,12 +454,13 @@ def train(
             architecture=point.model.config.to_dict(),
             class_names=list(point.card.class_names),
         )
-    _run_trainer(
-        dict(
-            config=config, model=point.model, card=point.card, samples=samples, val_config=val_config, run=run,
-            progress=_Progress(0, None, None), optimizer_state=None, options=options, dist=dist, device=device,
+    with run.claim() if run is not None else contextlib.nullcontext():
+        _run_trainer(
+            dict(
+                config=config, model=point.model, card=point.card, samples=samples, val_config=val_config, run=run,
+                progress=_Progress(0, None, None), optimizer_state=None, options=options, dist=dist, device=device,
+            )
         )
-    )
     return run
 
 
@@ -514,7 +515,8 @@ def resume_training(
     Raises
     ------
     RunError
-        If the run does not exist or has already reached its iterations.
+        If the run does not exist, has already reached its iterations or is being
+        trained by another live process.
     ConfigError
         If ``config`` changes the recipe.
     """
@@ -546,14 +548,16 @@ def resume_training(
         point = starting_point(config, tuple(record["class_names"]), start)
         model, card, optimizer_state = point.model, point.card, None
     best = (record.get("best") or {}).get("scores") or {}
-    if dist.is_main:
-        run.update(status="running", iteration=iteration, iterations=config.training.iterations)
-        run.write_config(config.to_dict())  # resumable keys may have changed
-    _run_trainer(
-        dict(
-            config=config, model=model, card=card, samples=_samples(config, train_config, device), val_config=val_config,
-            run=run if dist.is_main else None, progress=_Progress(iteration, iteration if checkpoints else None, best.get("f1")),
-            optimizer_state=optimizer_state, options=options, dist=dist, device=device,
+    samples = _samples(config, train_config, device)
+    with run.claim() if dist.is_main else contextlib.nullcontext():  # one process trains a run at a time
+        if dist.is_main:
+            run.update(status="running", iteration=iteration, iterations=config.training.iterations)
+            run.write_config(config.to_dict())  # resumable keys may have changed
+        _run_trainer(
+            dict(
+                config=config, model=model, card=card, samples=samples, val_config=val_config,
+                run=run if dist.is_main else None, progress=_Progress(iteration, iteration if checkpoints else None, best.get("f1")),
+                optimizer_state=optimizer_state, options=options, dist=dist, device=device,
+            )
         )
-    )
     return run if dist.is_main else None
