@@ -171,8 +171,9 @@ def write_entry(folder: Path, name: str, **changes) -> Path:
         ({}, ["training.input_size_voxels=[45,45,45]", "training.output_size_voxels=[27,27,27]"], "[45, 45, 45] is not a valid input of the network: use [46, 46, 46]"),
         ({}, ["training.output_size_voxels=[20,20,20]"], "output_size_voxels' must be [26, 26, 26]"),
         ({"voxel_size": [5, 5, 6]}, [], "voxel"),
+        ({}, ["training.input_size_voxels=[4004,4004,4004]", "training.output_size_voxels=[3986,3986,3986]", "model.num_fmaps=32"], "GB are free on this device: use a smaller block"),
     ],
-    ids=["class id out of range", "no labels", "ROI smaller than output", "invalid input size", "wrong output size", "voxel size"],
+    ids=["class id out of range", "no labels", "ROI smaller than output", "invalid input size", "wrong output size", "voxel size", "block too large for memory"],
 )
 def test_bad_training_data_is_refused_before_a_run_exists(cell, tmp_path, changes, overrides, message):
     path = write_entry(cell, f"bad_{tmp_path.name}.json", **changes)

@@ -28,6 +28,8 @@ __all__ = [
     "load_training_data",
     "class_names_of",
     "check_block_shapes",
+    "check_step_memory",
+    "TRAINING_BYTES_PER_INPUT_VOXEL",
 ]
 
 
@@ -92,6 +94,24 @@ def check_block_shapes(architecture: UNetConfig, training: TrainingConfig, trans
         raise ConfigError(
             f"key 'augmentation.transpose_only' {list(transpose_axes)} needs equal input sizes along those axes, "
             f"got {list(input_shape)}: set equal sizes or transpose only y and x ([1, 2])"
+        )
+
+
+#: Peak memory of one training step per input voxel of the standard-width network
+#: (32 feature maps), measured at 204³ on the CPU (BENCHMARKS.md): 3.53 GB with bf16
+#: autocast, 6.39 GB in fp32; rounded up. Scaled by ``num_fmaps / 32`` and the batch.
+TRAINING_BYTES_PER_INPUT_VOXEL = {"bf16": 450, "fp16": 450, "fp32": 800}
+
+
+def check_step_memory(architecture: UNetConfig, training: TrainingConfig, precision: str, batch_per_process: int, free_bytes: int) -> None:
+    """Refuse a training block whose step cannot fit in ``free_bytes`` (instead of an out-of-memory kill hours later)."""
+    z, y, x = training.training.input_size_voxels
+    needed = z * y * x * TRAINING_BYTES_PER_INPUT_VOXEL[precision] * architecture.num_fmaps / 32 * batch_per_process
+    if needed > free_bytes:
+        raise ConfigError(
+            f"key 'training.input_size_voxels' {[z, y, x]}: a training step of batch {batch_per_process} needs about "
+            f"{needed / 1e9:.1f} GB, {free_bytes / 1e9:.1f} GB are free on this device: use a smaller block (and "
+            "training.output_size_voxels to match) or a smaller training.batch_size"
         )
 
 

@@ -35,9 +35,9 @@ import torch
 from incasem.errors import ConfigError, RunError
 from incasem.io.data_config import DataConfig
 from incasem.model.checkpoint import ModelCard, load_checkpoint, read_optimizer_state, save_checkpoint
-from incasem.model.unet import UNet
+from incasem.model.unet import UNet, UNetConfig
 from incasem.predict.core import PRECISIONS, check_choice, resolve_precision
-from incasem.predict.device import select_device
+from incasem.predict.device import free_memory_bytes, select_device
 from incasem.runs import RunFolder, create_run, open_run, runs_dir
 from incasem.train.config import TrainingConfig, load_training_config
 from incasem.train.data import SampleStream, TrainingSamples
@@ -45,6 +45,7 @@ from incasem.train.distributed import Distributed, start_distributed
 from incasem.train.loss import balanced_masked_cross_entropy
 from incasem.train.setup import (
     check_block_shapes,
+    check_step_memory,
     class_names_of,
     load_start,
     load_training_data,
@@ -354,6 +355,11 @@ class _Trainer:
                 self.tracker.__exit__(type(error) if error else None, error, None)
 
 
+def _check_memory(architecture: UNetConfig, config: TrainingConfig, options: TrainOptions, device: torch.device, dist: Distributed) -> None:
+    batch = config.training.batch_size // dist.world_size
+    check_step_memory(architecture, config, resolve_precision(options.precision, device), batch, free_memory_bytes(device))
+
+
 def _check_options(options: TrainOptions) -> None:
     """Refuse bad options before any data is read or a run folder exists."""
     check_choice("--precision", options.precision, PRECISIONS)
@@ -441,6 +447,7 @@ def train(
     torch.manual_seed(config.training.seed)  # the fresh network's weights depend on the seed only
     point = starting_point(config, class_names_of(train_config, data.num_classes), start)
     check_block_shapes(point.model.config, config, config.augmentation.transpose_only)
+    _check_memory(point.model.config, config, options, device, dist)
     samples = _samples(config, train_config, device)
     run = None
     if dist.is_main:
@@ -548,6 +555,7 @@ def resume_training(
         point = starting_point(config, tuple(record["class_names"]), start)
         model, card, optimizer_state = point.model, point.card, None
     best = (record.get("best") or {}).get("scores") or {}
+    _check_memory(model.config, config, options, device, dist)
     samples = _samples(config, train_config, device)
     with run.claim() if dist.is_main else contextlib.nullcontext():  # one process trains a run at a time
         if dist.is_main:
