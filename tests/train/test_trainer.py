@@ -281,3 +281,31 @@ def test_a_run_trains_in_one_process_at_a_time(cell, tmp_path):
     run.lock_path.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))  # killed with SIGKILL
     resumed = resume_training(run.id, ["training.iterations=3"], options=options(tmp_path))
     assert resumed.record()["iteration"] == 3 and not run.lock_path.exists()
+
+
+SSTEM = LUCCHI.parent / "drosophila_vnc_sstem"
+
+
+@pytest.mark.skipif(not SSTEM.is_dir(), reason="real ssTEM data not found")
+def test_the_shipped_anisotropic_config_trains_on_real_sstem(tmp_path):
+    """The `anisotropic` config end to end on 50 × 4.6 × 4.6 nm ssTEM: (1,2,2) pooling, y/x-only transposes."""
+    region = (slice(0, 20), slice(0, 160), slice(0, 320))
+    raw = read_stack(SSTEM / "image", *region)
+    mito = (read_stack(SSTEM / "labels" / "mito", *region) != 0).astype(np.uint8)
+    for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito}.items():
+        volume = create_volume(tmp_path / "sstem.zarr", name, array.shape, "uint8", (50, 4.6, 4.6), (0, 0, 0))
+        volume.write(volume.roi, array)
+        volume.mark_complete()
+    for name, (offset, shape) in {"train": ((0, 0, 0), (20, 160, 200)), "val": ((0, 0, 220), (20, 160, 100))}.items():
+        entry = {"file": "sstem.zarr", "offset": list(offset), "shape": list(shape), "voxel_size": [50, 4.6, 4.6],
+                 "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({name: entry}))
+    config = load_training_config("anisotropic", [
+        "model.num_fmaps=2", "training.input_size_voxels=[20,116,116]", "training.output_size_voxels=[6,22,22]",
+        "training.iterations=3", "training.num_workers=0", "training.seed=5", "reject.min_foreground=0",
+    ])
+    run = train(tmp_path / "train.json", tmp_path / "val.json", config, options=options(tmp_path))
+    model, card = load_checkpoint(run.checkpoint_path(3))
+    assert card.voxel_size_nm == (50, 4.6, 4.6)  # taken from the data
+    assert model.config.downsample_factors == ((1, 2, 2),) * 3 and model.config.kernel_size_down[0] == ((1, 3, 3), (1, 3, 3))
+    assert run.record()["best"] is not None and card.validation_scores is not None
