@@ -207,31 +207,28 @@ def test_override_blames_the_override_not_the_file(tmp_path):
     assert one_line(error).startswith(str(path)) and "key 'training.output_size_voxels'" in str(error.value)
 
 
-def test_missing_and_invalid_files_are_one_line(tmp_path):
+def test_a_missing_file_is_one_line(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as error:
         load_training_config(missing)
     assert str(missing) in one_line(error) and "does not exist" in str(error.value)
 
-    broken = write(tmp_path, "training:\n  iterations: [1, 2\n", "broken.yaml")
-    with pytest.raises(ConfigError) as error:
-        load_training_config(broken)
-    assert str(broken) in one_line(error) and "invalid YAML" in str(error.value)
 
-    broken_json = write(tmp_path, '{"training": ', "broken.json")
+@pytest.mark.parametrize(
+    ("text", "name", "words"),
+    [
+        ("training:\n  iterations: [1, 2\n", "broken.yaml", "invalid YAML"),
+        ('{"training": ', "broken.json", "invalid JSON"),
+        ("- 1\n- 2\n", "list.yaml", "top level"),
+        ("optimizer:\n    lr: 1.0e-4\n    lr: 2.0e-4\n", "twice.yaml", "'lr' appears twice"),
+    ],
+    ids=["invalid yaml", "invalid json", "not a mapping", "key twice"],
+)
+def test_an_invalid_file_is_one_line(tmp_path, text, name, words):
+    path = write(tmp_path, text, name)
     with pytest.raises(ConfigError) as error:
-        load_training_config(broken_json)
-    assert str(broken_json) in one_line(error) and "invalid JSON" in str(error.value)
-
-    top = write(tmp_path, "- 1\n- 2\n", "list.yaml")
-    with pytest.raises(ConfigError) as error:
-        load_training_config(top)
-    assert str(top) in one_line(error) and "top level" in str(error.value)
-
-    twice = write(tmp_path, "optimizer:\n    lr: 1.0e-4\n    lr: 2.0e-4\n", "twice.yaml")
-    with pytest.raises(ConfigError) as error:
-        load_training_config(twice)
-    assert str(twice) in one_line(error) and "'lr' appears twice" in str(error.value)
+        load_training_config(path)
+    assert str(path) in one_line(error) and words in str(error.value)
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -20,27 +20,12 @@ from incasem.blockwise import (
     run_blockwise,
 )
 from incasem.evaluate.metrics import ConfusionCounts, confusion_counts
-from incasem.geometry import Triple
+from incasem.geometry import Roi, Triple
 from incasem.io.data_config import RoiEntry
 from incasem.io.volume import Volume, open_volume
 
 #: Block edge (voxels) of evaluation reads.
 EVALUATION_BLOCK = (128, 128, 128)
-
-
-@dataclass
-class _Sources:
-    segmentation: Volume
-    labels: list[tuple[Volume, int]]
-    masks: list[Volume]
-
-
-def _open_sources(segmentation: tuple[Path, str], entry: RoiEntry) -> _Sources:
-    return _Sources(
-        segmentation=open_volume(*segmentation),
-        labels=[(open_volume(entry.container, label.dataset), label.class_id) for label in entry.labels],
-        masks=[open_volume(entry.container, name) for name in (entry.mask, *entry.metric_masks) if name is not None],
-    )
 
 
 def class_targets(label_blocks: list[tuple[np.ndarray, int]], shape: Triple) -> np.ndarray:
@@ -55,13 +40,44 @@ def class_targets(label_blocks: list[tuple[np.ndarray, int]], shape: Triple) -> 
     return target
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The opened labels (with their class ids) and masks (mask and metric masks) of a data-config entry."""
+
+    labels: tuple[tuple[Volume, int], ...]
+    masks: tuple[Volume, ...]
+
+    @classmethod
+    def open(cls, entry: RoiEntry) -> Reference:
+        """Open the entry's labels, cell mask and metric masks."""
+        return cls(
+            labels=tuple((open_volume(entry.container, label.dataset), label.class_id) for label in entry.labels),
+            masks=tuple(open_volume(entry.container, name) for name in (entry.mask, *entry.metric_masks) if name is not None),
+        )
+
+    def read(self, roi: Roi) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids (:func:`class_targets`) and where to count (bool: inside every mask) over ``roi``."""
+        target = class_targets([(volume.read(roi), c) for volume, c in self.labels], roi.shape)
+        inside = np.ones(roi.shape, dtype=bool)
+        for mask in self.masks:
+            inside &= mask.read(roi) != 0
+        return target, inside
+
+
+@dataclass(frozen=True)
+class _Sources:
+    segmentation: Volume
+    reference: Reference
+
+
+def _open_sources(segmentation: tuple[Path, str], entry: RoiEntry) -> _Sources:
+    return _Sources(open_volume(*segmentation), Reference.open(entry))
+
+
 def _count_block(class_ids: tuple[int, ...], block: Block, sources: _Sources) -> dict[int, ConfusionCounts]:
     roi = block.write_roi
     prediction = sources.segmentation.read(roi)
-    target = class_targets([(volume.read(roi), c) for volume, c in sources.labels], roi.shape)
-    inside = np.ones(roi.shape, dtype=bool)
-    for mask in sources.masks:
-        inside &= mask.read(roi) != 0
+    target, inside = sources.reference.read(roi)
     return {c: confusion_counts(prediction == c, target == c, inside) for c in class_ids}
 
 

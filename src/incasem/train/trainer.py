@@ -164,6 +164,13 @@ class _Trainer:
         )
         self.val_config = val_config
         self.last_validation: tuple[int | None, Mapping[str, Any]] = (None, {})
+        record = run.record() if run is not None else {}
+        self.training_summary = {  # what every checkpoint's card says of its training
+            "run": None if run is None else run.id,
+            "train_data": record.get("train_data"),
+            "val_data": record.get("val_data"),
+            "config": config.to_dict(),
+        }
         self.tracker = (
             Tracker(run, start_iteration=progress.iteration, mlflow=options.mlflow, tracking_uri=options.tracking_uri)
             if run is not None and dist.is_main
@@ -295,7 +302,7 @@ class _Trainer:
             return
         validated_at, summary = self.last_validation
         scores = dict(summary) if validated_at == iteration else None
-        card = replace(self.card, iteration=iteration, validation_scores=scores, training=self._summary())
+        card = replace(self.card, iteration=iteration, validation_scores=scores, training=self.training_summary)
         path = self.run.checkpoint_path(iteration)
         try:
             with _interrupts_deferred():
@@ -312,14 +319,6 @@ class _Trainer:
         self.run.update(iteration=iteration)
         self.progress.last_saved = iteration
         self._say(f"iteration {iteration}: checkpoint {path}" + ("  (best)" if best else ""))
-
-    def _summary(self) -> dict[str, Any]:
-        return {
-            "run": self.run.id,
-            "train_data": self.run.record().get("train_data"),
-            "val_data": self.run.record().get("val_data"),
-            "config": self.config.to_dict(),
-        }
 
     def _snapshot_train(self, iteration: int, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> None:
         output = tuple(batch["labels"].shape[1:])

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from incasem.evaluate.evaluate import class_targets
+from incasem.evaluate.evaluate import Reference
 from incasem.evaluate.metrics import ConfusionCounts, confusion_counts
 from incasem.geometry import Roi
-from incasem.io.data_config import DataConfig, RoiEntry
-from incasem.io.volume import open_volume
+from incasem.io.data_config import DataConfig
+from incasem.io.volume import Volume, open_volume
 from incasem.model.unet import UNet
 from incasem.predict.core import Precision, predict_array
 from incasem.train.loss import balanced_masked_cross_entropy
@@ -99,20 +99,14 @@ def _example(raw: np.ndarray, target: np.ndarray, probabilities: np.ndarray, con
 
 
 def _score_tile(
-    model: UNet, entry: RoiEntry, tile: Roi, class_ids: tuple[int, ...], device: torch.device, precision: Precision
+    model: UNet, raw_volume: Volume, reference: Reference, tile: Roi, class_ids: tuple[int, ...], device: torch.device, precision: Precision
 ) -> tuple[RoiScores, Example]:
     context = model.config.context
-    raw = open_volume(entry.container, entry.raw).read(tile.grow(context), padding="reflect")
+    raw = raw_volume.read(tile.grow(context), padding="reflect")
     probabilities = predict_array(
         model, raw, Roi(context, tile.shape), block_shape=None, padding="reflect", precision=precision, device=device
     )
-    target = class_targets(
-        [(open_volume(entry.container, label.dataset).read(tile), label.class_id) for label in entry.labels], tile.shape
-    )
-    inside = np.ones(tile.shape, dtype=bool)
-    for name in (entry.mask, *entry.metric_masks):
-        if name is not None:
-            inside &= open_volume(entry.container, name).read(tile) != 0
+    target, inside = reference.read(tile)
     segmentation = probabilities.argmax(axis=0)
     counts = {c: confusion_counts(segmentation == c, target == c, inside) for c in class_ids}
     log_probabilities = torch.from_numpy(np.log(np.maximum(probabilities, 1e-12)))[None]
@@ -157,8 +151,9 @@ def validate(
     for entry in data_config:
         class_ids = tuple(sorted({label.class_id for label in entry.labels})) or tuple(range(1, len(class_names)))
         roi_scores = RoiScores({c: ConfusionCounts() for c in class_ids})
+        raw_volume, reference = open_volume(entry.container, entry.raw), Reference.open(entry)
         for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
-            scores, tile_example = _score_tile(model, entry, tile, class_ids, device, precision)
+            scores, tile_example = _score_tile(model, raw_volume, reference, tile, class_ids, device, precision)
             example = example or tile_example
             _add(roi_scores, scores)
         per_roi[entry.name] = roi_scores.scores(names)
