@@ -19,3 +19,5 @@ from incasem.cli import runs as _runs  # noqa: F401,E402
 __all__ = ["app", "main"]
 from incasem.cli import predict as _predict  # noqa: F401,E402
 from incasem.cli import train as _train  # noqa: F401,E402
+from incasem.cli import evaluate as _evaluate  # noqa: F401,E402
+from incasem.cli import postprocess as _postprocess  # noqa: F401,E402

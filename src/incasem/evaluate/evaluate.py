@@ -1,31 +1,50 @@
-"""Blockwise scores of a segmentation against the labels of a data-config entry.
+"""Blockwise evaluation of a prediction against labels: voxel scores, threshold sweeps, instances.
 
-Counts are taken inside ``mask ∧ metric masks`` of the entry (absent = everywhere)
-block by block and summed, so memory stays bounded by one block whatever the ROI.
+Everything is counted block by block and summed, so memory stays bounded by one block
+(plus, for instances, a few numbers per object) whatever the region; the sums equal a
+straightforward whole-volume computation with :mod:`incasem.evaluate.metrics`.
+
+Per organelle (class id of the labels), two regions:
+
+- ``plain``: every voxel of the region (inside the cell mask, if one is given);
+- ``exclusion_zone``: inside the cell mask and the metric masks, which leave out a
+  band around each labelled object's boundary (``incasem metric-mask``).
+
+The prediction is a segmentation (class ids; ``segmentation`` of a prediction group)
+or probability maps (``prob_maps/class_<c>``): scored at a threshold (default 0.5),
+and with ``sweep`` at every threshold k/1000, giving the best threshold and the
+average precision. Instances are the 6-connected components of the prediction and
+of the labels over the whole region (blockwise, exact across blocks:
+:mod:`incasem.postprocess.components`), matched one-to-one at IoU thresholds inside
+the cell mask; their scratch files live in a temporary folder (``scratch_dir``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from incasem.blockwise import (
-    Block,
-    BlockwiseTask,
-    RunOptions,
-    plan_blocks,
-    run_blockwise,
-)
-from incasem.evaluate.metrics import ConfusionCounts, confusion_counts
-from incasem.geometry import Roi, Triple
-from incasem.io.data_config import RoiEntry
+from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_run, plan_blocks, run_blockwise
+from incasem.errors import DatasetMismatchError, DatasetNotFoundError, InvalidValueError, RoiError
+from incasem.evaluate.metrics import ConfusionCounts, ProbabilityHistogram, confusion_counts, match_instances
+from incasem.geometry import Roi, Triple, as_positive_triple
+from incasem.io.data_config import LabelSource, RoiEntry
 from incasem.io.volume import Volume, open_volume
+from incasem.postprocess.components import ComponentMap, label_fragments, merge_fragments
+from incasem.postprocess.foreground import Foreground, foreground_of
 
 #: Block edge (voxels) of evaluation reads.
 EVALUATION_BLOCK = (128, 128, 128)
+
+#: The two regions scores are given for.
+REGIONS = ("plain", "exclusion_zone")
 
 
 def class_targets(label_blocks: list[tuple[np.ndarray, int]], shape: Triple) -> np.ndarray:
@@ -40,66 +59,424 @@ def class_targets(label_blocks: list[tuple[np.ndarray, int]], shape: Triple) -> 
     return target
 
 
+def _inside(volumes: Sequence[Volume], roi: Roi) -> np.ndarray:
+    inside = np.ones(roi.shape, dtype=bool)
+    for volume in volumes:
+        inside &= volume.read(roi) != 0
+    return inside
+
+
 @dataclass(frozen=True)
 class Reference:
-    """The opened labels (with their class ids) and masks (mask and metric masks) of a data-config entry."""
+    """The opened labels (with their class ids), cell mask and metric masks of a region."""
 
     labels: tuple[tuple[Volume, int], ...]
-    masks: tuple[Volume, ...]
+    mask: Volume | None = None
+    metric_masks: tuple[Volume, ...] = ()
+
+    @classmethod
+    def of(cls, container: Path, labels: Sequence[LabelSource], mask: str | None, metric_masks: Sequence[str]) -> Reference:
+        """Open the labels, the cell mask and the metric masks of ``container``."""
+        return cls(
+            labels=tuple((open_volume(container, label.dataset), label.class_id) for label in labels),
+            mask=None if mask is None else open_volume(container, mask),
+            metric_masks=tuple(open_volume(container, name) for name in metric_masks),
+        )
 
     @classmethod
     def open(cls, entry: RoiEntry) -> Reference:
-        """Open the entry's labels, cell mask and metric masks."""
-        return cls(
-            labels=tuple((open_volume(entry.container, label.dataset), label.class_id) for label in entry.labels),
-            masks=tuple(open_volume(entry.container, name) for name in (entry.mask, *entry.metric_masks) if name is not None),
-        )
+        """Open a data-config entry's labels, cell mask and metric masks."""
+        return cls.of(entry.container, entry.labels, entry.mask, entry.metric_masks)
+
+    def read_regions(self, roi: Roi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class ids (:func:`class_targets`), inside the cell mask, inside cell mask ∧ metric masks (bool) over ``roi``."""
+        target = class_targets([(volume.read(roi), c) for volume, c in self.labels], roi.shape)
+        cell = _inside([] if self.mask is None else [self.mask], roi)
+        return target, cell, cell & _inside(self.metric_masks, roi)
 
     def read(self, roi: Roi) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids (:func:`class_targets`) and where to count (bool: inside every mask) over ``roi``."""
-        target = class_targets([(volume.read(roi), c) for volume, c in self.labels], roi.shape)
-        inside = np.ones(roi.shape, dtype=bool)
-        for mask in self.masks:
-            inside &= mask.read(roi) != 0
+        """Class ids and where to count (inside every mask) over ``roi``."""
+        target, _, inside = self.read_regions(roi)
         return target, inside
 
 
 @dataclass(frozen=True)
-class _Sources:
-    segmentation: Volume
+class EvaluationOptions:
+    """What to compute; validated on construction.
+
+    Attributes
+    ----------
+    threshold
+        Probability from which a voxel counts as organelle (probability maps), in [0, 1];
+        ``None``: the prediction's segmentation where it has one, else 0.5.
+    sweep
+        Also score every threshold k/``bins``: best threshold and average precision
+        (needs probability maps).
+    instances
+        Also match instances at each of ``iou_thresholds``.
+    iou_thresholds
+        Least IoU of a matched pair of instances, each in (0, 1].
+    min_size_voxels
+        Predicted instances smaller than this are dropped before matching.
+    bins
+        Probability bins of the sweep.
+    scratch_dir
+        Folder for the instances' scratch files (a temporary folder inside it; on a
+        Dask cluster it must be shared by the workers); ``None``: the system's.
+    block_voxels
+        Block shape of the reads (memory ~ 30 bytes per voxel of a block).
+    """
+
+    threshold: float | None = None
+    sweep: bool = False
+    instances: bool = False
+    iou_thresholds: tuple[float, ...] = (0.5, 0.75)
+    min_size_voxels: int = 0
+    bins: int = 1000
+    scratch_dir: Path | None = None
+    block_voxels: Triple = EVALUATION_BLOCK
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1):
+            raise InvalidValueError(f"--threshold must be a probability in [0, 1], got {t!r}")
+        if not self.iou_thresholds or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in self.iou_thresholds
+        ):
+            raise InvalidValueError(f"--iou must be IoU thresholds in (0, 1], got {list(self.iou_thresholds)!r}")
+        size = self.min_size_voxels
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidValueError(f"--min-size must be a whole number of voxels, at least 0, got {size!r}")
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or not 2 <= self.bins <= 100_000:
+            raise InvalidValueError(f"bins must be a whole number from 2 to 100000, got {self.bins!r}")
+        object.__setattr__(self, "block_voxels", as_positive_triple(self.block_voxels, "--block-size"))
+
+
+@dataclass(frozen=True)
+class RegionScores:
+    """Scores of one organelle in one region: at the threshold, and from the sweep if asked."""
+
+    counts: ConfusionCounts
+    histogram: ProbabilityHistogram | None = None
+
+    def best(self) -> tuple[float, ConfusionCounts] | None:
+        """The threshold of highest F1 and its counts (``None`` without a sweep or labels)."""
+        if self.histogram is None or not self.histogram.positives.sum():
+            return None
+        counts = [self.histogram.counts_at(t) for t in self.histogram.thresholds]
+        f1 = np.array([c.f1 for c in counts])
+        k = int(np.nanargmax(f1)) if not np.all(np.isnan(f1)) else 0
+        return float(self.histogram.thresholds[k]), counts[k]
+
+    def to_json(self) -> dict[str, Any]:
+        """Counts and scores; with a sweep also ``best_threshold``, ``best`` scores, ``average_precision``."""
+        result: dict[str, Any] = self.counts.to_json()
+        best = self.best()
+        if best is not None:
+            ap = self.histogram.average_precision()
+            result.update(best_threshold=round(best[0], 6), best=best[1].to_json(), average_precision=None if math.isnan(ap) else ap)
+        return result
+
+
+@dataclass(frozen=True)
+class InstanceScores:
+    """Instances matched at one IoU threshold: tp = matched pairs, fp / fn = unmatched predicted / true ones."""
+
+    iou_threshold: float
+    counts: ConfusionCounts
+    predicted: int
+    true: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Counts and precision / recall / F1 of instances."""
+        scores = {k: None if math.isnan(v) else v for k, v in self.counts.scores().items() if k != "iou"}
+        return {"iou_threshold": self.iou_threshold, **scores, "matched": self.counts.tp,
+                "predicted": self.predicted, "true": self.true}
+
+
+@dataclass(frozen=True)
+class ClassEvaluation:
+    """Everything measured for one organelle."""
+
+    name: str
+    class_id: int
+    regions: dict[str, RegionScores]
+    instances: tuple[InstanceScores, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Scores per region and instance scores."""
+        result: dict[str, Any] = {"class_id": self.class_id, **{k: v.to_json() for k, v in self.regions.items()}}
+        if self.instances:
+            result["instances"] = [scores.to_json() for scores in self.instances]
+        return result
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation of a prediction over a region, per organelle."""
+
+    container: Path
+    prediction: str
+    roi: Roi
+    source: str
+    classes: tuple[ClassEvaluation, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """Strict JSON (undefined scores are ``null``)."""
+        return {
+            "container": str(self.container), "prediction": self.prediction, "scored": self.source,
+            "roi": {"offset": list(self.roi.offset), "shape": list(self.roi.shape)},
+            "classes": {c.name: c.to_json() for c in self.classes},
+        }
+
+
+@dataclass(frozen=True)
+class _Predicted:
+    """Per class id, the foreground rule of the prediction, and its probabilities for a sweep."""
+
+    foregrounds: dict[int, Foreground]
+    probabilities: dict[int, Foreground]
+    source: str
+
+
+def _class_dataset(group: str, class_id: int) -> str:
+    return f"{group}/prob_maps/class_{class_id}"
+
+
+def _exists(container: Path, dataset: str) -> bool:
+    try:
+        open_volume(container, dataset)
+    except DatasetNotFoundError:
+        return False
+    return True
+
+
+def resolve_prediction(container: Path, prediction: str, class_ids: Sequence[int], options: EvaluationOptions) -> _Predicted:
+    """What counts as predicted organelle, per class: from a prediction group or one dataset."""
+    group = prediction.rstrip("/")
+    if _exists(container, f"{group}/segmentation"):
+        probabilities = {c: _class_dataset(group, c) for c in class_ids if _exists(container, _class_dataset(group, c))}
+        if options.sweep or options.threshold is not None:
+            missing = [c for c in class_ids if c not in probabilities]
+            if missing:
+                raise DatasetNotFoundError(
+                    f"{container}/{group} has no probability map for class {missing[0]} ({_class_dataset(group, missing[0])}): "
+                    "--threshold and --sweep need one; leave them out to score the segmentation"
+                )
+        maps = {c: foreground_of(container, d, kind="probabilities", threshold=options.threshold or 0.5) for c, d in probabilities.items()}
+        if options.threshold is not None:
+            return _Predicted(maps, maps if options.sweep else {}, f"{group}/prob_maps ≥ {options.threshold:g}")
+        segmentation = {c: foreground_of(container, f"{group}/segmentation", kind="segmentation", class_id=c) for c in class_ids}
+        return _Predicted(segmentation, maps if options.sweep else {}, f"{group}/segmentation")
+    single = foreground_of(container, prediction, threshold=0.5 if options.threshold is None else options.threshold)
+    if single.kind == "probabilities":
+        if len(class_ids) != 1:
+            raise InvalidValueError(
+                f"{container}/{prediction} is one probability map but the labels have {len(class_ids)} classes: "
+                "evaluate one organelle at a time, or give a prediction group"
+            )
+        return _Predicted({class_ids[0]: single}, {class_ids[0]: single} if options.sweep else {}, f"{prediction} ≥ {single.threshold:g}")
+    if options.sweep:
+        raise InvalidValueError(f"{container}/{prediction} is a segmentation: --sweep needs a probability map")
+    by_class = {c: Foreground(single.container, single.dataset, "segmentation", class_id=c if len(class_ids) > 1 else None) for c in class_ids}
+    return _Predicted(by_class, {}, prediction)
+
+
+@dataclass(frozen=True)
+class _BlockSources:
+    predicted: dict[int, Any]
+    probabilities: dict[int, Volume]
     reference: Reference
 
 
-def _open_sources(segmentation: tuple[Path, str], entry: RoiEntry) -> _Sources:
-    return _Sources(open_volume(*segmentation), Reference.open(entry))
+def _open_block_sources(predicted: _Predicted, container: Path, labels: tuple[LabelSource, ...], mask: str | None, metric_masks: tuple[str, ...]) -> _BlockSources:
+    return _BlockSources(
+        {c: f.open() for c, f in predicted.foregrounds.items()},
+        {c: open_volume(f.container, f.dataset) for c, f in predicted.probabilities.items()},
+        Reference.of(container, labels, mask, metric_masks),
+    )
 
 
-def _count_block(class_ids: tuple[int, ...], block: Block, sources: _Sources) -> dict[int, ConfusionCounts]:
+def _score_block(bins: int, block: Block, sources: _BlockSources) -> dict[int, dict[str, tuple]]:
     roi = block.write_roi
-    prediction = sources.segmentation.read(roi)
-    target, inside = sources.reference.read(roi)
-    return {c: confusion_counts(prediction == c, target == c, inside) for c in class_ids}
+    target, cell, zone = sources.reference.read_regions(roi)
+    result = {}
+    for c, read in sources.predicted.items():
+        predicted, truth = read(roi), target == c
+        probabilities = sources.probabilities[c].read(roi) if c in sources.probabilities else None
+        result[c] = {
+            region: (
+                confusion_counts(predicted, truth, inside),
+                None if probabilities is None else ProbabilityHistogram.from_arrays(probabilities, truth, inside, bins),
+            )
+            for region, inside in zip(REGIONS, (cell, zone))
+        }
+    return result
+
+
+def _check_geometry(container: Path, datasets: Sequence[str], roi: Roi | None) -> Roi:
+    """Same voxel size for all datasets; the region (default: where all overlap) inside each of them."""
+    volumes = [open_volume(container, name) for name in datasets]
+    first = volumes[0]
+    for volume in volumes[1:]:
+        if volume.voxel_size != first.voxel_size:
+            raise DatasetMismatchError(
+                f"{volume.label} has voxel size {list(volume.voxel_size)} nm but {first.label} has "
+                f"{list(first.voxel_size)} nm: evaluate datasets of one voxel size"
+            )
+    if roi is None:
+        roi = first.roi
+        for volume in volumes[1:]:
+            roi = roi.intersect(volume.roi)
+        if roi.empty:
+            listing = ", ".join(f"{v.name} {v.roi}" for v in volumes)
+            raise RoiError(f"the prediction and the labels do not overlap ({listing}): nothing to evaluate")
+        return roi
+    for volume in volumes:
+        if not volume.roi.contains(roi):
+            raise RoiError(f"region {roi} (voxels) reaches outside {volume.label}, which covers {volume.roi}: choose a region inside it")
+    return roi
+
+
+def _organelle(dataset: str) -> str:
+    return dataset.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _components(foreground: Foreground, blocks: list[Block], roi: Roi, scratch: Path, min_size: int, run: RunOptions) -> ComponentMap:
+    label_fragments(blocks, roi, scratch, foreground.open, run, f"instances of {foreground.dataset}")
+    return merge_fragments(blocks, scratch, min_size, run, f"join instances of {foreground.dataset}")
+
+
+def _overlap_block(maps: tuple[ComponentMap, ComponentMap], block: Block, state: tuple) -> tuple[np.ndarray, ...]:
+    """Sizes inside the cell mask of the block's predicted and true instances, and their overlaps."""
+    read_predicted, read_true, reference = state
+    roi = block.write_roi
+    cell = _inside([] if reference.mask is None else [reference.mask], roi)
+    predicted = np.where(cell, maps[0].labels(block, read_predicted(roi)), 0)
+    true = np.where(cell, maps[1].labels(block, read_true(roi)), 0)
+    both = (predicted != 0) & (true != 0)
+    pairs, shared = np.unique(np.stack([predicted[both], true[both]]), axis=1, return_counts=True)
+    return (*np.unique(predicted[predicted != 0], return_counts=True), *np.unique(true[true != 0], return_counts=True), pairs, shared)
+
+
+def _open_instance_sources(predicted: Foreground, true: Foreground, reference: Reference) -> tuple:
+    return predicted.open(), true.open(), reference
+
+
+def _match(maps: tuple[ComponentMap, ComponentMap], parts: list[tuple[np.ndarray, ...]], thresholds: Sequence[float]) -> tuple[InstanceScores, ...]:
+    pred_sizes = np.zeros(maps[0].count + 1, np.int64)
+    true_sizes = np.zeros(maps[1].count + 1, np.int64)
+    pairs, shared = [np.zeros((2, 0), np.uint64)], [np.zeros(0, np.int64)]
+    for pred_ids, pred_counts, true_ids, true_counts, block_pairs, block_shared in parts:
+        np.add.at(pred_sizes, pred_ids.astype(np.int64), pred_counts)
+        np.add.at(true_sizes, true_ids.astype(np.int64), true_counts)
+        pairs.append(block_pairs)
+        shared.append(block_shared)
+    all_pairs, inverse = np.unique(np.concatenate(pairs, axis=1), axis=1, return_inverse=True)
+    intersections = np.bincount(inverse.ravel(), weights=np.concatenate(shared), minlength=all_pairs.shape[1]).astype(np.int64)
+    p, t = all_pairs.astype(np.int64)
+    return tuple(
+        InstanceScores(thr, match_instances(pred_sizes, true_sizes, p, t, intersections, thr),
+                       int(np.count_nonzero(pred_sizes[1:])), int(np.count_nonzero(true_sizes[1:])))
+        for thr in thresholds
+    )
+
+
+def _instance_scores(
+    container: Path, predicted: Foreground, labels: LabelSource, reference: Reference, roi: Roi, options: EvaluationOptions, run: RunOptions
+) -> tuple[InstanceScores, ...]:
+    blocks = plan_blocks(roi, options.block_voxels, (0, 0, 0), roi.offset)
+    true = Foreground(container, labels.dataset, "segmentation")
+    with tempfile.TemporaryDirectory(prefix="incasem-evaluate-", dir=options.scratch_dir) as scratch:
+        maps = (
+            _components(predicted, blocks, roi, Path(scratch) / "predicted", options.min_size_voxels, run),
+            _components(true, blocks, roi, Path(scratch) / "true", 0, run),
+        )
+        task = BlockwiseTask(
+            f"match instances of {labels.dataset}", blocks, partial(_overlap_block, maps),
+            partial(_open_instance_sources, predicted, true, reference),
+        )
+        return _match(maps, run_blockwise(task, run), options.iou_thresholds)
+
+
+def evaluate(
+    container: str | Path,
+    prediction: str,
+    labels: Sequence[LabelSource],
+    *,
+    mask: str | None = None,
+    metric_masks: Sequence[str] = (),
+    roi: Roi | None = None,
+    options: EvaluationOptions = EvaluationOptions(),
+    run: RunOptions = RunOptions(),
+) -> Evaluation:
+    """Evaluate ``prediction`` against ``labels`` of ``container`` over ``roi``.
+
+    Parameters
+    ----------
+    container
+        The .zarr container holding prediction, labels and masks.
+    prediction
+        A prediction group (``volumes/predictions/<model>/<id>``: its segmentation, and
+        its ``prob_maps`` for thresholds and sweeps), a segmentation dataset (class
+        ids, or 0 / non-zero for one organelle) or one probability map.
+    labels
+        Labels datasets with the class id each stands for (1..K).
+    mask, metric_masks
+        Cell mask (counts everywhere in it) and metric masks (the exclusion zone).
+    roi
+        Region in voxels on the world grid; default: where all datasets overlap.
+    options, run
+        What to compute (:class:`EvaluationOptions`) and how to run (:class:`~incasem.blockwise.RunOptions`).
+
+    Raises
+    ------
+    IncasemError
+        One line naming the dataset or option at fault: a missing dataset (with those
+        that exist), different voxel sizes, no overlap, probabilities outside [0, 1].
+    """
+    check_run(run)
+    container = Path(container)
+    labels = tuple(labels)
+    if not labels:
+        raise InvalidValueError("no labels to evaluate against: give --labels DATASET (e.g. volumes/labels/mito)")
+    class_ids = sorted({label.class_id for label in labels})
+    predicted = resolve_prediction(container, prediction, class_ids, options)
+    datasets = [f.dataset for f in predicted.foregrounds.values()] + [label.dataset for label in labels]
+    datasets += [f.dataset for f in predicted.probabilities.values()] + [n for n in (mask, *metric_masks) if n]
+    roi = _check_geometry(container, datasets, roi)
+    task = BlockwiseTask(
+        f"evaluate {prediction}", plan_blocks(roi, options.block_voxels, (0, 0, 0), roi.offset), partial(_score_block, options.bins),
+        partial(_open_block_sources, predicted, container, labels, mask, tuple(metric_masks)),
+    )
+    sums: dict[int, dict[str, list]] = {c: {r: [ConfusionCounts(), None] for r in REGIONS} for c in class_ids}
+    for block_result in run_blockwise(task, run):
+        for c, regions in block_result.items():
+            for region, (counts, histogram) in regions.items():
+                total = sums[c][region]
+                total[0] = total[0] + counts
+                total[1] = histogram if total[1] is None else total[1] + histogram
+    reference = Reference.of(container, labels, mask, metric_masks)
+    classes = []
+    for label in sorted(labels, key=lambda item: item.class_id):
+        c = label.class_id
+        regions = {r: RegionScores(*sums[c][r]) for r in REGIONS if r == "plain" or metric_masks}
+        instances = _instance_scores(container, predicted.foregrounds[c], label, reference, roi, options, run) if options.instances else ()
+        classes.append(ClassEvaluation(_organelle(label.dataset), c, regions, instances))
+    return Evaluation(container, prediction, roi, predicted.source, tuple(classes))
+
+
+def evaluate_entry(entry: RoiEntry, prediction: str, options: EvaluationOptions = EvaluationOptions(), run: RunOptions = RunOptions()) -> Evaluation:
+    """:func:`evaluate` over a data-config entry's region, labels, mask and metric masks."""
+    return evaluate(entry.container, prediction, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks,
+                    roi=entry.roi, options=options, run=run)
 
 
 def evaluate_segmentation(
     container: str | Path, segmentation: str, entry: RoiEntry, run: RunOptions = RunOptions()
 ) -> dict[int, ConfusionCounts]:
-    """Confusion counts per class id of segmentation dataset ``segmentation`` over ``entry``'s ROI.
-
-    The segmentation holds class ids (0 = background); the entry's labels map label
-    datasets to class ids as in the data config. ``run``: scheduler, local threads and
-    progress bar (see :class:`incasem.blockwise.RunOptions`).
-    """
-    class_ids = tuple(sorted({label.class_id for label in entry.labels}))
-    seg = open_volume(container, segmentation)
-    roi = entry.roi if entry.roi is not None else seg.roi
-    task = BlockwiseTask(
-        name=f"evaluate {entry.name}",
-        blocks=plan_blocks(roi, EVALUATION_BLOCK, grid_origin=roi.offset),
-        process=partial(_count_block, class_ids),
-        setup=partial(_open_sources, (Path(container), segmentation), entry),
-    )
-    totals = {c: ConfusionCounts() for c in class_ids}
-    for counts in run_blockwise(task, run):
-        totals = {c: totals[c] + counts[c] for c in class_ids}
-    return totals
+    """Confusion counts per class id of segmentation dataset ``segmentation`` over ``entry``'s region,
+    inside its mask ∧ metric masks (what ``incasem predict`` reports)."""
+    result = evaluate(container, segmentation, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks, roi=entry.roi, run=run)
+    region = "exclusion_zone" if entry.metric_masks else "plain"
+    return {c.class_id: c.regions[region].counts for c in result.classes}

@@ -132,7 +132,7 @@ def confusion_counts(prediction: ArrayLike, labels: ArrayLike, mask: ArrayLike |
     return ConfusionCounts(int(tp), int(fp), int(fn), int(tn))
 
 
-def _as_probabilities(probabilities: ArrayLike) -> NDArray[np.floating]:
+def as_probabilities(probabilities: ArrayLike) -> NDArray[np.floating]:
     """Probabilities as floats in [0, 1]; uint8 maps (0..255, as the original stores them) are divided by 255."""
     values = np.asarray(probabilities)
     if values.dtype == np.uint8:
@@ -160,7 +160,7 @@ def scores_from_probabilities(
     """
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    return confusion_counts(_as_probabilities(probabilities) >= threshold, labels, mask)
+    return confusion_counts(as_probabilities(probabilities) >= threshold, labels, mask)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class ProbabilityHistogram:
         cls, probabilities: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, bins: int = DEFAULT_BINS
     ) -> ProbabilityHistogram:
         """Histogram of one block: probabilities (floats in [0, 1] or uint8 0..255), labels, mask."""
-        values, truth = _as_probabilities(probabilities), np.asarray(labels) != 0
+        values, truth = as_probabilities(probabilities), np.asarray(labels) != 0
         _same_shape(values, truth, ("probabilities", "labels"))
         inside = _inside(mask, truth)
         selected = truth if inside is None else truth & inside
@@ -308,13 +308,30 @@ def instance_counts(
         pred, truth = np.where(inside, pred, 0), np.where(inside, truth, 0)
     pred_sizes = np.bincount(pred.ravel())
     true_sizes = np.bincount(truth.ravel())
-    n_pred, n_true = int(np.count_nonzero(pred_sizes[1:])), int(np.count_nonzero(true_sizes[1:]))
     overlap = (pred != 0) & (truth != 0)
-    pairs, intersection = np.unique(
-        pred[overlap] * len(true_sizes) + truth[overlap], return_counts=True
-    )
+    pairs, intersection = np.unique(pred[overlap] * len(true_sizes) + truth[overlap], return_counts=True)
     p, t = np.divmod(pairs, len(true_sizes))
-    iou = intersection / (pred_sizes[p] + true_sizes[t] - intersection)
+    return match_instances(pred_sizes, true_sizes, p, t, intersection, iou_threshold)
+
+
+def match_instances(
+    pred_sizes: NDArray[np.integer],
+    true_sizes: NDArray[np.integer],
+    pred_ids: NDArray[np.integer],
+    true_ids: NDArray[np.integer],
+    intersections: NDArray[np.integer],
+    iou_threshold: float,
+) -> ConfusionCounts:
+    """Instance counts from sizes and overlaps (see :func:`instance_counts`); what a blockwise evaluation sums up.
+
+    ``pred_sizes[i]`` / ``true_sizes[j]``: voxels of predicted instance i / true
+    instance j (index 0 = background, ignored; a size of 0 means no such instance);
+    ``intersections[k]``: voxels shared by ``pred_ids[k]`` and ``true_ids[k]`` (each
+    pair once, ids ≥ 1).
+    """
+    n_pred, n_true = int(np.count_nonzero(pred_sizes[1:])), int(np.count_nonzero(true_sizes[1:]))
+    p, t = np.asarray(pred_ids, np.int64), np.asarray(true_ids, np.int64)
+    iou = intersections / (pred_sizes[p] + true_sizes[t] - intersections)
     keep = iou >= iou_threshold
     p, t, iou = p[keep], t[keep], iou[keep]
     rows, p = np.unique(p, return_inverse=True)

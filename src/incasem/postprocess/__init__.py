@@ -1,0 +1,1 @@
+"""After prediction: thresholded masks and instances (connected components), blockwise."""

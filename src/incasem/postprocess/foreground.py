@@ -1,0 +1,151 @@
+"""What counts as organelle in a dataset: probabilities above a threshold, one class, or non-zero.
+
+A :class:`Foreground` names a dataset and the rule; it is checked against the data
+when created with :func:`foreground_of` and is picklable, so blockwise jobs (also on a
+Dask cluster) open it once per worker with :meth:`Foreground.open`.
+
+Kinds of dataset:
+
+- **probabilities**: floats in [0, 1], or uint8 0..255 read as /255 (how predictions
+  store them, ``prob_maps/class_<c>``); a voxel is organelle where probability ≥ threshold.
+- **segmentation / labels**: integers; a voxel is organelle where it equals the class
+  id, or, without one, where it is non-zero.
+
+A dataset counts as probabilities when it is float, or uint8 with ``prob`` in its
+name (``prob_maps/class_1``, ``probabilities``); ``kind`` overrides the guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from incasem.errors import DatasetMismatchError, InvalidValueError, RoiError
+from incasem.evaluate.metrics import as_probabilities
+from incasem.geometry import Roi
+from incasem.io.volume import Volume, open_volume
+
+Kind = Literal["probabilities", "segmentation"]
+
+
+def guess_kind(volume: Volume) -> Kind:
+    """``probabilities`` for float data and uint8 data named ``prob*``; else ``segmentation``."""
+    name = volume.name.rsplit("/", 2)
+    if np.issubdtype(volume.dtype, np.floating) or (volume.dtype == np.uint8 and any("prob" in part for part in name)):
+        return "probabilities"
+    return "segmentation"
+
+
+def check_probability_values(volume: Volume, values: np.ndarray) -> np.ndarray:
+    """``values`` of ``volume`` as probabilities in [0, 1], or a one-line error naming the dataset."""
+    try:
+        return as_probabilities(values)
+    except ValueError as error:
+        raise InvalidValueError(
+            f"{volume.label}: {error}: give a probability map (floats in [0, 1] or uint8 0..255) or a segmentation"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Foreground:
+    """Where ``dataset`` of ``container`` shows the organelle (see the module docstring).
+
+    Attributes
+    ----------
+    container, dataset
+        The data.
+    kind
+        ``probabilities`` or ``segmentation``.
+    threshold
+        Probabilities: least probability of organelle voxels, in [0, 1].
+    class_id
+        Segmentation: the class id of organelle voxels; ``None``: every non-zero voxel.
+    mask
+        Optional dataset (same voxel size, covering the data): only where it is
+        non-zero can a voxel be organelle.
+    """
+
+    container: Path
+    dataset: str
+    kind: Kind
+    threshold: float = 0.5
+    class_id: int | None = None
+    mask: str | None = None
+
+    def open(self) -> Callable[[Roi], np.ndarray]:
+        """A reader giving the foreground (bool) of a region."""
+        volume = open_volume(self.container, self.dataset)
+        mask = None if self.mask is None else open_volume(self.container, self.mask)
+
+        def read(roi: Roi) -> np.ndarray:
+            values = volume.read(roi)
+            if self.kind == "probabilities":
+                inside = check_probability_values(volume, values) >= self.threshold
+            elif self.class_id is None:
+                inside = values != 0
+            else:
+                inside = values == self.class_id
+            if mask is not None:
+                inside &= mask.read(roi) != 0
+            return inside
+
+        return read
+
+
+def open_with_output(foreground: Foreground, container: Path, output: str) -> tuple[Callable[[Roi], np.ndarray], Volume]:
+    """A job's per-worker state: the foreground reader and the output dataset opened for writing."""
+    return foreground.open(), open_volume(container, output, "r+", require_complete=False)
+
+
+def _check_threshold(threshold: float) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise InvalidValueError(f"--threshold must be a probability in [0, 1], got {threshold!r}")
+
+
+def check_mask(volume: Volume, mask_dataset: str) -> Volume:
+    """Open ``mask_dataset`` beside ``volume``: same voxel size, covering it."""
+    mask = open_volume(volume.container, mask_dataset)
+    if mask.voxel_size != volume.voxel_size:
+        raise DatasetMismatchError(
+            f"mask {mask.label} has voxel size {list(mask.voxel_size)} nm, {volume.label} has "
+            f"{list(volume.voxel_size)} nm: give a mask of the same voxel size"
+        )
+    if not mask.roi.contains(volume.roi):
+        raise RoiError(f"mask {mask.label} covers {mask.roi}, not all of {volume.label} ({volume.roi}): give a mask that covers it")
+    return mask
+
+
+def foreground_of(
+    container: str | Path,
+    dataset: str,
+    *,
+    kind: Kind | None = None,
+    threshold: float = 0.5,
+    class_id: int | None = None,
+    mask: str | None = None,
+) -> Foreground:
+    """Check the dataset, the rule and the mask; return the :class:`Foreground`.
+
+    Raises
+    ------
+    DatasetNotFoundError, InvalidValueError, DatasetMismatchError, RoiError
+        One line naming the dataset or option at fault.
+    """
+    volume = open_volume(container, dataset)
+    kind = guess_kind(volume) if kind is None else kind
+    if kind not in ("probabilities", "segmentation"):
+        raise InvalidValueError(f"--kind must be probabilities or segmentation, got {kind!r}")
+    _check_threshold(threshold)
+    if kind == "segmentation" and not (np.issubdtype(volume.dtype, np.integer) or volume.dtype == np.bool_):
+        raise DatasetMismatchError(f"{volume.label} is {volume.dtype}: a segmentation holds integers; for probabilities give --kind probabilities")
+    if kind == "probabilities" and not (np.issubdtype(volume.dtype, np.floating) or volume.dtype == np.uint8):
+        raise DatasetMismatchError(f"{volume.label} is {volume.dtype}: probabilities are floats in [0, 1] or uint8 0..255")
+    if class_id is not None and (isinstance(class_id, bool) or not isinstance(class_id, int) or class_id < 1):
+        raise InvalidValueError(f"--class must be a class id of at least 1, got {class_id!r}")
+    if mask is not None:
+        check_mask(volume, mask)
+    return Foreground(volume.container, volume.name, kind, float(threshold), class_id, mask)

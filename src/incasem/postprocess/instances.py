@@ -1,0 +1,140 @@
+"""``incasem instances``: one id per object (connected component), blockwise, across block borders.
+
+The objects are the 6-connected components of a foreground (probabilities ≥ a
+threshold, one class of a segmentation, or non-zero labels; optionally only inside a
+cell mask; see :mod:`incasem.postprocess.foreground`); objects smaller than a minimum
+size are dropped. Ids run 1..n in raster order of each object's first voxel: the
+result equals, voxel for voxel, ``skimage.segmentation.relabel_sequential`` of
+``scipy.ndimage.label`` of the whole volume with the small objects removed
+(:mod:`incasem.postprocess.components` explains how).
+
+Nothing is written until the objects are known: passes 1 and 2 keep their files in
+a scratch folder inside the output dataset (removed at the end); the output is marked
+incomplete until pass 3 has written every block, and ``--resume`` continues any pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from skimage.segmentation import relabel_sequential
+
+from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, run_blockwise
+from incasem.errors import InvalidValueError
+from incasem.geometry import Triple
+from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
+from incasem.postprocess.components import ComponentMap, label_fragments, merge_fragments, plan_component_blocks
+from incasem.postprocess.foreground import Foreground, open_with_output
+
+#: Folder inside the output dataset that holds passes 1 and 2 while the job runs.
+SCRATCH_FOLDER = ".incasem_fragments"
+
+ID_DTYPES = {"uint32": np.uint32, "uint64": np.uint64}
+
+
+@dataclass(frozen=True)
+class InstanceOptions:
+    """How objects are made; validated on construction.
+
+    Attributes
+    ----------
+    min_size_voxels
+        Objects of fewer voxels are dropped (0 or 1 keeps all).
+    dtype
+        ``uint32`` (up to 4 294 967 295 objects) or ``uint64``.
+    """
+
+    min_size_voxels: int = 0
+    dtype: str = "uint32"
+
+    def __post_init__(self) -> None:
+        size = self.min_size_voxels
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidValueError(f"--min-size must be a whole number of voxels, at least 0, got {size!r}")
+        if self.dtype not in ID_DTYPES:
+            raise InvalidValueError(f"--dtype must be uint32 or uint64, got {self.dtype!r}")
+
+
+def _write_block(components: ComponentMap, dtype: np.dtype, block: Block, state: tuple) -> None:
+    read, target = state
+    target.write(block.write_roi, components.labels(block, read(block.write_roi)).astype(dtype))
+
+
+def default_output(dataset: str) -> str:
+    """``<dataset>_instances``."""
+    return f"{dataset.rstrip('/')}_instances"
+
+
+def label_instances(
+    foreground: Foreground,
+    output_dataset: str | None = None,
+    *,
+    options: InstanceOptions = InstanceOptions(),
+    chunks: Triple | None = None,
+    mode: WriteMode = "create",
+    run: RunOptions = RunOptions(),
+) -> Volume:
+    """Write the objects of ``foreground`` as instance ids into ``output_dataset``.
+
+    Parameters
+    ----------
+    foreground
+        The dataset and what counts as object in it (:func:`~incasem.postprocess.foreground.foreground_of`).
+    output_dataset
+        Output dataset in the same container; default :func:`default_output`.
+    options
+        Minimum object size and id type (:class:`InstanceOptions`).
+    chunks
+        Chunk shape of the output = block shape (voxels); default the source's chunks.
+    mode, run
+        Write mode (:data:`~incasem.io.volume.WriteMode`) and run options (:class:`~incasem.blockwise.RunOptions`).
+
+    Returns
+    -------
+    Volume
+        The complete output; its attribute ``instances`` holds the number of objects.
+    """
+    check_job(mode, run)
+    source = open_volume(foreground.container, foreground.dataset)
+    output = output_dataset or default_output(foreground.dataset)
+    job = {
+        "job": "instances", "source": foreground.dataset, "kind": foreground.kind, "threshold": foreground.threshold,
+        "class_id": foreground.class_id, "mask": foreground.mask, "min_size_voxels": options.min_size_voxels,
+    }
+    dtype = np.dtype(ID_DTYPES[options.dtype])
+    target = create_volume(
+        source.container, output, source.shape, dtype, source.voxel_size, source.offset_nm,
+        chunks or source.chunks, mode=mode, job=job, reads=[n for n in (foreground.dataset, foreground.mask) if n],
+    )
+    scratch = Path(target.container) / output / SCRATCH_FOLDER
+    blocks = plan_component_blocks(target.roi, target.chunks)
+    label_fragments(blocks, target.roi, scratch, foreground.open, run, f"instances {output}: label blocks")
+    components = merge_fragments(blocks, scratch, options.min_size_voxels, run, f"instances {output}: join blocks")
+    if components.count > np.iinfo(dtype).max:
+        raise InvalidValueError(
+            f"{components.count} objects do not fit in {options.dtype}: rerun with --dtype uint64 --overwrite"
+        )
+    task = BlockwiseTask(
+        f"instances {output}: write", blocks, partial(_write_block, components, dtype),
+        partial(open_with_output, foreground, target.container, output), done_record_for(target.container, output),
+    )
+    run_blockwise(task, run)
+    target.array.attrs["instances"] = components.count
+    target.array.attrs["largest_instance_voxels"] = int(components.sizes_voxels.max(initial=0))
+    target.mark_complete()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def instances_in_memory(foreground: np.ndarray, min_size_voxels: int = 0) -> np.ndarray:
+    """The whole-volume computation in memory: 6-connected components, small ones dropped, ids 1..n in raster order."""
+    labels, _ = ndimage.label(foreground)
+    sizes = np.bincount(labels.ravel())
+    labels[sizes[labels] < max(min_size_voxels, 1)] = 0
+    return relabel_sequential(labels)[0]
+
