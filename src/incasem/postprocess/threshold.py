@@ -9,7 +9,6 @@ checked for values outside [0, 1] before anything is written.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
