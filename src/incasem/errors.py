@@ -75,3 +75,11 @@ class DownloadError(IncasemError):
 
 class SchedulerError(IncasemError):
     """A Dask scheduler cannot be reached."""
+
+
+class OutputExistsError(IncasemError):
+    """An output file (a picture, a report) exists already and overwriting it was not asked for."""
+
+
+class PortInUseError(IncasemError):
+    """A network port that a server (the neuroglancer viewer) is asked to listen on is taken."""

@@ -1,4 +1,4 @@
-"""``incasem runs list|show``: the training runs in the runs folder (read only)."""
+"""``incasem runs list|show|plot``: the training runs in the runs folder (read only; plot writes a picture)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import typer
 from incasem.cli.app import app
 from incasem.runs import RUNS_DIR_ENV, RunFolder, list_runs, open_run, runs_dir
 from incasem.train.tracking import read_metrics
+from incasem.view.curves import CURVES_FILE, plot_run
 
 runs_app = typer.Typer(
     name="runs",
     help=(
-        "Training runs: list them, or show one (config, checkpoints with their validation scores, "
-        f"latest metrics). Runs folder: --runs-dir, else ${RUNS_DIR_ENV}, else ./runs."
+        "Training runs: list them, show one (config, checkpoints with their validation scores, "
+        f"latest metrics) or plot its curves. Runs folder: --runs-dir, else ${RUNS_DIR_ENV}, else ./runs."
     ),
     no_args_is_help=True,
 )
@@ -162,3 +163,21 @@ def show_command(
         f"predict with its best checkpoint: {_predict_hint(run, root)}",
     ]
     typer.echo("\n".join(lines))
+
+
+@runs_app.command(
+    "plot",
+    help=(
+        "Draw a run's curves as PNG: training loss (and its moving average), validation loss, validation F1 and "
+        f"IoU per iteration, the best checkpoint marked. Default output: <run folder>/{CURVES_FILE}, replaced each time."
+    ),
+)
+def plot_command(
+    run_id: str = typer.Argument(..., metavar="ID", help="Run id, e.g. 12 (see `incasem runs list`)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help=f"PNG file to write (default: <run folder>/{CURVES_FILE})."),
+    runs_dir_option: Path | None = _RUNS_DIR,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
+) -> None:
+    """Plot one run's curves."""
+    run = open_run(runs_dir(runs_dir_option), run_id)
+    typer.echo(f"wrote {plot_run(run, output, overwrite=overwrite)}")

@@ -1,0 +1,1 @@
+"""Looking at the data: the neuroglancer viewer, preview pictures and training curves."""
