@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole workflow on the bundled example (examples/lucchi_crop, real FIB-SEM with
 # manual mitochondria labels): TIFF -> zarr, 3D CLAHE, metric mask, prediction with
-# the bundled demo model (F1 against the labels), export to TIFF for Fiji.
+# the bundled demo model, scores against the labels (all voxels and the exclusion zone),
+# instances, a preview PNG, export to TIFF for Fiji; prints the command to browse it all.
 # Usage: bash examples/demo.sh [OUTPUT_FOLDER]   (default: ./example)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +28,11 @@ cat > "$out/demo_config.json" <<JSON
 }
 JSON
 incasem predict "$out/demo_config.json" --model "$here/demo_model_mito_5nm.pt" --device cpu
+prediction=$(cd "$cell" && ls -d volumes/predictions/demo_model_mito_5nm/* | sort | tail -n 1)
+incasem evaluate "$cell" -p "$prediction" --instances --json "$out/scores.json" --overwrite -q
+incasem instances "$cell" -i "$prediction/segmentation" --min-size 500 --overwrite -q
+incasem preview "$cell" -o "$out/preview.png" --overwrite
 incasem info "$cell"
-segmentation=$(cd "$cell" && ls -d volumes/predictions/demo_model_mito_5nm/* | sort | tail -n 1)/segmentation
-incasem export "$cell" "$out/segmentation_tiff" -d "$segmentation" --overwrite
-echo "demo finished: zarr in $cell, segmentation TIFFs in $out/segmentation_tiff"
+incasem export "$cell" "$out/segmentation_tiff" -d "$prediction/segmentation" --overwrite
+echo "demo finished: zarr in $cell, scores in $out/scores.json, picture $out/preview.png, segmentation TIFFs in $out/segmentation_tiff"
+echo "browse it in neuroglancer: incasem view $cell"
