@@ -220,6 +220,61 @@ BAD = {
     "runs show id not a number": (["runs", "show", "last"], "not a whole number"),
     "runs show runs dir is a file": (["runs", "show", "1", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
     "runs show runs dir without runs": (["runs", "show", "1", "--runs-dir", "W/results"], "no runs there"),
+    # evaluate (the empty ER labels stand in for a prediction)
+    "evaluate prediction missing": (["evaluate", "W/cell.zarr", "-p", "volumes/nope"], "no dataset 'volumes/nope'"),
+    "evaluate labels missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "-l", "volumes/labels/golgi"], "volumes/labels/golgi"),
+    "evaluate mask missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--mask", "volumes/nope"], "volumes/nope"),
+    "evaluate metric mask missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--metric-mask", "volumes/metric_masks/nope"], "volumes/metric_masks/nope"),
+    "evaluate roi offset alone": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--roi-offset", "0,0,0"], "--roi-shape"),
+    "evaluate roi outside": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--roi-offset", "0,0,0", "--roi-shape", "99,9,9"], "reaches outside"),
+    "evaluate threshold": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--threshold", "2"], "--threshold"),
+    "evaluate sweep of a segmentation": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--sweep"], "--sweep needs a probability map"),
+    "evaluate iou": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--instances", "--iou", "0"], "--iou"),
+    "evaluate min size": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--min-size", "-1"], "--min-size"),
+    "evaluate json exists": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--json", "W/notes.txt"], "exists"),
+    "evaluate scratch is a file": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--scratch", "W/notes.txt"], "--scratch"),
+    "evaluate data root": (["evaluate", "W/predict.json", "-p", "volumes/labels/er", "--data-root", "W/nothing"], "nothing"),
+    "evaluate scheduler": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--scheduler", "localhost"], "--scheduler"),
+    "evaluate workers": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "-n", "0"], "--workers"),
+    # threshold (volumes/float: a float probability map of zeros)
+    "threshold input missing": (["threshold", "W/cell.zarr", "-i", "volumes/nope"], "no dataset 'volumes/nope'"),
+    "threshold threshold": (["threshold", "W/cell.zarr", "-i", "volumes/float", "-t", "1.5"], "--threshold"),
+    "threshold output is the user's": (["threshold", "W/cell.zarr", "-i", "volumes/float", "-o", "volumes/labels/mito", "--overwrite"], "not replace"),
+    "threshold mask missing": (["threshold", "W/cell.zarr", "-i", "volumes/float", "--mask", "volumes/nope"], "volumes/nope"),
+    "threshold chunks": (["threshold", "W/cell.zarr", "-i", "volumes/float", "--chunks", "0"], "--chunks"),
+    "threshold scheduler": (["threshold", "W/cell.zarr", "-i", "volumes/float", "--scheduler", "localhost"], "--scheduler"),
+    "threshold workers": (["threshold", "W/cell.zarr", "-i", "volumes/float", "-n", "0"], "--workers"),
+    # instances
+    "instances input missing": (["instances", "W/cell.zarr", "-i", "volumes/nope"], "no dataset 'volumes/nope'"),
+    "instances class": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "--class", "0"], "--class"),
+    "instances threshold": (["instances", "W/cell.zarr", "-i", "volumes/float", "-t", "-1"], "--threshold"),
+    "instances min size": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "--min-size", "-5"], "--min-size"),
+    "instances dtype": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "--dtype", "int8"], "--dtype"),
+    "instances output is a group": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "-o", "volumes", "--overwrite"], "lies in the input"),
+    "instances output is another group": (["instances", "W/cell.zarr", "-i", "volumes/float", "-o", "volumes/labels", "--overwrite"], "never a group"),
+    "instances mask missing": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "--mask", "volumes/nope"], "volumes/nope"),
+    "instances chunks": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "--chunks", "-1"], "--chunks"),
+    "instances scheduler": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "--scheduler", "localhost"], "--scheduler"),
+    "instances workers": (["instances", "W/cell.zarr", "-i", "volumes/labels/mito", "-n", "0"], "--workers"),
+    # view, preview, runs plot
+    "view dataset missing": (["view", "W/cell.zarr", "-d", "volumes/nope"], "no dataset 'volumes/nope'"),
+    "view position outside": (["view", "W/cell.zarr", "--position", "1000,0,0"], "outside"),
+    "view port": (["view", "W/cell.zarr", "--port", "70000"], "--port"),
+    "view bind": (["view", "W/cell.zarr", "--bind", "203.0.113.7"], "203.0.113.7"),
+    "preview output not png": (["preview", "W/cell.zarr", "-o", "W/notes.txt"], ".png"),
+    "preview raw missing": (["preview", "W/cell.zarr", "-o", "W/p.png", "--raw", "volumes/nope"], "volumes/nope"),
+    "preview overlay missing": (["preview", "W/cell.zarr", "-o", "W/p.png", "--overlay", "volumes/nope"], "volumes/nope"),
+    "preview position outside": (["preview", "W/cell.zarr", "-o", "W/p.png", "--position", "1000,0,0"], "outside"),
+    "preview size": (["preview", "W/cell.zarr", "-o", "W/p.png", "--size", "0"], "--size"),
+    "runs plot output not png": (["runs", "plot", "1", "-o", "W/notes.txt"], ".png"),
+    "runs plot runs dir is a file": (["runs", "plot", "1", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
+    # pyramid, download
+    "pyramid dataset missing": (["pyramid", "W/cell.zarr", "-d", "volumes/nope"], "no dataset"),
+    "pyramid levels": (["pyramid", "W/cell.zarr", "-d", "volumes/raw", "--levels", "0"], "--levels"),
+    "pyramid downsampling": (["pyramid", "W/cell.zarr", "-d", "volumes/raw", "--downsampling", "max"], "--downsampling"),
+    "pyramid scheduler": (["pyramid", "W/cell.zarr", "-d", "volumes/raw", "--scheduler", "localhost"], "--scheduler"),
+    "pyramid workers": (["pyramid", "W/cell.zarr", "-d", "volumes/raw", "-n", "0"], "--workers"),
+    "download unreachable": (["download", "cell_6", "W/dl", "--dry-run", "--base-url", "http://127.0.0.1:9"], "cannot reach"),
 }
 
 #: Usage errors (unknown option, missing argument, a non-number where a number goes): exit 2.
@@ -291,7 +346,7 @@ def test_every_option_of_every_command_has_a_bad_value_case():
     for arguments, _ in BAD.values():
         command = " ".join(arguments[:2]) if arguments[0] in ("models", "runs") else arguments[0]
         tried.setdefault(command, set()).update(a for a in arguments if a.startswith("-"))
-    aliases = {"--no-mlflow": "--mlflow", "-d": "--dataset", "-i": "--input", "-o": "--output", "-l": "--labels", "-m": "--model", "-n": "--workers"}
+    aliases = {"--no-mlflow": "--mlflow", "-d": "--dataset", "-i": "--input", "-o": "--output", "-l": "--labels", "-m": "--model", "-n": "--workers", "-p": "--prediction", "-t": "--threshold"}
     missing = []
     root = typer.main.get_command(app)
     for name, command in root.commands.items():
@@ -301,7 +356,7 @@ def test_every_option_of_every_command_has_a_bad_value_case():
             used = {aliases.get(o, o) for o in tried.get(key, set())}
             for param in leaf.params:
                 long = [o for o in getattr(param, "opts", []) if o.startswith("--")]
-                flags = {"--quiet", "--resume", "--overwrite", "--base-url"}  # switches / tested elsewhere
+                flags = {"--quiet", "--resume", "--overwrite", "--base-url", "--sweep", "--instances", "--browser", "--dry-run"}  # switches / tested elsewhere
                 if long and long[0] not in used and long[0] not in flags and not (key == "models fetch" and long[0] == "--cache-dir"):
                     missing.append(f"{key} {long[0]}")
     assert not missing, f"options without a bad-value case: {missing}"
@@ -320,6 +375,8 @@ def test_every_overwrite_replaces_only_what_that_command_wrote(workspace, tmp_pa
         (["metric-mask", str(cell), "-l", "volumes/labels/mito"], [], ["--exclude-inwards", "1"], ["cell.zarr/volumes/metric_masks/mito"]),
         (["mask", str(cell), "--min", "1", "--max", "250"], ["--opening", "1"], [], ["cell.zarr/volumes/mask"]),
         (["export", str(cell), str(root / "slices")], ["-d", "volumes/eq2"], ["-d", "volumes/mask"], ["slices", ".slices"]),
+        (["threshold", str(cell), "-i", "volumes/float", "-o", "volumes/thresholded"], [], ["-t", "0.2"], ["cell.zarr/volumes/thresholded"]),
+        (["instances", str(cell), "-i", "volumes/labels/mito"], [], ["--min-size", "100"], ["cell.zarr/volumes/labels/mito_instances"]),
     ]
     for arguments, first, second, outputs in runs:
         assert main([*arguments, *first, "-n", "1"]) == 0, capsys.readouterr().err

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
-from xml.sax.saxutils import escape
 
 import pytest
 import torch
@@ -35,6 +28,7 @@ from incasem.model.zoo import (
     models_dir,
     resolve_model,
 )
+from tests.fake_bucket import Bucket, serve, unreachable_url
 
 PAGE_SIZE = 2  # keys per listing page: the listing below spans four pages
 LISTED_ONLY = [  # keys the bucket lists but the server does not serve; 1675 lands on page 2
@@ -45,73 +39,6 @@ LISTED_ONLY = [  # keys the bucket lists but the server does not serve; 1675 lan
     "model_checkpoint_1986_ccp_HPF_old.pt",
     "model_checkpoint_18470_other.pt",
 ]
-
-
-@dataclass
-class Bucket:
-    """What the local server serves, and a log of the requests it got."""
-
-    root: Path
-    damage: dict[str, str] = field(default_factory=dict)  # file name -> "truncated" | "short"
-    requests: list[str] = field(default_factory=list)
-
-    def keys(self) -> list[str]:
-        served = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]
-        return sorted(served + [CHECKPOINT_PREFIX + name for name in LISTED_ONLY])
-
-    def downloads(self) -> int:
-        return sum(1 for r in self.requests if r.startswith("/" + CHECKPOINT_PREFIX))
-
-
-class BucketHandler(BaseHTTPRequestHandler):
-    """Serves files of ``Bucket.root`` and answers S3 ListObjectsV2 listings, in pages."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        bucket: Bucket = self.server.bucket
-        bucket.requests.append(self.path)
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        if url.path == "/" and query.get("list-type") == ["2"]:
-            return self._listing(bucket, query)
-        path = bucket.root / unquote(url.path.lstrip("/"))
-        if not path.is_file():
-            return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>")
-        data = path.read_bytes()
-        damage = bucket.damage.get(path.name)
-        if damage == "truncated":  # the server has a broken file: honest length, half the bytes
-            return self._send(200, data[: len(data) // 2])
-        self._send(200, data[: len(data) // 2] if damage == "short" else data, length=len(data))
-        if damage == "short":  # the connection drops after half of the announced length
-            self.close_connection = True
-
-    def _listing(self, bucket: Bucket, query: dict[str, list[str]]) -> None:
-        prefix = query.get("prefix", [""])[0]
-        token = query.get("continuation-token", [None])[0]
-        start = int(base64.b64decode(token).decode().split("=")[1]) if token else 0
-        keys = [k for k in bucket.keys() if k.startswith(prefix)]
-        page = keys[start : start + PAGE_SIZE]
-        more = start + PAGE_SIZE < len(keys)
-        nxt = base64.b64encode(f"start={start + PAGE_SIZE}".encode()).decode()  # has '=': needs quoting
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>'
-            '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-            f"<Name>asem-project</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(page)}</KeyCount>"
-            + "".join(f"<Contents><Key>{escape(k)}</Key><Size>1</Size></Contents>" for k in page)
-            + f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>"
-            + (f"<NextContinuationToken>{nxt}</NextContinuationToken>" if more else "")
-            + "</ListBucketResult>"
-        )
-        self._send(200, body.encode(), content_type="application/xml")
-
-    def _send(self, status: int, data: bytes, length: int | None = None, content_type: str = "application/octet-stream") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data) if length is None else length))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +66,9 @@ def bucket(tmp_path, published_file) -> Iterator[tuple[Bucket, str]]:
     shutil.copy(published_file, folder / "model_checkpoint_1847_mito_CF.pt")
     shutil.copy(published_file, folder / "model_checkpoint_1675_mito_HPF.pt")
     (folder.parent / "README.txt").write_text("not a checkpoint")
-    state = Bucket(tmp_path / "bucket")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BucketHandler)
-    server.bucket = state
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    state = Bucket(tmp_path / "bucket", page_size=PAGE_SIZE, listed_only=tuple(CHECKPOINT_PREFIX + n for n in LISTED_ONLY))
+    with serve(state) as base_url:
+        yield state, base_url
 
 
 @pytest.fixture
@@ -156,11 +78,7 @@ def cache(tmp_path) -> Path:
 
 @pytest.fixture
 def unreachable() -> str:
-    """Base URL of a port nobody listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return unreachable_url()
 
 
 def files_in(folder: Path) -> list[str]:
@@ -246,7 +164,7 @@ def test_fetch_of_a_missing_file(bucket, cache, model_id, message) -> None:
 )
 def test_damaged_download_leaves_nothing(bucket, cache, damage, message) -> None:
     server, base_url = bucket
-    server.damage["model_checkpoint_1847_mito_CF.pt"] = damage
+    server.damage[CHECKPOINT_PREFIX + "model_checkpoint_1847_mito_CF.pt"] = damage
     with pytest.raises(DownloadError, match=message) as info:
         fetch_published_model("1847", cache, base_url, progress=False)
     assert "\n" not in str(info.value)

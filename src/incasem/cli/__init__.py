@@ -21,5 +21,7 @@ from incasem.cli import predict as _predict  # noqa: F401,E402
 from incasem.cli import train as _train  # noqa: F401,E402
 from incasem.cli import evaluate as _evaluate  # noqa: F401,E402
 from incasem.cli import postprocess as _postprocess  # noqa: F401,E402
-from incasem.cli import preview as _preview  # noqa: F401,E402
 from incasem.cli import view as _view  # noqa: F401,E402
+from incasem.cli import preview as _preview  # noqa: F401,E402
+from incasem.cli import download as _download  # noqa: F401,E402
+from incasem.cli import pyramid as _pyramid  # noqa: F401,E402

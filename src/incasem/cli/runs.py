@@ -13,6 +13,7 @@ from incasem.cli.app import app
 from incasem.runs import RUNS_DIR_ENV, RunFolder, list_runs, open_run, runs_dir
 from incasem.train.tracking import read_metrics
 from incasem.view.curves import CURVES_FILE, plot_run
+from incasem.view.preview import check_png_output
 
 runs_app = typer.Typer(
     name="runs",
@@ -179,5 +180,7 @@ def plot_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
 ) -> None:
     """Plot one run's curves."""
+    if output is not None:
+        check_png_output(output, overwrite)  # before looking for the run: a bad name is refused first
     run = open_run(runs_dir(runs_dir_option), run_id)
     typer.echo(f"wrote {plot_run(run, output, overwrite=overwrite)}")

@@ -149,6 +149,8 @@ class EvaluationOptions:
             raise InvalidValueError(f"--min-size must be a whole number of voxels, at least 0, got {size!r}")
         if isinstance(self.bins, bool) or not isinstance(self.bins, int) or not 2 <= self.bins <= 100_000:
             raise InvalidValueError(f"bins must be a whole number from 2 to 100000, got {self.bins!r}")
+        if self.scratch_dir is not None and not Path(self.scratch_dir).is_dir():
+            raise InvalidValueError(f"--scratch {self.scratch_dir} is not a folder: give an existing folder for temporary files")
         object.__setattr__(self, "block_voxels", as_positive_triple(self.block_voxels, "--block-size"))
 
 

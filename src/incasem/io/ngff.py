@@ -14,6 +14,18 @@ each dataset, one single-level image entry per dataset of that group::
              {"type": "translation", "translation": [0, 460, 32.2]}]}]},
         {"version": "0.4", "name": "volumes/raw_equalized_0.02", ...}]}
 
+A dataset with a multiscale pyramid (:mod:`incasem.preprocess.pyramid`: arrays
+``raw_s1``, ``raw_s2``, ... next to ``raw``, each recording ``{"job": "pyramid",
+"source": "volumes/raw", ...}``) is one image whose ``datasets`` list the base and
+then its finished levels, each with its own scale and translation::
+
+    {"name": "volumes/raw", "datasets": [
+        {"path": "raw", ...scale [50, 4.6, 4.6]...},
+        {"path": "raw_s1", ...scale [50, 9.2, 9.2]...}, ...]}
+
+A level is never an image of its own; a level still being written is not listed
+(readers would show its unwritten blocks), nor are the ones after it.
+
 (zarr v3 containers get the OME-NGFF 0.5 form: the same list under
 ``attributes["ome"] = {"version": "0.5", "multiscales": [...]}``; 0.5 also wants
 each array created with ``dimension_names=("z", "y", "x")``.)
@@ -63,7 +75,7 @@ from zarr.storage import LocalStore
 
 from incasem.errors import IncasemError
 from incasem.geometry import NmTriple, as_nm_triple
-from incasem.io.metadata import DatasetRef, ngff_multiscale, read_geometry
+from incasem.io.metadata import COMPLETE, JOB_KEY, STATUS_KEY, DatasetRef, ngff_multiscale, read_geometry
 
 try:  # POSIX only; elsewhere publishing relies on the check-and-rebuild alone
     import fcntl
@@ -78,6 +90,11 @@ NGFF_V2_VERSION = "0.4"
 NGFF_V3_VERSION = "0.5"
 #: Name of the OME-NGFF group that holds an image's label images.
 LABELS_GROUP = "labels"
+
+#: ``job`` recorded (under ``incasem_job``) on the pyramid levels of a dataset.
+PYRAMID_JOB = "pyramid"
+#: Pyramid level ``k`` of dataset ``name`` is the array ``<name>_s<k>`` next to it.
+LEVEL_SUFFIX = "_s"
 
 _ATTEMPTS = 5
 
@@ -144,6 +161,34 @@ def publish_container_ngff(group: zarr.Group) -> list[str]:
     return published
 
 
+def level_name(dataset: str, level: int) -> str:
+    """The name of pyramid level ``level`` (1, 2, ...) of ``dataset``: ``volumes/raw`` -> ``volumes/raw_s1``."""
+    return f"{dataset}{LEVEL_SUFFIX}{level}"
+
+
+def pyramid_source(array_attrs: Mapping[str, Any]) -> str | None:
+    """The dataset (path in the container) whose pyramid level an array with these attributes is; ``None``: no level."""
+    job = array_attrs.get(JOB_KEY)
+    source = job.get("source") if isinstance(job, Mapping) and job.get("job") == PYRAMID_JOB else None
+    return source if isinstance(source, str) else None
+
+
+def pyramid_level_paths(group: zarr.Group, dataset: str) -> list[str]:
+    """The finished pyramid levels of ``dataset`` (a path below ``group``), coarser ones later.
+
+    Those listed in the dataset's OME-NGFF entry: the arrays ``<dataset>_s1``,
+    ``<dataset>_s2``, ... that a pyramid job of ``dataset`` wrote and finished, up to
+    the first one that is missing or unfinished. ``[]`` if it has none.
+    """
+    parts = [part for part in dataset.split("/") if part not in ("", ".")]
+    parent = group.get("/".join(parts[:-1])) if len(parts) > 1 else group
+    if not parts or not isinstance(parent, zarr.Group):
+        return []
+    arrays = _arrays(parent)
+    prefix = f"{parent.path}/" if parent.path else ""
+    return [prefix + level for level in _pyramids(arrays, _described(parent, arrays, {}), prefix).get(parts[-1], [])]
+
+
 def ngff_entries(group_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The ``multiscales`` entries of a group's attributes (OME-NGFF 0.4 or 0.5 form; ``[]``: none)."""
     ome = group_attrs.get("ome")
@@ -202,34 +247,76 @@ def _order(name: str) -> tuple[bool, str]:
     return (not name.startswith("raw"), name)
 
 
-def _rebuilt(group: zarr.Group, attrs: dict[str, Any], override: Mapping[str, Geometry]) -> dict[str, Any]:
-    """``attrs`` of ``group`` with its ``multiscales`` rebuilt from the group's arrays."""
-    zarr_format = group.metadata.zarr_format
+def _arrays(group: zarr.Group) -> dict[str, zarr.Array]:
+    """The arrays right below ``group``, by name."""
     with warnings.catch_warnings():  # another writer's half-written metadata file (*.partial) is no member
         warnings.simplefilter("ignore", ZarrUserWarning)
-        arrays = {name: node for name, node in group.members(max_depth=0) if isinstance(node, zarr.Array)}
+        return {name: node for name, node in group.members(max_depth=0) if isinstance(node, zarr.Array)}
+
+
+def _described(
+    group: zarr.Group, arrays: Mapping[str, zarr.Array], override: Mapping[str, Geometry]
+) -> dict[str, Geometry]:
+    """The 3D arrays of ``group`` with a geometry (``override`` first, else their attributes)."""
     ours: dict[str, Geometry] = {}
     for name, array in arrays.items():
         geometry = override.get(name) or (_array_geometry(group, name, array) if array.ndim == 3 else None)
         if geometry is not None and array.ndim == 3:
             ours[name] = geometry
+    return ours
+
+
+def _level_base(array: zarr.Array, prefix: str, described: Mapping[str, Geometry]) -> str | None:
+    """The dataset of this group (child name) that ``array`` is a pyramid level of; ``None`` if it is none."""
+    source = pyramid_source(array.attrs.asdict())
+    if source is None or not source.startswith(prefix):
+        return None
+    base = source[len(prefix):]
+    return base if base in described else None
+
+
+def _pyramids(arrays: Mapping[str, zarr.Array], ours: Mapping[str, Geometry], prefix: str) -> dict[str, list[str]]:
+    """Each dataset's finished pyramid levels ``<name>_s1, <name>_s2, ...`` (up to the first one missing)."""
+    levels: dict[str, list[str]] = {}
+    for base in ours:
+        found = levels.setdefault(base, [])
+        while (name := level_name(base, len(found) + 1)) in ours and _level_base(arrays[name], prefix, ours) == base:
+            if arrays[name].attrs.get(STATUS_KEY, COMPLETE) != COMPLETE:
+                break
+            found.append(name)
+    return levels
+
+
+def _rebuilt(group: zarr.Group, attrs: dict[str, Any], override: Mapping[str, Geometry]) -> dict[str, Any]:
+    """``attrs`` of ``group`` with its ``multiscales`` rebuilt from the group's arrays."""
+    zarr_format = group.metadata.zarr_format
+    arrays = _arrays(group)
+    ours = _described(group, arrays, override)
     prefix = f"{group.path}/" if group.path else ""
+    level_arrays = {name for name in ours if _level_base(arrays[name], prefix, ours) is not None}
+    images = {name: geometry for name, geometry in ours.items() if name not in level_arrays}
+    pyramids = _pyramids(arrays, ours, prefix)
+    version = NGFF_V2_VERSION if zarr_format == 2 else None
 
     def entry(name: str) -> dict[str, Any]:
-        version = NGFF_V2_VERSION if zarr_format == 2 else None
-        return ngff_multiscale(prefix + name, name, *ours[name], version=version)
+        image = ngff_multiscale(prefix + name, name, *ours[name], version=version)
+        for level in pyramids[name]:
+            image["datasets"] += ngff_multiscale(prefix + level, level, *ours[level], version=version)["datasets"]
+        return image
 
     entries, placed = [], set()
     for old in ngff_entries(attrs):
         paths = [item.get("path") for item in old.get("datasets") or [] if isinstance(item, Mapping)] if isinstance(old, Mapping) else []
-        if len(paths) == 1 and paths[0] in ours:
-            if paths[0] not in placed:  # one entry per dataset: later duplicates go
+        if paths and paths[0] in images:
+            if paths[0] not in placed:  # one entry per dataset (with its levels): later duplicates go
                 entries.append(entry(paths[0]))
                 placed.add(paths[0])
+        elif paths and paths[0] in level_arrays:
+            pass  # a pyramid level is listed in its dataset's entry, never on its own
         elif paths and all(isinstance(path, str) and isinstance(group.get(path), zarr.Array) for path in paths):
             entries.append(old)  # another tool's image (a pyramid, say): kept as it is
         # an entry whose arrays are gone would break readers: dropped
-    entries += [entry(name) for name in sorted(set(ours) - placed, key=_order)]
+    entries += [entry(name) for name in sorted(set(images) - placed, key=_order)]
 
     new = dict(attrs)
     is_labels_group = group.basename == LABELS_GROUP

@@ -329,6 +329,43 @@ def _check_replaceable(group: zarr.Group, path: Path, name: str, job: dict[str, 
         )
 
 
+def _check_not_an_input(path: Path, name: str, reads: Sequence[str]) -> None:
+    for source in reads:
+        if _related(name, dataset_name(source)):
+            raise DatasetExistsError(
+                f"output '{name}' is, holds or lies in the input '{dataset_name(source)}' of {path}: choose another output name"
+            )
+
+
+def _check_not_inside_a_dataset(group: zarr.Group, path: Path, name: str) -> None:
+    above = _array_above(group, path, name)
+    if above is not None:
+        raise DatasetExistsError(f"'{name}' would lie inside the dataset '{above}' of {path}: choose another output name")
+
+
+def check_output(
+    path: str | Path, dataset: str, *, mode: WriteMode, job: dict[str, Any] | None = None, reads: Sequence[str] = ()
+) -> None:
+    """Refuse, without writing anything, an output that :func:`create_volume` would refuse by its name.
+
+    For a job that reads its input once before it creates its output (to check the
+    values): the output's name is checked first, so a bad name is reported before that read.
+    Shape, dtype and geometry of a dataset to resume are checked by :func:`create_volume`.
+    """
+    mode = check_write_mode(mode)
+    path, name = Path(path), dataset_name(dataset)
+    _check_not_an_input(path, name, reads)
+    if not path.exists():
+        return
+    group = open_container(path)
+    _check_not_inside_a_dataset(group, path, name)
+    if _node(group, path, name) is None or mode == "resume":
+        return
+    if mode != "overwrite":
+        raise DatasetExistsError(f"{path}/{name} exists already: pass --overwrite to replace it")
+    _check_replaceable(group, path, name, None if job is None else json.loads(json.dumps(job, allow_nan=False)))
+
+
 def check_write_mode(mode: object) -> WriteMode:
     """Return ``mode`` if it is a :data:`WriteMode`; jobs call this before writing anything.
 
@@ -397,11 +434,7 @@ def create_volume(
     job = None if job is None else json.loads(json.dumps(job, allow_nan=False))
     path = Path(path)
     name = dataset_name(dataset)
-    for source in reads:
-        if _related(name, dataset_name(source)):
-            raise DatasetExistsError(
-                f"output '{name}' is, holds or lies in the input '{dataset_name(source)}' of {path}: choose another output name"
-            )
+    _check_not_an_input(path, name, reads)
     shape = as_triple(shape, "shape")
     if min(shape) < 0:
         raise InvalidValueError(f"shape of {path}/{name} must not be negative, got {list(shape)}")
@@ -411,9 +444,7 @@ def create_volume(
     chunks = as_positive_triple(chunks, "--chunks") if chunks is not None else None
     dtype = np.dtype(dtype)
     group = open_container(path, "a")
-    above = _array_above(group, path, name)
-    if above is not None:
-        raise DatasetExistsError(f"'{name}' would lie inside the dataset '{above}' of {path}: choose another output name")
+    _check_not_inside_a_dataset(group, path, name)
     if _node(group, path, name) is not None:
         if mode == "resume":
             existing = open_volume(path, name, "r+", require_complete=False)

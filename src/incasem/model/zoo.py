@@ -22,27 +22,19 @@ A model is named once: :func:`resolve_model` turns a checkpoint path, a publishe
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import os
 import re
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from tqdm import tqdm
+from typing import Any
 
 from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError, RunError
 from incasem.files import atomic_write, configured_folder
 from incasem.geometry import Triple
+from incasem.io.bucket import DEFAULT_BASE_URL, check_base_url, download, list_objects, object_url
 from incasem.model.checkpoint import (
     ModelCard,
     VoxelSize,
@@ -52,9 +44,6 @@ from incasem.model.checkpoint import (
 )
 from incasem.model.unet import standard_config
 from incasem.runs import resolve_run_checkpoint, runs_dir
-
-DEFAULT_BASE_URL = "https://asem-project.s3.amazonaws.com"
-"""HTTPS address of the public S3 bucket that holds the published checkpoints."""
 
 CHECKPOINT_PREFIX = "models/pretrained_checkpoints/"
 """Key prefix of the published checkpoints in the bucket."""
@@ -69,9 +58,6 @@ PREPARATIONS = {"CF": "chemical fixation", "HPF": "high-pressure freezing"}
 """Sample preparations of the published models, by the code used in their file names."""
 
 _INDEX = "index.json"
-_TIMEOUT_S = 60.0
-_CHUNK_BYTES = 1 << 20
-_S3_NS = "{*}"  # ElementTree wildcard: any (or no) XML namespace
 _BY_HAND = "or download the file by hand and use `incasem models import FILE --id ID`"
 
 
@@ -252,59 +238,12 @@ def _published_model(model_id: str) -> PublishedModel:
         ) from None
 
 
-# ---------------------------------------------------------------------- HTTP
+# ---------------------------------------------------------------------- bucket
 
 
-@contextmanager
-def _open_url(url: str) -> Iterator[http.client.HTTPResponse]:
-    """``urlopen(url)`` with every failure to connect turned into a one-line ``DownloadError``."""
-    try:
-        response = urllib.request.urlopen(url, timeout=_TIMEOUT_S)  # noqa: S310 (http(s): _check_base_url)
-    except urllib.error.HTTPError as error:
-        error.close()
-        if error.code == 404:
-            raise DownloadError(
-                f"{url} does not exist (HTTP 404): check --base-url, {_BY_HAND}"
-            ) from None
-        raise DownloadError(
-            f"{url} answered HTTP {error.code} {error.reason}: try again later, {_BY_HAND}"
-        ) from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        reason = getattr(error, "reason", None) or error
-        raise DownloadError(f"cannot reach {url} ({reason}): check the connection {_BY_HAND}") from None
-    with response:
-        yield response
-
-
-def _check_base_url(base_url: str) -> str:
-    """``base_url`` without a trailing slash, or ``DownloadError`` if it is not http(s)."""
-    if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
-        raise DownloadError(f"--base-url must be an http:// or https:// address, got {base_url!r}")
-    return base_url.rstrip("/")
-
-
-def _list_bucket(base_url: str, prefix: str) -> list[str]:
-    """All object keys under ``prefix`` (S3 ListObjectsV2, following continuation tokens)."""
-    keys: list[str] = []
-    token = None
-    while True:
-        query = {"list-type": "2", "prefix": prefix}
-        if token is not None:
-            query["continuation-token"] = token
-        url = f"{base_url}/?{urllib.parse.urlencode(query)}"
-        with _open_url(url) as response:
-            try:
-                page = ElementTree.fromstring(response.read())
-            except (ElementTree.ParseError, OSError, http.client.HTTPException):
-                raise DownloadError(
-                    f"{url} did not answer an S3 bucket listing: check --base-url, {_BY_HAND}"
-                ) from None
-        keys += [key.text or "" for key in page.iterfind(f"{_S3_NS}Contents/{_S3_NS}Key")]
-        if page.findtext(f"{_S3_NS}IsTruncated") != "true":
-            return keys
-        token = page.findtext(f"{_S3_NS}NextContinuationToken")
-        if not token:
-            raise DownloadError(f"{url} is a truncated bucket listing without a continuation token")
+def _checkpoint_keys(base_url: str) -> list[str]:
+    """Keys of all objects under :data:`CHECKPOINT_PREFIX` in the bucket."""
+    return [item.key for item in list_objects(base_url, CHECKPOINT_PREFIX, _BY_HAND)]
 
 
 def _bucket_name(model: PublishedModel, base_url: str) -> str:
@@ -314,7 +253,7 @@ def _bucket_name(model: PublishedModel, base_url: str) -> str:
     pattern = re.compile(rf"model_checkpoint_{model.model_id}(?:[_.].*)?")
     names = sorted(
         name
-        for name in (key.rsplit("/", 1)[-1] for key in _list_bucket(base_url, CHECKPOINT_PREFIX))
+        for name in (key.rsplit("/", 1)[-1] for key in _checkpoint_keys(base_url))
         if pattern.fullmatch(name)
     )
     where = f"{base_url}/{CHECKPOINT_PREFIX}"
@@ -325,43 +264,6 @@ def _bucket_name(model: PublishedModel, base_url: str) -> str:
             f"download it by hand and use `incasem models import FILE --id {model.model_id}`"
         )
     return names[0]
-
-
-def _download(url: str, stream: BinaryIO, label: str, progress: bool) -> str:
-    """Stream ``url`` into ``stream`` with a progress bar; return the SHA-256 of the bytes.
-
-    Raises
-    ------
-    DownloadError
-        If the server cannot be reached, answers an error, or the transfer breaks off
-        or delivers fewer bytes than announced.
-    """
-    digest = hashlib.sha256()
-    received = 0
-    with _open_url(url) as response:
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length and length.isdigit() else None
-        with tqdm(total=expected, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-                  disable=not progress, leave=False) as bar:
-            while True:
-                try:
-                    chunk = response.read(_CHUNK_BYTES)
-                except (OSError, http.client.HTTPException) as error:
-                    raise DownloadError(
-                        f"download of {url} broke off after {received} bytes ({error}): fetch again, "
-                        f"{_BY_HAND}"
-                    ) from None
-                if not chunk:
-                    break
-                stream.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if expected is not None and received != expected:
-        raise DownloadError(
-            f"download of {url} is truncated ({received} of {expected} bytes): fetch again, {_BY_HAND}"
-        )
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------- public API
@@ -422,14 +324,15 @@ def fetch_published_model(
     if _is_cached(root, model):
         return path
     _check_replaceable(root, "published", model.model_id, path)
-    base_url = _check_base_url(base_url)
+    base_url = check_base_url(base_url)
     name = _bucket_name(model, base_url)
-    url = f"{base_url}/{CHECKPOINT_PREFIX}{urllib.parse.quote(name)}"
+    url = object_url(base_url, CHECKPOINT_PREFIX + name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".download", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as stream:
-            original_sha256 = _download(url, stream, f"fetch {model.model_id}", progress)
+            label = f"fetch {model.model_id}" if progress else None
+            original_sha256 = download(url, stream, hint=_BY_HAND, label=label).sha256
         try:
             sha256 = import_published_checkpoint(tmp, path, model.card())
         except CheckpointError as error:

@@ -14,8 +14,8 @@ import numpy as np
 
 from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, plan_blocks, run_blockwise
 from incasem.errors import InvalidValueError
-from incasem.geometry import Triple
-from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
+from incasem.geometry import Triple, as_positive_triple
+from incasem.io.volume import Volume, WriteMode, check_output, create_volume, open_volume
 from incasem.postprocess.foreground import Foreground, open_with_output, check_probability_values
 
 
@@ -67,18 +67,21 @@ def threshold_probabilities(
         Write mode and run options, as for every job.
     """
     check_job(mode, run)
+    chunks = None if chunks is None else as_positive_triple(chunks, "--chunks")
     if foreground.kind != "probabilities":
         raise InvalidValueError(
             f"{foreground.container}/{foreground.dataset} is a segmentation: threshold a probability map "
             "(e.g. volumes/predictions/<model>/<id>/prob_maps/class_1), or give --kind probabilities"
         )
     source = open_volume(foreground.container, foreground.dataset)
-    _check_values(source, run)
     output = output_dataset or default_output(foreground.dataset, foreground.threshold)
     job = {"job": "threshold", "source": foreground.dataset, "threshold": foreground.threshold, "mask": foreground.mask}
+    reads = [n for n in (foreground.dataset, foreground.mask) if n]
+    check_output(source.container, output, mode=mode, job=job, reads=reads)
+    _check_values(source, run)
     target = create_volume(
         source.container, output, source.shape, np.uint8, source.voxel_size, source.offset_nm,
-        chunks or source.chunks, mode=mode, job=job, reads=[n for n in (foreground.dataset, foreground.mask) if n],
+        chunks or source.chunks, mode=mode, job=job, reads=reads,
     )
     task = BlockwiseTask(
         f"threshold {output}", plan_blocks(target.roi, target.chunks, (0, 0, 0), target.roi.offset), _threshold_block,
