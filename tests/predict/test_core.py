@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from incasem.errors import IncasemError
 from incasem.evaluate.metrics import confusion_counts
 from incasem.geometry import Roi
+from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.io.padding import padded_crop
 from incasem.model.checkpoint import load_checkpoint
 from incasem.model.unet import UNetConfig
@@ -20,7 +20,7 @@ from incasem.preprocess.equalize import equalize_array
 from tests.conftest import LUCCHI, read_stack
 from tests.predict.test_predict import ANISOTROPIC, SMALL, make_checkpoint
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "examples" / "demo_model_mito_5nm.pt"
+DEMO_MODEL = SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt"
 
 
 def one_pass(model, raw: np.ndarray, roi: Roi) -> np.ndarray:
@@ -129,3 +129,29 @@ def test_bf16_agrees_with_fp32_on_real_data():
     assert agreement >= 0.999, agreement
     assert abs(f1["fp32"] - f1["bf16"]) < 0.002, f1
     assert f1["fp32"] > 0.5, "the demo model must segment the held-out crop"
+
+
+@pytest.mark.parametrize(("config", "passes"), [(SMALL, 16), (ANISOTROPIC, 16), (UNetConfig(num_fmaps=4, downsample_factors=((1, 2, 1),)), 8)])
+def test_test_time_augmentation_averages_mirrored_and_swapped_predictions(tmp_path, lucchi_crop, config, passes):
+    """--tta: the mean over every mirroring (and y/x swap where the network is symmetric in y and x),
+    each prediction mapped back onto the original voxels."""
+    from incasem.predict.core import augmentations
+
+    raw, _ = lucchi_crop
+    model, _ = load_checkpoint(make_checkpoint(tmp_path / "m.pt", config))
+    assert len(augmentations(model.config)) == passes
+    valid = [s for s in range(8, 65) if all(n == s for n in np.subtract(model.config.input_shape_for_output((s, s, s)), 2 * np.array(model.config.context)))]
+    z, yx = max(s for s in valid if s <= raw.shape[0]), valid[-1]
+    data = raw[:z, :yx, :yx]  # exact output sizes (no rounding up), y = x (swappable)
+    roi = Roi((0, 0, 0), data.shape)
+    tta = predict_array(model, data, roi, block_shape=data.shape, precision="fp32", device="cpu", tta=True)
+    expected = []
+    for flip, swap in augmentations(model.config):
+        view = np.flip(data, flip) if flip else data
+        view = np.ascontiguousarray(view.swapaxes(1, 2) if swap else view)
+        predicted = predict_array(model, view, Roi((0, 0, 0), view.shape), block_shape=view.shape, precision="fp32", device="cpu")
+        predicted = predicted.swapaxes(2, 3) if swap else predicted
+        expected.append(np.flip(predicted, tuple(a + 1 for a in flip)) if flip else predicted)
+    np.testing.assert_allclose(tta, np.mean(expected, axis=0), atol=2e-5)
+    plain = predict_array(model, data, roi, block_shape=data.shape, precision="fp32", device="cpu")
+    assert np.abs(tta - plain).max() > 1e-3, "augmentation changes the result"

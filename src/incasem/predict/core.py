@@ -79,12 +79,7 @@ def prepare_model(model: UNet, device: torch.device) -> UNet:
     return model.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else model
 
 
-def forward_probabilities(model: UNet, raw: np.ndarray, device: torch.device, precision: Precision) -> np.ndarray:
-    """Class probabilities (classes, z, y, x; float32) of one forward pass of ``model`` on uint8 ``raw``.
-
-    ``raw`` must be a valid input shape of the network; the output is smaller by
-    twice the context.
-    """
+def _forward(model: UNet, raw: np.ndarray, device: torch.device, precision: Precision) -> np.ndarray:
     x = normalize_raw(torch.from_numpy(np.ascontiguousarray(raw)))[None, None].to(device)
     if device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -92,6 +87,42 @@ def forward_probabilities(model: UNet, raw: np.ndarray, device: torch.device, pr
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits = model(x)
     return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+
+
+def _yx_symmetric(config: UNetConfig) -> bool:
+    """Whether swapping y and x maps the network onto itself (same factors and kernels along y and x)."""
+    kernels = [k for level in (*config.kernel_size_down, *config.kernel_size_up) for k in level]
+    return all(t[1] == t[2] for t in (*config.downsample_factors, *kernels, config.final_kernel_size))
+
+
+def augmentations(config: UNetConfig) -> list[tuple[tuple[int, ...], bool]]:
+    """Test-time augmentations: every mirroring of z, y, x (8), each also with y and x swapped
+    where the network is symmetric in y and x (16). Each is (flipped axes, swap y/x)."""
+    flips = [tuple(axis for axis in range(3) if mask >> axis & 1) for mask in range(8)]
+    swaps = (False, True) if _yx_symmetric(config) else (False,)
+    return [(flip, swap) for swap in swaps for flip in flips]
+
+
+def forward_probabilities(
+    model: UNet, raw: np.ndarray, device: torch.device, precision: Precision, tta: bool = False
+) -> np.ndarray:
+    """Class probabilities (classes, z, y, x; float32) of one forward pass of ``model`` on uint8 ``raw``.
+
+    ``raw`` must be a valid input shape of the network; the output is smaller by
+    twice the context. ``tta``: the mean over :func:`augmentations` of the input,
+    each result mapped back (8 or 16 passes).
+    """
+    if not tta:
+        return _forward(model, raw, device, precision)
+    total = None
+    for flip, swap in augmentations(model.config):
+        data = np.flip(raw, flip) if flip else raw
+        data = data.swapaxes(1, 2) if swap else data
+        result = _forward(model, data, device, precision)
+        result = result.swapaxes(2, 3) if swap else result
+        result = np.flip(result, tuple(axis + 1 for axis in flip)) if flip else result
+        total = result if total is None else total + result
+    return total / len(augmentations(model.config))
 
 
 def _round_up(shape: Triple, step: Triple) -> Triple:
@@ -107,14 +138,15 @@ def input_roi(config: UNetConfig, tile: Roi) -> Roi:
 
 
 def predict_tile(
-    model: UNet, raw: np.ndarray, tile: Roi, device: torch.device, precision: Precision, padding: PadMode
+    model: UNet, raw: np.ndarray, tile: Roi, device: torch.device, precision: Precision, padding: PadMode, tta: bool = False
 ) -> np.ndarray:
     """Probabilities of output region ``tile`` (coordinates of ``raw``), reading its input from ``raw``.
 
     The input is :func:`input_roi`; the part of it outside ``raw`` is filled by ``padding``.
+    ``tta``: test-time augmentation (see :func:`forward_probabilities`).
     """
     data = padded_crop(raw, input_roi(model.config, tile), padding)
-    probabilities = forward_probabilities(model, data, device, precision)
+    probabilities = forward_probabilities(model, data, device, precision, tta)
     return probabilities[(slice(None), *Roi((0, 0, 0), tile.shape).to_slices())]
 
 
@@ -127,6 +159,7 @@ def predict_array(
     padding: PadMode = "reflect",
     precision: PrecisionChoice = "auto",
     device: str | torch.device = "auto",
+    tta: bool = False,
 ) -> np.ndarray:
     """Predict class probabilities for a region of a uint8 array held in memory.
 
@@ -151,6 +184,8 @@ def predict_array(
         ``bf16`` or ``fp16``.
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a :class:`torch.device`.
+    tta
+        Test-time augmentation: average over mirrorings (and y/x swaps), 8-16x the time.
 
     Returns
     -------
@@ -181,5 +216,5 @@ def predict_array(
     probabilities = np.empty((model.config.num_classes, *output_roi.shape), np.float32)
     for tile in output_roi.tiles(block_shape):
         local = tile.relative_to(output_roi.offset)
-        probabilities[(slice(None), *local.to_slices())] = predict_tile(model, raw, tile, device, run_precision, padding)
+        probabilities[(slice(None), *local.to_slices())] = predict_tile(model, raw, tile, device, run_precision, padding, tta)
     return probabilities

@@ -67,6 +67,10 @@ class PredictOptions:
         with AVX512-BF16 or AMX — else fp32), ``fp32``, ``bf16`` or ``fp16``.
     padding
         How raw is extended where the context leaves the dataset.
+    tta
+        Test-time augmentation: each block is predicted mirrored along z, y and x (and
+        with y and x swapped where the network allows) and the probabilities averaged;
+        8-16 times the time.
 
     Where and how the job runs (scheduler, threads, progress bar) is the
     :class:`~incasem.blockwise.RunOptions` given to :func:`predict_roi` as ``run``.
@@ -76,6 +80,7 @@ class PredictOptions:
     device: str = "auto"
     precision: PrecisionChoice = "auto"
     padding: PadMode = "reflect"
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.block_shape is not None:
@@ -84,6 +89,8 @@ class PredictOptions:
         check_choice("--padding", self.padding, PADDINGS)
         if not isinstance(self.device, str) or not self.device:
             raise InvalidValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if not isinstance(self.tta, bool):
+            raise InvalidValueError(f"tta must be True or False (--tta), got {self.tta!r}")
 
 
 @dataclass(frozen=True)
@@ -139,14 +146,14 @@ def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
     return np.rint(probability * 255).astype(np.uint8)
 
 
-def _predict_block(padding: PadMode, block: Block, state: _WorkerState) -> None:
+def _predict_block(padding: PadMode, tta: bool, block: Block, state: _WorkerState) -> None:
     """Read the block's input, run :func:`predict_tile` on it (one block at a time per worker: the
     network uses all cores or the GPU) and write the result; reading and writing overlap the
     network's work on the other blocks in flight."""
     raw = state.raw.read(block.read_roi, padding=padding)
     output = block.write_roi.relative_to(block.read_roi.offset)
     with state.network:
-        probabilities = predict_tile(state.model, raw, output, state.device, state.precision, padding)
+        probabilities = predict_tile(state.model, raw, output, state.device, state.precision, padding, tta)
     for c, volume in enumerate(state.probabilities, start=1):
         volume.write(block.write_roi, probability_to_uint8(probabilities[c]))
     state.segmentation.write(block.write_roi, np.argmax(probabilities, axis=0).astype(np.uint8))
@@ -243,6 +250,7 @@ def predict_roi(
         block_shape=list(block_shape),
         input_shape=list(input_shape),
         padding=options.padding,
+        tta=options.tta,
         precision=precision,
         device=str(device),
         **(extra_provenance or {}),
@@ -278,7 +286,7 @@ def predict_roi(
     task = BlockwiseTask(
         name=f"predict {model_name}/{pid}",
         blocks=[Block(tile, input_roi(config, tile)) for tile in roi.tiles(block_shape)],
-        process=partial(_predict_block, options.padding),
+        process=partial(_predict_block, options.padding, options.tta),
         setup=partial(_setup, checkpoint, str(device), precision, (container, raw_dataset), (container, names, segmentation_name)),
         teardown=_teardown,
         done=done_record_for(container, segmentation_name),
@@ -299,4 +307,4 @@ def predict_roi(
 
 
 #: Settings that a resumed prediction must share with the interrupted one.
-_SAME_JOB_KEYS = ("checkpoint_sha256", "roi_offset_voxels", "roi_shape_voxels", "block_shape", "padding", "precision")
+_SAME_JOB_KEYS = ("checkpoint_sha256", "roi_offset_voxels", "roi_shape_voxels", "block_shape", "padding", "tta", "precision")
