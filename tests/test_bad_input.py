@@ -268,6 +268,10 @@ BAD = {
     "preview size": (["preview", "W/cell.zarr", "-o", "W/p.png", "--size", "0"], "--size"),
     "runs plot output not png": (["runs", "plot", "1", "-o", "W/notes.txt"], ".png"),
     "runs plot runs dir is a file": (["runs", "plot", "1", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
+    # demo
+    "demo model unknown": (["demo", "W/demo", "--model", "mito-best"], "neither a checkpoint file"),
+    "demo device": (["demo", "W/demo", "--device", "tpu"], "device"),
+    "demo folder not its own": (["demo", "W/results"], "not the output of an earlier"),
     # pyramid, download
     "pyramid dataset missing": (["pyramid", "W/cell.zarr", "-d", "volumes/nope"], "no dataset"),
     "pyramid levels": (["pyramid", "W/cell.zarr", "-d", "volumes/raw", "--levels", "0"], "--levels"),
@@ -356,7 +360,7 @@ def test_every_option_of_every_command_has_a_bad_value_case():
             used = {aliases.get(o, o) for o in tried.get(key, set())}
             for param in leaf.params:
                 long = [o for o in getattr(param, "opts", []) if o.startswith("--")]
-                flags = {"--quiet", "--resume", "--overwrite", "--base-url", "--sweep", "--instances", "--browser", "--dry-run"}  # switches / tested elsewhere
+                flags = {"--quiet", "--resume", "--overwrite", "--base-url", "--sweep", "--instances", "--browser", "--dry-run", "--tta"}  # switches / tested elsewhere
                 if long and long[0] not in used and long[0] not in flags and not (key == "models fetch" and long[0] == "--cache-dir"):
                     missing.append(f"{key} {long[0]}")
     assert not missing, f"options without a bad-value case: {missing}"

@@ -1,32 +1,41 @@
-"""The README's main job: the bundled demo, end to end on real EM (convert → equalize →
-metric mask → predict with the bundled model, scored against manual labels → export)."""
+"""The README's first command: ``incasem demo`` on the bundled real FIB-SEM crop with the shipped model."""
 
 import re
+import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
-import tifffile
+import pytest
 
+from incasem.evaluate.metrics import confusion_counts
 from incasem.io.volume import open_volume
+from incasem.model.shipped import shipped_models
 
-REPO = Path(__file__).resolve().parents[1]
+#: What the demo's model reaches at least on the bundled example (held out from its training),
+#: inside the exclusion zone: a guard against regressions of the pipeline (the current small
+#: model reaches 0.57; issue #10's goal of 0.95 needs the model still in training).
+LEAST_F1 = 0.5
 
 
-def test_demo_runs_the_whole_workflow(tmp_path):
-    result = subprocess.run(["bash", str(REPO / "examples" / "demo.sh"), str(tmp_path)], capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-2000:]
-    f1 = float(re.search(r"mito: F1 ([0-9.]+)", result.stdout).group(1))
-    assert f1 > 0.45, f"the demo model (held-out F1 0.66 over all voxels) should find the mitochondria, got F1 {f1}"
-    cell = tmp_path / "demo.zarr"
-    raw = open_volume(cell, "volumes/raw")
-    equalized = open_volume(cell, "volumes/raw_equalized_0.02")
-    assert raw.shape == equalized.shape == (48, 192, 192) and raw.voxel_size == (5, 5, 5)
-    assert equalized.read().std() > raw.read().std(), "CLAHE should spread the grey values"
-    exported = sorted((tmp_path / "segmentation_tiff").glob("*.tif"))
-    assert len(exported) == 48
-    segmentation = np.stack([tifffile.imread(f) for f in exported])
-    assert set(np.unique(segmentation)) <= {0, 255}
-    labels = open_volume(cell, "volumes/labels/mito").read() != 0
-    dice = 2 * (labels & (segmentation > 0)).sum() / (labels.sum() + (segmentation > 0).sum())
-    assert dice > 0.55  # scored everywhere here, not only inside the metric mask
+@pytest.mark.skipif(not shipped_models(), reason="no shipped model in this checkout")
+def test_demo_segments_the_bundled_crop_and_scores_it(tmp_path):
+    incasem = shutil.which("incasem")
+    assert incasem, "the console script is installed"
+    result = subprocess.run([incasem, "demo", str(tmp_path / "demo"), "-q"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {region: f1 for region, f1, _iou in re.findall(r"^  (all voxels|exclusion zone) +([0-9.]+) +([0-9.]+)", result.stdout, re.M)}
+    assert set(rows) == {"all voxels", "exclusion zone"}, result.stdout
+    cell = tmp_path / "demo" / "demo.zarr"
+    (prediction,) = re.findall(r"(volumes/predictions/\S+)/segmentation", result.stdout)[:1]
+    segmentation = open_volume(cell, f"{prediction}/segmentation").read()
+    labels = open_volume(cell, "volumes/labels/mito").read()
+    zone = open_volume(cell, "volumes/metric_masks/mito").read()
+    expected = confusion_counts(segmentation, labels, zone)
+    assert float(rows["exclusion zone"]) == pytest.approx(expected.f1, abs=1e-4)
+    assert float(rows["all voxels"]) == pytest.approx(confusion_counts(segmentation, labels).f1, abs=1e-4)
+    assert expected.f1 >= LEAST_F1, f"the shipped model should segment the mitochondria well, F1 {expected.f1:.3f}"
+    assert (tmp_path / "demo" / "preview.png").stat().st_size > 10_000
+    assert f"incasem view {cell}" in result.stdout
+    again = subprocess.run([incasem, "demo", str(tmp_path / "demo"), "-q"], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, "a second demo replaces the first one's outputs"
+    assert np.array_equal(open_volume(cell, "volumes/labels/mito").read(), labels)

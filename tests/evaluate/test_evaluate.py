@@ -11,13 +11,14 @@ from incasem.evaluate import metrics
 from incasem.evaluate.evaluate import EvaluationOptions, evaluate
 from incasem.io.data_config import LabelSource
 from incasem.io.volume import create_volume, open_volume
+from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.postprocess.instances import instances_in_memory
 from incasem.predict import PredictOptions, predict_container
 from incasem.preprocess.equalize import equalize_volume
 from incasem.preprocess.masks import create_metric_mask, metric_mask_array
 from tests.conftest import LUCCHI, QUIET, error_line, read_stack
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "examples" / "demo_model_mito_5nm.pt"
+DEMO_MODEL = SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt"
 OFFSET_NM = (100, 50, 25)
 LABELS = [LabelSource("volumes/labels/mito", 1)]
 

@@ -201,7 +201,7 @@ def test_unreachable_server(cache, unreachable) -> None:
 def test_unknown_names(cache, tmp_path) -> None:
     with pytest.raises(ModelNotFoundError, match="unknown published model id '1234'.*1847, 1837, 1841, 1675"):
         fetch_published_model("1234", cache)
-    with pytest.raises(ModelNotFoundError, match="neither a checkpoint file, a published id"):
+    with pytest.raises(ModelNotFoundError, match="neither a checkpoint file, a shipped model"):
         resolve_model("mito-best", cache)
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_model(str(tmp_path / "missing.pt"), cache)
@@ -272,7 +272,10 @@ def test_import_refuses_unclear_or_bad_input(cache, published_file, tmp_path) ->
 
 
 def test_list_models_before_fetching(cache) -> None:
-    entries = list_models(cache)
+    everything = list_models(cache)
+    shipped = [e for e in everything if e.kind == "shipped"]
+    assert everything[: len(shipped)] == shipped and all(e.path.is_file() and "held out" in e.summary for e in shipped)
+    entries = everything[len(shipped):]
     assert [e.model_id for e in entries] == ["1847", "1837", "1841", "1675", "1669", "1986", "2000"]
     assert all(e.path is None for e in entries)
     by_id = {e.model_id: e for e in entries}
@@ -318,6 +321,9 @@ def test_cli_fetch_list_and_import(bucket, cache, published_file, capsys, monkey
     monkeypatch.setenv(CACHE_ENV, str(cache))  # the environment variable instead of --cache-dir
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    if lines[0].startswith("shipped with incasem"):
+        assert "mito-fibsem-5nm-small" in lines[1] and "held out" in lines[1]
+        lines = lines[lines.index(f"models folder: {cache}"):]
     assert lines[0] == f"models folder: {cache}"
     assert lines[1].split() == ["id", "organelle", "prep", "voxel", "nm", "file", "cached"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}

@@ -18,6 +18,7 @@ import torch
 from incasem.errors import ConfigError, IncasemError, RunError
 from incasem.io.volume import create_volume
 from incasem.model.checkpoint import load_checkpoint, read_card
+from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.runs import open_run
 from incasem.train import trainer as trainer_module
 from incasem.train.config import load_training_config
@@ -252,7 +253,7 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(cel
 
 def test_fine_tuning_the_bundled_demo_model(cell, tmp_path):
     """--start-from a shipped checkpoint: its weights are the starting point (validated at iteration 0)."""
-    demo = Path(__file__).resolve().parents[2] / "examples" / "demo_model_mito_5nm.pt"
+    demo = SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt"
     config = load_training_config(None, [
         "training.iterations=2", "training.num_workers=0", "training.seed=3", "intervals.validate_every=2",
         "training.input_size_voxels=[108,108,108]", "training.output_size_voxels=[14,14,14]", "reject.min_masked=0",

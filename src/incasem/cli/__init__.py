@@ -25,3 +25,4 @@ from incasem.cli import view as _view  # noqa: F401,E402
 from incasem.cli import preview as _preview  # noqa: F401,E402
 from incasem.cli import download as _download  # noqa: F401,E402
 from incasem.cli import pyramid as _pyramid  # noqa: F401,E402
+from incasem.cli import demo as _demo  # noqa: F401,E402

@@ -28,7 +28,7 @@ def _size(size_bytes: int) -> str:
 def download_command(
     cell: str = typer.Argument(..., help="Cell name or number, e.g. cell_6 or 6."),
     destination: Path = typer.Argument(Path("."), metavar="[DEST]", help="Folder receiving <cell>/ (default: here)."),
-    base_url: str = typer.Option(DEFAULT_BASE_URL, "--base-url", help="Address of the bucket (or a mirror)."),
+    base_url: str = typer.Option(DEFAULT_BASE_URL, "--base-url", envvar="INCASEM_BASE_URL", help="Address of the bucket, or of a mirror (also $INCASEM_BASE_URL)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cell's files and total size; download nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

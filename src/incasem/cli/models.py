@@ -32,7 +32,7 @@ _CACHE_DIR = typer.Option(
     None, "--cache-dir", help=f"Models folder (default: ${CACHE_ENV} or ~/.cache/incasem/models)."
 )
 _LIST_HELP = (
-    "List the published and imported models and where they are cached.\n\n"
+    "List the shipped models (ready to use) and the published and imported ones, and where they are cached.\n\n"
     "Organelles: mito, golgi, er, ccp (clathrin-coated pits), np (nuclear pores); "
     "preparations: CF (chemical fixation), HPF (high-pressure freezing)."
 )
@@ -52,6 +52,12 @@ _IMPORT_HELP = (
 @models_app.command("list", help=_LIST_HELP)
 def list_command(cache_dir: Path | None = _CACHE_DIR) -> None:
     """List the models (help text: ``_LIST_HELP``)."""
+    entries = list_models(cache_dir)
+    shipped = [entry for entry in entries if entry.kind == "shipped"]
+    if shipped:
+        typer.echo("shipped with incasem (no download; --model NAME):")
+        for entry in shipped:
+            typer.echo(f"  {entry.model_id}  {entry.organelle}  {','.join(map(str, entry.voxel_size_nm))} nm  {entry.summary}")
     rows = [("id", "organelle", "prep", "voxel nm", "file", "cached")] + [
         (
             entry.model_id,
@@ -61,7 +67,8 @@ def list_command(cache_dir: Path | None = _CACHE_DIR) -> None:
             entry.file_name,
             str(entry.path) if entry.path else "not fetched",
         )
-        for entry in list_models(cache_dir)
+        for entry in entries
+        if entry.kind != "shipped"
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     typer.echo(f"models folder: {models_dir(cache_dir)}")
@@ -73,7 +80,7 @@ def list_command(cache_dir: Path | None = _CACHE_DIR) -> None:
 def fetch_command(
     model_ids: list[str] = typer.Argument(..., metavar="ID...", help="Published model ids, e.g. 1847."),
     cache_dir: Path | None = _CACHE_DIR,
-    base_url: str = typer.Option(DEFAULT_BASE_URL, "--base-url", help="Address of the bucket (or a mirror)."),
+    base_url: str = typer.Option(DEFAULT_BASE_URL, "--base-url", envvar="INCASEM_BASE_URL", help="Address of the bucket, or of a mirror (also $INCASEM_BASE_URL)."),
 ) -> None:
     """Fetch published models (help text: ``_FETCH_HELP``)."""
     for model_id in model_ids:

@@ -15,8 +15,9 @@ The models folder is, in this order, the ``cache_dir`` argument (``--cache-dir``
 the ``INCASEM_CACHE_DIR`` environment variable, ``$XDG_CACHE_HOME/incasem/models``
 or ``~/.cache/incasem/models``.
 
-A model is named once: :func:`resolve_model` turns a checkpoint path, a published id
-(``"1847"``), the name of an imported model or a training run (``"run:12"``,
+Models shipped inside the package (:mod:`incasem.model.shipped`) need no download.
+A model is named once: :func:`resolve_model` turns a checkpoint path, a shipped model's
+name (``"mito-fibsem-5nm"``), a published id (``"1847"``), the name of an imported model or a training run (``"run:12"``,
 ``"run:12@5000"``, see :mod:`incasem.runs`) into the checkpoint file to load.
 """
 
@@ -41,7 +42,9 @@ from incasem.model.checkpoint import (
     checkpoint_sha256,
     import_published_checkpoint,
     is_incasem_checkpoint,
+    read_card,
 )
+from incasem.model.shipped import describe, shipped_models
 from incasem.model.unet import standard_config
 from incasem.runs import resolve_run_checkpoint, runs_dir
 
@@ -141,6 +144,10 @@ class ModelEntry:
         Original file name (``model_checkpoint_1675_*`` while not known).
     path : pathlib.Path or None
         The converted checkpoint in the models folder; ``None`` if not fetched.
+    kind : str
+        ``"shipped"`` (inside the package), ``"published"`` or ``"imported"``.
+    summary : str
+        Shipped models: training data, held-out scores, training time and hardware.
     """
 
     model_id: str
@@ -149,6 +156,8 @@ class ModelEntry:
     voxel_size_nm: VoxelSize
     file_name: str
     path: Path | None
+    kind: str = "published"
+    summary: str = ""
 
 
 # ---------------------------------------------------------------------- models folder
@@ -457,7 +466,7 @@ def import_model(
 
 
 def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
-    """The published models (fetched or not) and the imported ones.
+    """The shipped models, the published ones (fetched or not) and the imported ones.
 
     Parameters
     ----------
@@ -467,11 +476,15 @@ def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[ModelEn
     Returns
     -------
     list of ModelEntry
-        Published models in table order, then imported models by name.
+        Shipped models by name, published models in table order, then imported models by name.
     """
     root = models_dir(cache_dir)
     index = _read_index(root)
     entries = []
+    for name, path in shipped_models().items():
+        card = read_card(path)
+        entries.append(ModelEntry(name, card.organelle, card.preparation, card.voxel_size_nm, path.name, path,
+                                  "shipped", describe(card)))
     for model in PUBLISHED_MODELS.values():
         path = _cached_path(root, model)
         record = index["published"].get(model.model_id, {})
@@ -482,7 +495,7 @@ def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[ModelEn
         path = root / record["file"]
         entries.append(ModelEntry(name, record["organelle"], record["preparation"],
                                   tuple(record["voxel_size_nm"]), record["original"],
-                                  path if path.is_file() else None))
+                                  path if path.is_file() else None, "imported"))
     return entries
 
 
@@ -517,6 +530,11 @@ def _resolve_published(name: str, root: Path) -> Path | None:
     return path
 
 
+def _resolve_shipped(name: str, root: Path) -> Path | None:
+    """The name of a model shipped inside the package (``incasem models list``)."""
+    return shipped_models().get(name)
+
+
 def _resolve_imported(name: str, root: Path) -> Path | None:
     """The name of a model imported with ``incasem models import --organelle ...``."""
     record = _read_index(root)["imported"].get(name)
@@ -542,7 +560,7 @@ def _resolve_run(name: str, root: Path) -> Path | None:
         raise ModelNotFoundError(str(error)) from None
 
 
-_RESOLVERS: tuple[Resolver, ...] = (_resolve_run, _resolve_file, _resolve_published, _resolve_imported)
+_RESOLVERS: tuple[Resolver, ...] = (_resolve_run, _resolve_file, _resolve_shipped, _resolve_published, _resolve_imported)
 """How :func:`resolve_model` interprets a name, first match wins. Each resolver returns
 the checkpoint, ``None`` if the name is not of its kind, or raises ``ModelNotFoundError``
 if it is of its kind but unusable. A name starting with ``run:`` always names a run."""
@@ -579,7 +597,7 @@ def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         if path is not None:
             return path
     raise ModelNotFoundError(
-        f"model {text!r} is neither a checkpoint file, a published id ({', '.join(PUBLISHED_MODELS)}), "
+        f"model {text!r} is neither a checkpoint file, a shipped model ({', '.join(shipped_models()) or 'none'}), a published id ({', '.join(PUBLISHED_MODELS)}), "
         f"an imported model in {root} nor a training run (run:ID or run:ID@ITERATION): see "
         "`incasem models list` and `incasem runs list`"
     )

@@ -1,0 +1,116 @@
+"""The README's guide: every command in it runs, in order, on the bundled example.
+
+The guide's ``bash`` blocks run one after the other in one folder, each as a bash
+script (``set -euo pipefail``), where ``my_stack/`` and ``my_labels/`` hold the bundled
+example's TIFFs, a local server laid out like the original's public bucket stands in for
+it (``$INCASEM_BASE_URL``: the published checkpoint 1847 and an example cell), and a
+hand-downloaded checkpoint lies ready to import. Only what makes the run long or
+endless is changed (:data:`SUBSTITUTIONS`); the test fails if the README no longer holds
+a substituted text, so the table cannot go stale. ``python`` blocks (the SLURM recipe
+needs a SLURM cluster) must parse.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from incasem.blockwise import RunOptions
+from incasem.demo import EXAMPLE
+from incasem.model.shipped import shipped_models
+from incasem.model.unet import UNet, standard_config
+from incasem.model.zoo import CHECKPOINT_PREFIX
+from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
+from incasem.preprocess.equalize import equalize_volume
+from tests.fake_bucket import Bucket, serve
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+#: Text of the guide -> what the test runs instead: fewer iterations, servers stopped.
+SUBSTITUTIONS = {
+    "training.iterations=3000": "training.iterations=2",
+    "intervals.validate_every=250": "intervals.validate_every=1",
+    "iterations: 30000": "iterations: 2",
+    "incasem view cell.zarr ": "{ timeout --preserve-status -s INT 20 incasem view cell.zarr || test $? = 130; } ",
+}
+
+
+def guide() -> str:
+    text = README.read_text()
+    start = text.index("## Guide: from your TIFFs to 3D masks")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", guide(), re.S)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """The user's folder: TIFFs, a hand-downloaded checkpoint; and the bucket the guide downloads from."""
+    shutil.copytree(EXAMPLE / "image", tmp_path / "my_stack")
+    shutil.copytree(EXAMPLE / "labels" / "mito", tmp_path / "my_labels")
+    torch.manual_seed(1847)
+    original = tmp_path / "model_checkpoint_1847_mito_CF.pt"
+    torch.save({"model_state_dict": UNet(standard_config()).state_dict()}, original)
+    bucket = tmp_path / "bucket"
+    (bucket / CHECKPOINT_PREFIX).mkdir(parents=True)
+    shutil.copy(original, bucket / CHECKPOINT_PREFIX / original.name)
+    cell = bucket / "datasets" / "cell_6" / "cell_6.zarr"
+    quiet = RunOptions(progress=False)
+    tiff_to_zarr(EXAMPLE / "image", cell, options=ConvertOptions(voxel_size=(5, 5, 5)), run=quiet)
+    equalize_volume(cell, run=quiet)
+    return tmp_path, Bucket(bucket)
+
+
+def _run(block: str, folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    process = subprocess.Popen(["bash", "-c", f"set -euo pipefail\n{block}"], cwd=folder, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=900)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # background jobs a block left (none should)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(block, process.returncode, output)
+
+
+def test_every_substituted_text_is_in_the_guide():
+    text = "\n".join(blocks("bash"))
+    for original in SUBSTITUTIONS:
+        assert original in text, f"the guide no longer says {original!r}: update SUBSTITUTIONS"
+
+
+def test_python_blocks_parse():
+    assert blocks("python"), "the SLURM recipe is in the guide"
+    for block in blocks("python"):
+        ast.parse(block)
+
+
+@pytest.mark.skipif(not shipped_models(), reason="no shipped model in this checkout")
+def test_every_guide_command_runs_on_the_bundled_example(workspace):
+    folder, bucket = workspace
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "INCASEM_CACHE_DIR": str(folder / "models"), "PYTHONUNBUFFERED": "1"}
+    env.pop("INCASEM_RUNS_DIR", None)
+    with serve(bucket) as url:
+        env["INCASEM_BASE_URL"] = url
+        for number, block in enumerate(blocks("bash"), start=1):
+            for original, replacement in SUBSTITUTIONS.items():
+                block = block.replace(original, replacement)
+            result = _run(block, folder, env)
+            assert result.returncode == 0, f"guide block {number} failed:\n{block}\n--- output ---\n{result.stdout[-4000:]}"
+    assert (folder / "cell.png").stat().st_size > 10_000
+    assert (folder / "runs" / "1" / "curves.png").is_file()
+    assert len(list((folder / "mito_tiff").glob("*.tif"))) == 48
+    assert (folder / "data" / "cell_6" / "cell_6.zarr" / "volumes" / "raw_equalized_0.02").is_dir()

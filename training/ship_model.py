@@ -1,0 +1,106 @@
+"""Put a training run's checkpoint into the package as a shipped model, with its held-out scores.
+
+Scores the checkpoint on the recipe's held-out part (``val.json``: plain = every voxel,
+and inside the exclusion zone; with and without test-time augmentation) and on the
+bundled example (``incasem demo``'s crop), writes them with the training summary into
+the checkpoint's card and saves it (without optimizer state) as
+``src/incasem/model/shipped/<name>.pt``. Prints the figures for README / BENCHMARKS.
+
+Usage (from the repository root, after ``bash training/<recipe>/train.sh``)::
+
+    python training/ship_model.py RUN_FOLDER_OR_CHECKPOINT NAME --recipe training/mito_fibsem_5nm \\
+        --data-root DATA --data "..." --held-out "..." --hardware "..." [--iteration N] [--hours H]
+
+A run folder gives its best checkpoint (or that of ``--iteration``), the iteration and
+the training time; a checkpoint file needs ``--hours``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from incasem.blockwise import RunOptions
+from incasem.demo import run_demo
+from incasem.evaluate.evaluate import evaluate_entry
+from incasem.io.data_config import load_data_config
+from incasem.model.checkpoint import load_checkpoint, save_checkpoint
+from incasem.model.shipped import SHIPPED_FOLDER
+from incasem.predict import PredictOptions, predict_config
+from incasem.runs import open_run
+
+QUIET = RunOptions(progress=False)
+
+
+def _scores(result) -> dict:
+    mito = result.classes[0]
+    return {region: scores.counts.to_json() for region, scores in mito.regions.items()}
+
+
+def held_out_scores(checkpoint: Path, val_json: Path, data_root: Path, tta: bool) -> dict:
+    """Plain and exclusion-zone scores on the held-out ROI (the recipe's one validation ROI);
+    the prediction is written into the held-out container beside the recipe's data."""
+    config = load_data_config(val_json, data_root=data_root)
+    (result,) = predict_config(val_json, str(checkpoint), PredictOptions(tta=tta), data_root=data_root, run=QUIET)
+    return _scores(evaluate_entry(config.entries[0], result.output.group, run=QUIET))
+
+
+def demo_scores(checkpoint: Path) -> dict:
+    """Scores on the bundled example, as ``incasem demo`` computes them."""
+    with tempfile.TemporaryDirectory() as folder:
+        return _scores(run_demo(Path(folder) / "demo", str(checkpoint), run=QUIET, say=lambda line: None).evaluation)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="a run folder, or a checkpoint file")
+    parser.add_argument("name")
+    parser.add_argument("--recipe", type=Path, required=True, help="recipe folder: its val.json is the held-out part")
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--data", required=True, help="what it was trained on, in words")
+    parser.add_argument("--held-out", required=True, help="the held-out part, in words")
+    parser.add_argument("--hardware", required=True)
+    parser.add_argument("--iteration", type=int, default=None, help="default: the run's best checkpoint")
+    parser.add_argument("--hours", type=float, default=None, help="training time, for a checkpoint file")
+    parser.add_argument("--trained-by", default=None, help="how it was trained (default: the recipe's train.sh)")
+    args = parser.parse_args()
+
+    if args.source.is_dir():
+        run = open_run(args.source.parent, args.source.name)
+        record = run.record()
+        chosen = record["best"] if args.iteration is None else next(c for c in record["checkpoints"] if c["iteration"] == args.iteration)
+        checkpoint, iteration = run.path / chosen["file"], chosen["iteration"]
+        times = [json.loads(line)["time"] for line in run.metrics_path.read_text().splitlines() if line.strip()]
+        hours = round((times[-1] - times[0]) / 3600, 2)
+    else:
+        checkpoint, hours, iteration = args.source, args.hours, None
+    model, card = load_checkpoint(checkpoint)
+    iteration = iteration or card.iteration or (card.training or {}).get("iterations")
+    val_json = args.recipe / "val.json"
+    scores = {
+        "held_out": held_out_scores(checkpoint, val_json, args.data_root, tta=False),
+        "held_out_tta": held_out_scores(checkpoint, val_json, args.data_root, tta=True),
+        "bundled_example": demo_scores(checkpoint),
+    }
+    training = {
+        **(card.training or {}),
+        "data": args.data,
+        "held_out": args.held_out,
+        "iterations": iteration,
+        "hours": hours,
+        "hardware": args.hardware,
+        "recipe": args.trained_by or f"bash {args.recipe.as_posix()}/train.sh",
+    }
+    shipped = replace(card, source=f"incasem-shipped:{args.name}", training=training, validation_scores=scores)
+    SHIPPED_FOLDER.mkdir(exist_ok=True)
+    path = save_checkpoint(SHIPPED_FOLDER / f"{args.name}.pt", model.to(torch.float32), shipped)
+    print(json.dumps({"checkpoint": str(checkpoint), "shipped": str(path), "training": training, "scores": scores}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
