@@ -625,3 +625,44 @@ def resolve_run_checkpoint(spec: str, root: str | os.PathLike[str] | None = None
             "restore the file or name another checkpoint of the run"
         )
     return path
+
+
+def metrics_lines(run: RunFolder) -> list[tuple[int, str, dict[str, Any] | None]]:
+    """``(line number, text, parsed object or None)`` of each line of ``metrics.jsonl``."""
+    if not run.metrics_path.is_file():
+        return []
+    result = []
+    for number, text in enumerate(run.metrics_path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        result.append((number, text, parsed if isinstance(parsed, dict) else None))
+    return result
+
+
+def read_metrics(run: RunFolder) -> list[dict[str, Any]]:
+    """The lines of a run's ``metrics.jsonl``, parsed.
+
+    Parameters
+    ----------
+    run : RunFolder
+
+    Returns
+    -------
+    list of dict
+        In the order written; empty if nothing was logged yet. A truncated last line
+        (a run killed while writing it) is left out.
+
+    Raises
+    ------
+    RunError
+        If a line other than the last is not a JSON object.
+    """
+    lines = metrics_lines(run)
+    for number, text, parsed in lines[:-1]:
+        if parsed is None:
+            raise RunError(
+                f"line {number} of {run.metrics_path} is not a JSON object ({text[:60]!r}): fix or remove that line"
+            )
+    return [parsed for _, _, parsed in lines if parsed is not None]

@@ -10,7 +10,8 @@ import pytest
 
 from incasem.errors import ConfigError, InvalidValueError, RunError
 from incasem.runs import RunFolder, create_run
-from incasem.train.tracking import Tracker, read_metrics
+from incasem.runs import read_metrics
+from incasem.train.tracking import Tracker
 
 CONFIG = {"training": {"iterations": 5000}, "optimizer": {"lr": 3.0e-5}, "model": {"downsample_factors": [[2, 2, 2]]}}
 

@@ -10,8 +10,7 @@ from typing import Any
 import typer
 
 from incasem.cli.app import app
-from incasem.runs import RUNS_DIR_ENV, RunFolder, list_runs, open_run, runs_dir
-from incasem.train.tracking import read_metrics
+from incasem.runs import RUNS_DIR_ENV, RunFolder, list_runs, open_run, read_metrics, runs_dir
 from incasem.view.curves import CURVES_FILE, plot_run
 from incasem.view.preview import check_png_output
 

@@ -3,7 +3,7 @@
 A :class:`Tracker` writes every logged value of a run three ways:
 
 - ``metrics.jsonl`` in the run folder, one JSON object per line (``incasem runs show``
-  reads it; :func:`read_metrics` parses it);
+  reads it; :func:`incasem.runs.read_metrics` parses it);
 - TensorBoard event files in ``<run>/tensorboard/`` (``tensorboard --logdir runs``);
 - MLflow, when installed (``pip install "incasem[mlflow]"``): by default a local SQLite
   store ``<runs folder>/mlflow.db`` that ``mlflow ui --backend-store-uri
@@ -31,9 +31,9 @@ from typing import Any, Self
 import numpy as np
 import yaml
 
-from incasem.errors import ConfigError, InvalidValueError, RunError
+from incasem.errors import ConfigError, InvalidValueError
 from incasem.files import atomic_write_text
-from incasem.runs import RunFolder
+from incasem.runs import RunFolder, metrics_lines
 
 EXPERIMENT = "incasem"
 """Name of the MLflow experiment that all runs are logged to."""
@@ -344,23 +344,9 @@ class Tracker:
             self._close("KILLED")
 
 
-def _lines(run: RunFolder) -> list[tuple[int, str, dict[str, Any] | None]]:
-    """``(line number, text, parsed object or None)`` of each line of ``metrics.jsonl``."""
-    if not run.metrics_path.is_file():
-        return []
-    result = []
-    for number, text in enumerate(run.metrics_path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
-        result.append((number, text, parsed if isinstance(parsed, dict) else None))
-    return result
-
-
 def _truncate_metrics(run: RunFolder, start_iteration: int) -> None:
     """Rewrite ``metrics.jsonl`` atomically with only the lines up to ``start_iteration``."""
-    lines = _lines(run)
+    lines = metrics_lines(run)
     if not lines:
         return
     kept = [
@@ -369,30 +355,3 @@ def _truncate_metrics(run: RunFolder, start_iteration: int) -> None:
         if parsed is not None and isinstance(parsed.get("iteration"), int) and parsed["iteration"] <= start_iteration
     ]
     atomic_write_text(run.metrics_path, "".join(kept))
-
-
-def read_metrics(run: RunFolder) -> list[dict[str, Any]]:
-    """The lines of a run's ``metrics.jsonl``, parsed.
-
-    Parameters
-    ----------
-    run : RunFolder
-
-    Returns
-    -------
-    list of dict
-        In the order written; empty if nothing was logged yet. A truncated last line
-        (a run killed while writing it) is left out.
-
-    Raises
-    ------
-    RunError
-        If a line other than the last is not a JSON object.
-    """
-    lines = _lines(run)
-    for number, text, parsed in lines[:-1]:
-        if parsed is None:
-            raise RunError(
-                f"line {number} of {run.metrics_path} is not a JSON object ({text[:60]!r}): fix or remove that line"
-            )
-    return [parsed for _, _, parsed in lines if parsed is not None]

@@ -23,8 +23,7 @@ from scipy.ndimage import uniform_filter1d
 
 from incasem.errors import RunError
 from incasem.files import atomic_write
-from incasem.runs import RunFolder
-from incasem.train.tracking import read_metrics
+from incasem.runs import RunFolder, read_metrics
 from incasem.view.preview import check_png_output
 
 __all__ = ["CURVES_FILE", "FIGURE_SIZE_PX", "RunCurves", "curves_figure", "plot_run", "read_curves"]
