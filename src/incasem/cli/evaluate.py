@@ -16,7 +16,7 @@ from incasem.evaluate.evaluate import Evaluation, EvaluationOptions, RegionScore
 from incasem.files import atomic_write_text
 from incasem.geometry import Roi
 from incasem.io.data_config import LabelSource, load_data_config
-from incasem.io.volume import WriteMode, open_container, open_volume
+from incasem.io.volume import WriteMode, dataset_exists, label_datasets, open_container
 
 _REGION_NAMES = {"plain": "all voxels", "exclusion_zone": "exclusion zone"}
 
@@ -54,8 +54,7 @@ def format_evaluation(evaluation: Evaluation) -> str:
 def _labels(container: Path, given: list[str]) -> list[LabelSource]:
     """``--labels DATASET[=ID]`` (ids 1.. in order by default), or every dataset under volumes/labels."""
     if not given:
-        folder = container / "volumes" / "labels"
-        given = sorted(f"volumes/labels/{p.name}" for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        given = label_datasets(open_container(container), container)
         if not given:
             raise DatasetNotFoundError(f"{container} has no volumes/labels/*: give --labels DATASET")
     sources = []
@@ -71,15 +70,8 @@ def _metric_masks(container: Path, labels: list[LabelSource], given: list[str]) 
     """``--metric-mask`` as given, or volumes/metric_masks/<organelle> of each labels dataset where it exists."""
     if given:
         return [] if given == ["none"] else given
-    found = []
-    for label in labels:
-        name = f"volumes/metric_masks/{label.dataset.rstrip('/').rsplit('/', 1)[-1]}"
-        try:
-            open_volume(container, name)
-        except DatasetNotFoundError:
-            continue
-        found.append(name)
-    return found
+    names = (f"volumes/metric_masks/{label.dataset.rstrip('/').rsplit('/', 1)[-1]}" for label in labels)
+    return [name for name in names if dataset_exists(container, name)]
 
 
 def _write_json(path: Path, evaluations: list[Evaluation]) -> None:

@@ -36,7 +36,7 @@ from incasem.errors import DatasetMismatchError, DatasetNotFoundError, InvalidVa
 from incasem.evaluate.metrics import ConfusionCounts, ProbabilityHistogram, confusion_counts, match_instances
 from incasem.geometry import Roi, Triple, as_positive_triple
 from incasem.io.data_config import LabelSource, RoiEntry
-from incasem.io.volume import Volume, open_volume
+from incasem.io.volume import Volume, dataset_exists, open_volume
 from incasem.postprocess.components import ComponentMap, label_fragments, merge_fragments
 from incasem.postprocess.foreground import Foreground, foreground_of
 
@@ -165,10 +165,8 @@ class RegionScores:
         """The threshold of highest F1 and its counts (``None`` without a sweep or labels)."""
         if self.histogram is None or not self.histogram.positives.sum():
             return None
-        counts = [self.histogram.counts_at(t) for t in self.histogram.thresholds]
-        f1 = np.array([c.f1 for c in counts])
-        k = int(np.nanargmax(f1)) if not np.all(np.isnan(f1)) else 0
-        return float(self.histogram.thresholds[k]), counts[k]
+        threshold = self.histogram.best_threshold()
+        return threshold, self.histogram.counts_at(threshold)
 
     def to_json(self) -> dict[str, Any]:
         """Counts and scores; with a sweep also ``best_threshold``, ``best`` scores, ``average_precision``."""
@@ -245,19 +243,11 @@ def _class_dataset(group: str, class_id: int) -> str:
     return f"{group}/prob_maps/class_{class_id}"
 
 
-def _exists(container: Path, dataset: str) -> bool:
-    try:
-        open_volume(container, dataset)
-    except DatasetNotFoundError:
-        return False
-    return True
-
-
 def resolve_prediction(container: Path, prediction: str, class_ids: Sequence[int], options: EvaluationOptions) -> _Predicted:
     """What counts as predicted organelle, per class: from a prediction group or one dataset."""
     group = prediction.rstrip("/")
-    if _exists(container, f"{group}/segmentation"):
-        probabilities = {c: _class_dataset(group, c) for c in class_ids if _exists(container, _class_dataset(group, c))}
+    if dataset_exists(container, f"{group}/segmentation"):
+        probabilities = {c: _class_dataset(group, c) for c in class_ids if dataset_exists(container, _class_dataset(group, c))}
         if options.sweep or options.threshold is not None:
             missing = [c for c in class_ids if c not in probabilities]
             if missing:

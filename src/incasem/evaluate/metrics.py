@@ -245,6 +245,14 @@ class ProbabilityHistogram:
             recall = tp / self.positives.sum()
         return precision, recall, self.thresholds
 
+    def best_threshold(self) -> float:
+        """The threshold of highest F1 (the lowest of ties); 0 when F1 is undefined everywhere."""
+        tp, fp = self._predicted()
+        fn = self.positives.sum() - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = 2 * tp / (2 * tp + fp + fn)
+        return float(self.thresholds[np.nanargmax(f1)]) if not np.all(np.isnan(f1)) else 0.0
+
     def average_precision(self) -> float:
         """Average precision: sum over thresholds (descending) of precision x recall gained.
 

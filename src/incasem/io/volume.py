@@ -289,6 +289,21 @@ def dataset_names(group: zarr.Group, path: Path) -> list[str]:
         raise _damaged_metadata(path) from error
 
 
+#: Group of the labels datasets (``volumes/labels/<organelle>``).
+LABELS_GROUP = "volumes/labels"
+
+
+def label_datasets(group: zarr.Group, path: Path) -> list[str]:
+    """Paths of the arrays under ``volumes/labels/`` of container ``group``, sorted."""
+    return [name for name in dataset_names(group, path) if name.startswith(f"{LABELS_GROUP}/")]
+
+
+def dataset_exists(path: str | Path, dataset: str) -> bool:
+    """Whether container ``path`` holds an array named ``dataset`` (without reading its metadata)."""
+    path = Path(path)
+    return isinstance(_node(open_container(path), path, dataset_name(dataset)), zarr.Array)
+
+
 def list_volumes(path: str | Path) -> list[Volume]:
     """All 3D datasets of a container."""
     path = Path(path)

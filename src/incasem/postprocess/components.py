@@ -105,14 +105,11 @@ class ComponentMap:
         Object id per fragment (all blocks, in block order).
     count
         Number of objects, numbered 1..count.
-    sizes_voxels
-        Size of object 1..count (index 0 unused).
     """
 
     first_fragment: dict[str, int]
     object_ids: np.ndarray
     count: int
-    sizes_voxels: np.ndarray
 
     def labels(self, block: Block, foreground: np.ndarray) -> np.ndarray:
         """Object ids (uint64) of ``block`` from its foreground: pass 3."""
@@ -174,4 +171,4 @@ def merge_fragments(blocks: list[Block], scratch: Path, min_size_voxels: int, ru
     kept = kept[np.argsort(object_first[kept], kind="stable")]
     number = np.zeros(n_objects, np.int64)
     number[kept] = np.arange(1, len(kept) + 1)
-    return ComponentMap(first_fragment, number[component], len(kept), np.concatenate(([0], object_size[kept])))
+    return ComponentMap(first_fragment, number[component], len(kept))

@@ -125,7 +125,6 @@ def label_instances(
     )
     run_blockwise(task, run)
     target.array.attrs["instances"] = components.count
-    target.array.attrs["largest_instance_voxels"] = int(components.sizes_voxels.max(initial=0))
     target.mark_complete()
     shutil.rmtree(scratch, ignore_errors=True)
     return target

@@ -7,12 +7,14 @@ Provenance is not built here: every output dataset gets the one record of
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from incasem.errors import DatasetExistsError, DatasetNotFoundError, IncasemError
 from incasem.io.metadata import INCOMPLETE, JOB_KEY, STATUS_KEY
-from incasem.io.volume import WriteMode, open_volume
+from incasem.io.provenance import PROVENANCE_KEY
+from incasem.io.volume import WriteMode, dataset_names, open_container, open_volume
 
 PREDICTIONS_GROUP = "volumes/predictions"
 
@@ -20,6 +22,25 @@ PREDICTIONS_GROUP = "volumes/predictions"
 def prediction_group(model_name: str, prediction_id: str) -> str:
     """Dataset group of one prediction: ``volumes/predictions/<model>/<id>``."""
     return f"{PREDICTIONS_GROUP}/{model_name}/{prediction_id}"
+
+
+def latest_prediction(container: str | Path, *, finished_only: bool) -> str | None:
+    """The ``segmentation`` of the prediction created last (by its provenance time, then name), or ``None``.
+
+    ``finished_only``: leave out predictions whose job has not finished.
+    """
+    container = Path(container)
+    group = open_container(container)
+    pattern = re.compile(rf"{PREDICTIONS_GROUP}/[^/]+/[^/]+/segmentation")
+    candidates = []
+    for name in dataset_names(group, container):
+        if pattern.fullmatch(name):
+            attrs = group[name].attrs
+            if finished_only and attrs.get(STATUS_KEY) == INCOMPLETE:
+                continue
+            record = attrs.get(PROVENANCE_KEY)
+            candidates.append((str(record.get("created", "")) if isinstance(record, dict) else "", name))
+    return max(candidates)[1] if candidates else None
 
 
 def allocate_prediction_id(container: Path, model_name: str) -> str:

@@ -51,21 +51,20 @@ import zarr
 
 from incasem.errors import DatasetNotFoundError, InvalidValueError, PortInUseError
 from incasem.geometry import NmTriple, Triple, as_triple
-from incasem.io.provenance import PROVENANCE_KEY
 from incasem.io.volume import (
     Volume,
     dataset_name,
     dataset_names,
+    label_datasets,
     open_container,
     open_volume,
 )
+from incasem.predict.outputs import PREDICTIONS_GROUP, latest_prediction
 
 LayerKind = Literal["image", "segmentation", "probabilities"]
 
 #: Raw datasets shown by default, the first that exists.
 DEFAULT_RAW: tuple[str, ...] = ("volumes/raw_equalized_0.02", "volumes/raw")
-LABELS_GROUP = "volumes/labels"
-PREDICTIONS_GROUP = "volumes/predictions"
 
 #: Path components that make an integer dataset a segmentation layer.
 SEGMENTATION_PARTS = frozenset({"labels", "mask", "masks", "metric_masks", "segmentation", "instances"})
@@ -151,20 +150,6 @@ def layer_kind(name: str, dtype: np.dtype) -> LayerKind:
     return "image"
 
 
-def _latest_prediction(group: zarr.Group, names: Sequence[str]) -> str | None:
-    """The ``segmentation`` of the prediction created last (by its provenance time, then name)."""
-    candidates = [
-        name for name in names
-        if name.startswith(f"{PREDICTIONS_GROUP}/") and name.endswith("/segmentation") and name.count("/") == 4
-    ]
-
-    def created(name: str) -> tuple[str, str]:
-        record = group[name].attrs.get(PROVENANCE_KEY)
-        return (str(record.get("created", "")) if isinstance(record, dict) else "", name)
-
-    return max(candidates, key=created, default=None)
-
-
 def default_datasets(container: str | Path) -> list[str]:
     """The datasets ``incasem view`` shows when none are named.
 
@@ -181,8 +166,7 @@ def default_datasets(container: str | Path) -> list[str]:
     group = open_container(path)
     names = dataset_names(group, path)
     raw = [next((name for name in DEFAULT_RAW if name in names), None)]
-    labels = [name for name in names if name.startswith(f"{LABELS_GROUP}/")]
-    chosen = [name for name in [*raw, *labels, _latest_prediction(group, names)] if name is not None]
+    chosen = [name for name in [*raw, *label_datasets(group, path), latest_prediction(path, finished_only=False)] if name is not None]
     if not chosen:
         raise DatasetNotFoundError(
             f"{path} has no raw, labels or prediction to show by default (it has: {', '.join(names) or 'none'}): "

@@ -33,7 +33,6 @@ pixels shows 512 pixels' worth of it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +51,8 @@ from skimage.transform import resize
 from incasem.errors import DatasetNotFoundError, InvalidValueError, OutputExistsError, RoiError
 from incasem.files import atomic_write
 from incasem.geometry import NmTriple, Roi, Triple, as_positive_triple, as_triple
-from incasem.io.provenance import PROVENANCE_KEY
-from incasem.io.volume import Volume, dataset_name, dataset_names, open_container, open_volume
+from incasem.io.volume import Volume, dataset_name, dataset_names, label_datasets, open_container, open_volume
+from incasem.predict.outputs import latest_prediction
 
 __all__ = [
     "DEFAULT_CROP_PIXELS",
@@ -63,7 +62,6 @@ __all__ = [
     "check_png_output",
     "default_overlays",
     "default_raw",
-    "latest_prediction",
     "render_preview",
     "view_region",
     "write_preview",
@@ -81,9 +79,7 @@ FILL_ALPHA = 0.4
 
 #: Raw datasets tried, in this order, when none is named.
 RAW_CANDIDATES = ("volumes/raw", "volumes/raw_equalized_0.02")
-LABELS_GROUP = "volumes/labels/"
 #: A prediction's segmentation, as ``incasem predict`` names it (``volumes/predictions/<model>/<id>/segmentation``).
-_SEGMENTATION = re.compile(r"volumes/predictions/[^/]+/[^/]+/segmentation")
 
 #: One colour per overlay, in order: matplotlib's tab10 without its grey (index 7), which
 #: would vanish on the grey raw.
@@ -200,28 +196,11 @@ def default_raw(container: str | Path) -> str:
     )
 
 
-def _created(volume: Volume) -> str:
-    record = volume.array.attrs.get(PROVENANCE_KEY)
-    return str(record.get("created", "")) if isinstance(record, dict) else ""
-
-
-def latest_prediction(container: str | Path) -> str | None:
-    """The segmentation of the newest finished prediction (by creation time, then name), or ``None``."""
-    container = Path(container)
-    finished = []
-    for name in _names(container):
-        if _SEGMENTATION.fullmatch(name):
-            volume = open_volume(container, name, require_complete=False)
-            if volume.complete:
-                finished.append((_created(volume), name))
-    return max(finished)[1] if finished else None
-
-
 def default_overlays(container: str | Path) -> list[str]:
     """The overlays shown when none are named: every ``volumes/labels/*`` dataset and the newest prediction's segmentation."""
     container = Path(container)
-    labels = [name for name in _names(container) if name.startswith(LABELS_GROUP)]
-    prediction = latest_prediction(container)
+    labels = label_datasets(open_container(container), container)
+    prediction = latest_prediction(container, finished_only=True)
     return labels if prediction is None else [*labels, prediction]
 
 
