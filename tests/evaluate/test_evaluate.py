@@ -156,3 +156,16 @@ def test_missing_dataset_lists_what_exists(predicted, capsys):
     assert main(["evaluate", str(container), "-p", "volumes/predictions/none", "-q"]) == 1
     line = error_line(capsys)
     assert "volumes/labels/mito" in line or "volumes/predictions" in line, line
+
+
+def test_default_labels_leave_out_what_incasem_derived_from_them(predicted, capsys):
+    """Without --labels, every labels dataset is scored, but not the instances or pyramid levels made from one."""
+    from incasem.io.volume import label_datasets, open_container
+    from incasem.postprocess.foreground import foreground_of
+    from incasem.postprocess.instances import label_instances
+
+    container, group, *_ = predicted
+    label_instances(foreground_of(container, "volumes/labels/mito"), run=QUIET)
+    assert label_datasets(open_container(container), container) == ["volumes/labels/mito"]
+    assert main(["evaluate", str(container), "-p", group, "--json", "-", "-q"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["classes"]) == ["mito"]

@@ -293,9 +293,20 @@ def dataset_names(group: zarr.Group, path: Path) -> list[str]:
 LABELS_GROUP = "volumes/labels"
 
 
+#: Jobs whose outputs beside a labels dataset are derived from it, not labels of their own.
+DERIVED_JOBS = ("instances", "threshold", "pyramid")
+
+
 def label_datasets(group: zarr.Group, path: Path) -> list[str]:
-    """Paths of the arrays under ``volumes/labels/`` of container ``group``, sorted."""
-    return [name for name in dataset_names(group, path) if name.startswith(f"{LABELS_GROUP}/")]
+    """Paths of the labels arrays under ``volumes/labels/`` of container ``group``, sorted.
+
+    Arrays that ``incasem instances``, ``threshold`` or ``pyramid`` derived from labels
+    (``…/mito_instances``, ``…/mito_s1``) are not labels of another organelle and are left out.
+    """
+    return [
+        name for name in dataset_names(group, path)
+        if name.startswith(f"{LABELS_GROUP}/") and _job_kind(group[name].attrs.get(JOB_KEY)) not in DERIVED_JOBS
+    ]
 
 
 def dataset_exists(path: str | Path, dataset: str) -> bool:
