@@ -1,6 +1,12 @@
 """Put a training run's checkpoint into the package as a shipped model, with its held-out scores.
 
-Scores the checkpoint on the recipe's held-out part (``val.json``: plain = every voxel,
+Sets the model's decision threshold on the recipe's training part: the class-balanced loss
+(DESIGN §6) trains the network to call foreground wherever it is moderately likely, so
+argmax over-predicts a rare organelle. The foreground threshold of best F1 on the
+*training* volumes (``train.json``; the held-out part plays no part in it) is folded into
+the final convolution's background bias (``UNet.set_foreground_threshold``), so that the shipped
+model's argmax, and hence ``incasem predict``'s segmentation, is that threshold and its
+probabilities are recalibrated to match. Then scores the calibrated model on the recipe's held-out part (``val.json``: plain = every voxel,
 and inside the exclusion zone; with and without test-time augmentation) and on the
 bundled example (``incasem demo``'s crop), writes them with the training summary into
 the checkpoint's card and saves it (without optimizer state) as
@@ -27,7 +33,7 @@ import torch
 
 from incasem.blockwise import RunOptions
 from incasem.demo import run_demo
-from incasem.evaluate.evaluate import evaluate_entry
+from incasem.evaluate.evaluate import EvaluationOptions, evaluate_entry
 from incasem.io.data_config import load_data_config
 from incasem.model.checkpoint import load_checkpoint, save_checkpoint
 from incasem.model.shipped import SHIPPED_FOLDER
@@ -48,6 +54,17 @@ def held_out_scores(checkpoint: Path, val_json: Path, data_root: Path, tta: bool
     config = load_data_config(val_json, data_root=data_root)
     (result,) = predict_config(val_json, str(checkpoint), PredictOptions(tta=tta), data_root=data_root, run=QUIET)
     return _scores(evaluate_entry(config.entries[0], result.output.group, run=QUIET))
+
+
+def training_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> float:
+    """The foreground threshold of best F1 on the recipe's training volumes (pooled sweep)."""
+    config = load_data_config(train_json, data_root=data_root)
+    results = predict_config(train_json, str(checkpoint), PredictOptions(), data_root=data_root, run=QUIET)
+    histograms = [
+        evaluate_entry(entry, result.output.group, EvaluationOptions(sweep=True), run=QUIET).classes[0].regions["plain"].histogram
+        for entry, result in zip(config.entries, results, strict=True)
+    ]
+    return sum(histograms[1:], histograms[0]).best_threshold()
 
 
 def demo_scores(checkpoint: Path) -> dict:
@@ -81,12 +98,16 @@ def main() -> None:
         checkpoint, hours, iteration = args.source, args.hours, None
     model, card = load_checkpoint(checkpoint)
     iteration = iteration or card.iteration or (card.training or {}).get("iterations")
-    val_json = args.recipe / "val.json"
-    scores = {
-        "held_out": held_out_scores(checkpoint, val_json, args.data_root, tta=False),
-        "held_out_tta": held_out_scores(checkpoint, val_json, args.data_root, tta=True),
-        "bundled_example": demo_scores(checkpoint),
-    }
+    threshold = training_threshold(checkpoint, args.recipe / "train.json", args.data_root)
+    model.set_foreground_threshold(threshold)
+    with tempfile.TemporaryDirectory() as folder:
+        calibrated = save_checkpoint(Path(folder) / f"{args.name}.pt", model, card)
+        val_json = args.recipe / "val.json"
+        scores = {
+            "held_out": held_out_scores(calibrated, val_json, args.data_root, tta=False),
+            "held_out_tta": held_out_scores(calibrated, val_json, args.data_root, tta=True),
+            "bundled_example": demo_scores(calibrated),
+        }
     training = {
         **(card.training or {}),
         "data": args.data,
@@ -94,6 +115,7 @@ def main() -> None:
         "iterations": iteration,
         "hours": hours,
         "hardware": args.hardware,
+        "decision_threshold": {"threshold": threshold, "chosen_on": "training volumes (train.json), best F1"},
         "recipe": args.trained_by or f"bash {args.recipe.as_posix()}/train.sh",
     }
     shipped = replace(card, source=f"incasem-shipped:{args.name}", training=training, validation_scores=scores)

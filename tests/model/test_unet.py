@@ -351,3 +351,28 @@ def test_max_pooling_stays_in_bf16_under_cpu_autocast():
     for before, after in pooled:
         assert before.dtype == after.dtype == torch.bfloat16
         assert torch.equal(after, torch.nn.functional.max_pool3d(before.float(), 2).bfloat16())
+
+
+@pytest.mark.parametrize("quantile", [0.2, 0.5, 0.9])
+def test_foreground_threshold_moves_the_argmax_to_that_threshold(quantile: float) -> None:
+    torch.manual_seed(3)
+    model = UNet(UNetConfig(num_fmaps=4, num_classes=2, downsample_factors=((2, 2, 2), (2, 2, 2)))).eval()
+    x = torch.randn(1, 1, *model.config.valid_input_shape_at_least((64, 64, 64)))
+    with torch.no_grad():
+        before = torch.softmax(model(x), dim=1)[0, 1]
+        threshold = float(before.quantile(quantile))
+        model.set_foreground_threshold(threshold)
+        segmentation = model(x)[0].argmax(dim=0)
+    decisive = (before - threshold).abs() > 1e-6  # float rounding at the boundary itself
+    expected = (before >= threshold)[decisive]
+    assert 0 < int(expected.sum()) < expected.numel()
+    assert torch.equal(segmentation[decisive].bool(), expected)
+
+
+@pytest.mark.parametrize(("classes", "threshold"), [(3, 0.5), (2, 0.0), (2, 1.0), (2, float("nan"))])
+def test_foreground_threshold_refuses_what_it_cannot_mean(classes: int, threshold: float) -> None:
+    model = UNet(UNetConfig(num_fmaps=2, num_classes=classes))
+    bias = model.final_conv_pass.conv_pass[0].bias.clone()
+    with pytest.raises(ValueError, match="two-class|between 0 and 1"):
+        model.set_foreground_threshold(threshold)
+    assert torch.equal(model.final_conv_pass.conv_pass[0].bias, bias)

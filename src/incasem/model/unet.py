@@ -601,6 +601,26 @@ class UNet(nn.Module):
         self.config.output_shape(x.shape[-3:])
         return self.final_conv_pass(self.unet(x))
 
+    def set_foreground_threshold(self, threshold: float) -> None:
+        """Move a two-class model's decision to ``softmax(logits)[1] >= threshold`` of the model as it is now.
+
+        Adds ``log(threshold / (1 - threshold))`` to the background bias of the final
+        convolution, so argmax (the segmentation ``incasem predict`` writes) is that
+        threshold and the probabilities shift with it. For a model trained with the
+        class-balanced loss, which calls a rare class wherever it is moderately likely.
+
+        Raises
+        ------
+        ValueError
+            If the model does not have two classes or ``threshold`` is not in (0, 1).
+        """
+        if self.config.num_classes != 2:
+            raise ValueError(f"a foreground threshold needs a two-class model, this one has {self.config.num_classes} classes")
+        if not 0 < threshold < 1:
+            raise ValueError(f"the foreground threshold must be strictly between 0 and 1, got {threshold}")
+        with torch.no_grad():
+            self.final_conv_pass.conv_pass[0].bias[0] += math.log(threshold / (1 - threshold))
+
 
 def count_parameters(model: nn.Module) -> int:
     """Total number of parameters (trainable or not) of ``model``.
