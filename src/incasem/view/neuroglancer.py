@@ -15,8 +15,9 @@ overlay where they belong.
 
 Memory and reading: the client asks for chunks of at most
 2**:data:`MAX_VOXELS_PER_CHUNK_LOG2` voxels at a downsampling of at most
-:data:`MAX_DOWNSAMPLING` (product of the factors). neuroglancer downsamples on the fly
-by reading the full-resolution region behind a chunk, so one request reads at most
+:data:`MAX_DOWNSAMPLING` (product of the factors; more with pyramid levels). neuroglancer downsamples on the fly
+by reading the full-resolution region behind a chunk (zoomed out, the region of a
+pyramid level where there is one: below), so one request reads at most
 :data:`MAX_READ_VOXELS` voxels (16 MiB of uint8) whatever the zoom; larger requests are
 refused, and the server handles one request per CPU core at a time. Downsampling is
 2D (per cross-section plane, flat chunks): with neuroglancer's default 3D downsampling a
@@ -25,6 +26,16 @@ slices for each plane drawn. Measured on a 512 x 8192 x 8192 dataset, zoomed out
 show a whole plane: 3D read half the volume (17 G voxels, 1024 requests, 115 s); 2D
 reads 67 M voxels (4 requests, 1 s). Meshes (which neuroglancer's local server would
 compute from the whole array in memory) are not served.
+
+Pyramid levels: where ``incasem pyramid`` wrote finished levels ``<dataset>_s1``, ... of a
+dataset on its world grid (:class:`ServedLevel`), a zoomed-out request is answered from
+the coarsest level that fits the request's 2D factor (:func:`pyramid_level_for`): its
+factors divide the in-plane factors, and it is no thicker along the plane normal than
+one drawn pixel (a slab, as 3D-downsampled viewers show). Only the rest of the factor
+is downsampled on the fly (mean for images, stride for segmentations), so a request
+reads at most its chunk times that rest, again at most :data:`MAX_READ_VOXELS`; the
+client may then zoom out further (:func:`max_downsampling`). Full-resolution viewing is
+unchanged, and datasets without such levels are served exactly as above.
 
 Layers, by dataset (:func:`layer_kind`): probability maps under
 ``volumes/predictions/.../prob*`` are a heat map, labels, masks, segmentations and
@@ -44,6 +55,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import neuroglancer
+import neuroglancer.chunks
+import neuroglancer.downsample
 import neuroglancer.local_volume
 import neuroglancer.server
 import numpy as np
@@ -51,6 +64,7 @@ import zarr
 
 from incasem.errors import DatasetNotFoundError, InvalidValueError, PortInUseError
 from incasem.geometry import NmTriple, Triple, as_triple
+from incasem.io.ngff import pyramid_level_paths
 from incasem.io.volume import (
     Volume,
     dataset_name,
@@ -299,15 +313,187 @@ class LazyArray:
         return data.astype(self.dtype, copy=False)
 
 
+@dataclass(frozen=True)
+class ServedLevel:
+    """A pyramid level of a served dataset, on the dataset's world grid (usable by the viewer).
+
+    Level voxel ``begin + i // factor`` covers the dataset's voxels ``i`` (local, per axis);
+    the level covers every such voxel of the dataset (``ceil(shape / factor)`` from ``begin``).
+    """
+
+    name: str
+    #: Cumulative downsampling factor (z, y, x) from the dataset: level voxel size / dataset voxel size.
+    factor: Triple
+    #: Level voxel (local index, z, y, x) that holds the dataset's first voxel.
+    begin: Triple
+    data: LazyArray
+
+
+def _cumulative_factor(dataset: Volume, level: Volume) -> Triple | None:
+    """``level.voxel_size / dataset.voxel_size`` per axis, or None unless each is a whole number >= 1."""
+    factor = []
+    for level_nm, dataset_nm in zip(level.voxel_size, dataset.voxel_size):
+        ratio = level_nm / dataset_nm
+        whole = round(ratio)
+        if whole < 1 or abs(ratio - whole) > 1e-6 * ratio:
+            return None
+        factor.append(whole)
+    return tuple(factor)  # type: ignore[return-value]
+
+
+def served_levels(dataset: Volume, dtype: np.dtype) -> tuple[ServedLevel, ...]:
+    """The finished pyramid levels of ``dataset`` that lie on its grid, finest first, read as ``dtype``.
+
+    A level is used when its voxel size is a whole multiple ``F`` of the dataset's, the
+    dataset's world offset (voxels) is a multiple of ``F`` on every axis (the level's
+    voxels then start exactly at dataset voxels) and it covers the whole dataset; other
+    levels (and those of datasets with other offsets) are left out, so requests they
+    would serve read full resolution.
+    """
+    levels = []
+    for name in pyramid_level_paths(open_container(dataset.container), dataset.name):
+        level = open_volume(dataset.container, name)
+        factor = _cumulative_factor(dataset, level)
+        if factor is None or any(o % f for o, f in zip(dataset.roi.offset, factor)):
+            continue
+        begin = tuple(o // f - lo for o, f, lo in zip(dataset.roi.offset, factor, level.roi.offset))
+        covered = [-(-s // f) for s, f in zip(dataset.shape, factor)]
+        if all(0 <= b and b + c <= s for b, c, s in zip(begin, covered, level.shape)):
+            levels.append(ServedLevel(level.name, factor, begin, LazyArray(level.array, dtype)))  # type: ignore[arg-type]
+    return tuple(levels)
+
+
+def plane_normal(factor: Sequence[int]) -> int | None:
+    """The axis a 2D downsampling factor leaves at full resolution (the first with factor 1), None if none."""
+    return next((axis for axis, f in enumerate(factor) if f == 1), None)
+
+
+def pyramid_level_for(factor: Sequence[int], levels: Sequence[ServedLevel]) -> ServedLevel | None:
+    """The level that serves a request at downsampling ``factor`` (z, y, x), or None for full resolution.
+
+    The coarsest of ``levels`` (finest first) whose factor divides ``factor`` on the two
+    in-plane axes and whose factor along the plane normal is at most the smallest
+    in-plane factor of ``factor``: a slab no thicker than one drawn pixel.
+    """
+    normal = plane_normal(factor)
+    if normal is None:
+        return None
+    in_plane = [axis for axis in range(len(factor)) if axis != normal]
+    thinnest = min(factor[axis] for axis in in_plane)
+    chosen = None
+    for level in levels:
+        if level.factor[normal] <= thinnest and all(factor[axis] % level.factor[axis] == 0 for axis in in_plane):
+            chosen = level
+    return chosen
+
+
+def max_downsampling(levels: Sequence[ServedLevel]) -> int:
+    """The largest downsampling the client may ask for: :data:`MAX_DOWNSAMPLING` times what the coarsest level saves.
+
+    That is the product of the coarsest level's two largest factors (its best plane);
+    without levels, :data:`MAX_DOWNSAMPLING`.
+    """
+    if not levels:
+        return MAX_DOWNSAMPLING
+    largest = sorted(levels[-1].factor)[-2:]
+    return MAX_DOWNSAMPLING * math.prod(largest)
+
+
+def _encode(data_format: str, subvolume: np.ndarray) -> tuple[bytes, str]:
+    """A chunk in ``data_format`` (npz, raw or jpeg) and its content type, as :class:`~neuroglancer.LocalVolume` sends it."""
+    if data_format == "npz":
+        return neuroglancer.chunks.encode_npz(subvolume), "application/octet-stream"
+    if data_format == "raw":
+        return neuroglancer.chunks.encode_raw(subvolume), "application/octet-stream"
+    if data_format == "jpeg":
+        return neuroglancer.chunks.encode_jpeg(subvolume), "image/jpeg"
+    raise ValueError("Invalid data format requested.")
+
+
 class ServedVolume(neuroglancer.LocalVolume):
-    """A :class:`~neuroglancer.LocalVolume` whose requests are bounded and which serves no meshes."""
+    """A :class:`~neuroglancer.LocalVolume` whose requests are bounded, which reads pyramid levels
+    when zoomed out (``levels``, finest first) and serves no meshes."""
+
+    def __init__(self, data: LazyArray, *, levels: Sequence[ServedLevel] = (), **options: Any) -> None:
+        super().__init__(data, **options)
+        self.levels = tuple(levels)
 
     def get_encoded_subvolume(self, data_format: str, start: Any, end: Any, scale_key: str) -> tuple[bytes, str]:
-        """Encode one chunk; refuse one larger than 2**:data:`MAX_VOXELS_PER_CHUNK_LOG2` voxels (HTTP 400)."""
+        """Encode one chunk; refuse one larger than 2**:data:`MAX_VOXELS_PER_CHUNK_LOG2` voxels (HTTP 400).
+
+        With levels, the chunk comes from :func:`pyramid_level_for`'s level, else from
+        full resolution; a request that would read more than :data:`MAX_READ_VOXELS`
+        voxels (more than :data:`MAX_DOWNSAMPLING` left to downsample) is refused.
+        """
         voxels = math.prod(int(e) - int(s) for s, e in zip(start, end))
         if voxels > 1 << MAX_VOXELS_PER_CHUNK_LOG2:
             raise ValueError(f"chunk of {voxels} voxels requested; at most {1 << MAX_VOXELS_PER_CHUNK_LOG2} served")
-        return super().get_encoded_subvolume(data_format, start, end, scale_key)
+        if not self.levels:
+            return super().get_encoded_subvolume(data_format, start, end, scale_key)
+        factor = self._checked_factor(start, end, scale_key)
+        level = pyramid_level_for(factor, self.levels)
+        rest = factor if level is None else self._rest(factor, level)
+        if math.prod(rest) > MAX_DOWNSAMPLING:
+            raise ValueError(
+                f"downsampling {scale_key} leaves {math.prod(rest)} (more than {MAX_DOWNSAMPLING}) to do on the fly: "
+                f"refused, a request reads at most {MAX_READ_VOXELS} voxels"
+            )
+        if level is None:
+            return super().get_encoded_subvolume(data_format, start, end, scale_key)
+        return _encode(data_format, self._level_chunk(level, factor, [int(s) for s in start], [int(e) for e in end]))
+
+    def _checked_factor(self, start: Any, end: Any, scale_key: str) -> Triple:
+        """The factor of ``scale_key``, checked as :meth:`neuroglancer.LocalVolume.get_encoded_subvolume` does."""
+        factor = np.array(scale_key.split(","), dtype=np.int64)
+        if len(start) != self.rank or len(end) != self.rank:
+            raise ValueError("Invalid request")
+        if (
+            len(factor) != self.rank
+            or np.any(factor < 1)
+            or np.any(factor > self.max_downsampling)
+            or np.prod(factor) > self.max_downsampling
+        ):
+            raise ValueError("Invalid downsampling factor.")
+        downsampled_shape = -(-np.asarray(self.shape) // factor)
+        start, end = np.asarray(start), np.asarray(end)
+        if np.any(end < start) or np.any(start < 0) or np.any(end > downsampled_shape):
+            raise ValueError("Out of bounds data request.")
+        return tuple(int(f) for f in factor)  # type: ignore[return-value]
+
+    @staticmethod
+    def _rest(factor: Triple, level: ServedLevel) -> Triple:
+        """What is left to downsample on the fly after ``level``: in-plane ``factor / level.factor``, 1 along the normal."""
+        normal = plane_normal(factor)
+        return tuple(1 if axis == normal else f // lf for axis, (f, lf) in enumerate(zip(factor, level.factor)))  # type: ignore[return-value]
+
+    def _level_chunk(self, level: ServedLevel, factor: Triple, start: list[int], end: list[int]) -> np.ndarray:
+        """The chunk ``start:end`` (voxels at ``factor``) from ``level``, exactly as full resolution would be shaped.
+
+        In-plane, the level's voxels under the chunk (clipped to those over the dataset,
+        as neuroglancer clips to the dataset) are downsampled by the rest of the factor;
+        along the normal, full-resolution section ``k`` is level section ``begin + k // F``.
+        """
+        normal = plane_normal(factor)
+        assert normal is not None  # a level serves 2D factors only
+        rest = self._rest(factor, level)
+        region = []
+        for axis, (f, b, r) in enumerate(zip(level.factor, level.begin, rest)):
+            if axis == normal:
+                region.append(slice(b + start[axis] // f, b + (end[axis] - 1) // f + 1))
+            else:
+                covered = -(-self.shape[axis] // f)  # level voxels over the dataset
+                region.append(slice(b + start[axis] * r, b + min(covered, end[axis] * r)))
+        data = level.data[tuple(region)]
+        if any(r != 1 for r in rest):
+            reduce = neuroglancer.downsample.downsample_with_averaging if self.volume_type == "image" else (
+                neuroglancer.downsample.downsample_with_striding
+            )
+            data = reduce(data, rest)
+        thickness = level.factor[normal]
+        if thickness > 1:
+            sections = np.arange(start[normal], end[normal]) // thickness - start[normal] // thickness
+            data = np.take(data, sections, axis=normal)
+        return np.ascontiguousarray(data)
 
     def get_object_mesh(self, object_id: int) -> bytes:
         """Meshes are not served: neuroglancer would compute them from the whole array in memory."""
@@ -320,15 +506,19 @@ def coordinate_space(voxel_size: NmTriple) -> neuroglancer.CoordinateSpace:
 
 
 def served_volume(layer: LayerSpec) -> ServedVolume:
-    """The data source of ``layer``: its zarr array at its voxel size and voxel offset, served lazily."""
+    """The data source of ``layer``: its zarr array at its voxel size and voxel offset, served lazily,
+    zoomed-out views from its pyramid levels where it has them (:func:`served_levels`)."""
     volume = layer.volume
+    dtype = _served_dtype(volume.dtype, layer.kind)
+    levels = served_levels(volume, dtype)
     return ServedVolume(
-        LazyArray(volume.array, _served_dtype(volume.dtype, layer.kind)),
+        LazyArray(volume.array, dtype),
+        levels=levels,
         dimensions=coordinate_space(volume.voxel_size),
         voxel_offset=list(layer.voxel_offset),
         volume_type="segmentation" if layer.kind == "segmentation" else "image",
         max_voxels_per_chunk_log2=MAX_VOXELS_PER_CHUNK_LOG2,
-        max_downsampling=MAX_DOWNSAMPLING,
+        max_downsampling=max_downsampling(levels),
         downsampling="2d",
     )
 
