@@ -43,34 +43,35 @@ from incasem.runs import open_run
 QUIET = RunOptions(progress=False)
 
 
-def _scores(result) -> dict:
-    mito = result.classes[0]
-    return {region: scores.counts.to_json() for region, scores in mito.regions.items()}
+def _scores(results: list) -> dict:
+    """Counts and scores per region of the first organelle, pooled over ``results``."""
+    regions = [{region: scores.counts for region, scores in result.classes[0].regions.items()} for result in results]
+    return {region: sum((r[region] for r in regions[1:]), regions[0][region]).to_json() for region in regions[0]}
+
+
+def _predict_and_evaluate(checkpoint: Path, config_json: Path, data_root: Path, predict: PredictOptions, evaluation: EvaluationOptions) -> list:
+    """Predict every ROI of a data config with ``checkpoint`` (into the config's containers) and evaluate each."""
+    config = load_data_config(config_json, data_root=data_root)
+    results = predict_config(config_json, str(checkpoint), predict, data_root=data_root, run=QUIET)
+    return [evaluate_entry(entry, result.output.group, evaluation, run=QUIET) for entry, result in zip(config.entries, results, strict=True)]
 
 
 def held_out_scores(checkpoint: Path, val_json: Path, data_root: Path, tta: bool) -> dict:
-    """Plain and exclusion-zone scores on the held-out ROI (the recipe's one validation ROI);
-    the prediction is written into the held-out container beside the recipe's data."""
-    config = load_data_config(val_json, data_root=data_root)
-    (result,) = predict_config(val_json, str(checkpoint), PredictOptions(tta=tta), data_root=data_root, run=QUIET)
-    return _scores(evaluate_entry(config.entries[0], result.output.group, run=QUIET))
+    """Plain and exclusion-zone scores over the held-out ROIs (the recipe's validation ROIs, pooled)."""
+    return _scores(_predict_and_evaluate(checkpoint, val_json, data_root, PredictOptions(tta=tta), EvaluationOptions()))
 
 
 def training_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> float:
-    """The foreground threshold of best F1 on the recipe's training volumes (pooled sweep)."""
-    config = load_data_config(train_json, data_root=data_root)
-    results = predict_config(train_json, str(checkpoint), PredictOptions(), data_root=data_root, run=QUIET)
-    histograms = [
-        evaluate_entry(entry, result.output.group, EvaluationOptions(sweep=True), run=QUIET).classes[0].regions["plain"].histogram
-        for entry, result in zip(config.entries, results, strict=True)
-    ]
+    """The foreground threshold of best F1 on the recipe's training volumes (one sweep over all of them)."""
+    results = _predict_and_evaluate(checkpoint, train_json, data_root, PredictOptions(), EvaluationOptions(sweep=True))
+    histograms = [result.classes[0].regions["plain"].histogram for result in results]
     return sum(histograms[1:], histograms[0]).best_threshold()
 
 
 def demo_scores(checkpoint: Path) -> dict:
     """Scores on the bundled example, as ``incasem demo`` computes them."""
     with tempfile.TemporaryDirectory() as folder:
-        return _scores(run_demo(Path(folder) / "demo", str(checkpoint), run=QUIET, say=lambda line: None).evaluation)
+        return _scores([run_demo(Path(folder) / "demo", str(checkpoint), run=QUIET, say=lambda line: None).evaluation])
 
 
 def main() -> None:

@@ -39,6 +39,8 @@ def describe(card: ModelCard) -> str:
         f"{_score(held_out.get('plain'))} (all voxels)",
         f"{training.get('iterations', card.iteration)} iterations, {training.get('hours', '?')} h on {training.get('hardware', '?')}",
     ]
+    if "decision_threshold" in training:
+        parts.append(f"foreground threshold {training['decision_threshold']['threshold']:g} (set on the training volumes)")
     return "; ".join(parts)
 
 
