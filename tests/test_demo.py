@@ -9,7 +9,8 @@ import pytest
 
 from incasem.evaluate.metrics import confusion_counts
 from incasem.io.volume import open_volume
-from incasem.model.shipped import shipped_models
+from incasem.demo import DEFAULT_MODEL
+from incasem.model.shipped import shipped_card, shipped_models
 
 #: What the demo's model reaches at least on the bundled example (held out from its training),
 #: inside the exclusion zone: a guard against regressions of the pipeline (the current small
@@ -34,6 +35,9 @@ def test_demo_segments_the_bundled_crop_and_scores_it(tmp_path):
     assert float(rows["exclusion zone"]) == pytest.approx(expected.f1, abs=1e-4)
     assert float(rows["all voxels"]) == pytest.approx(confusion_counts(segmentation, labels).f1, abs=1e-4)
     assert expected.f1 >= LEAST_F1, f"the shipped model should segment the mitochondria well, F1 {expected.f1:.3f}"
+    card = shipped_card(DEFAULT_MODEL).validation_scores["bundled_example"]  # what README and `models list` quote
+    assert expected.f1 == pytest.approx(card["exclusion_zone"]["f1"], abs=0.01)
+    assert confusion_counts(segmentation, labels).f1 == pytest.approx(card["plain"]["f1"], abs=0.01)
     assert (tmp_path / "demo" / "preview.png").stat().st_size > 10_000
     assert f"incasem view {cell}" in result.stdout
     again = subprocess.run([incasem, "demo", str(tmp_path / "demo"), "-q"], capture_output=True, text=True, timeout=900)
