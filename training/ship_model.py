@@ -18,7 +18,7 @@ Usage (from the repository root, after ``bash training/<recipe>/train.sh``)::
         --data-root DATA --data "..." --held-out "..." --hardware "..." [--iteration N] [--hours H]
 
 A run folder gives its best checkpoint (or that of ``--iteration``), the iteration and
-the training time; a checkpoint file needs ``--hours``.
+the training time (the steps' own seconds); a checkpoint file needs ``--hours``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from incasem.io.data_config import load_data_config
 from incasem.model.checkpoint import load_checkpoint, save_checkpoint
 from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.predict import PredictOptions, predict_config
-from incasem.runs import open_run
+from incasem.runs import open_run, read_metrics
 
 QUIET = RunOptions(progress=False)
 
@@ -68,6 +68,13 @@ def training_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> f
     return sum(histograms[1:], histograms[0]).best_threshold()
 
 
+def training_seconds(metrics: list[dict], iteration: int) -> float:
+    """Seconds of training steps up to ``iteration`` (each step once, as last logged: a resumed
+    run repeats the steps after its last checkpoint; pauses between sessions do not count)."""
+    steps = {row["iteration"]: row["seconds_per_iteration"] for row in metrics if row["split"] == "train" and row["iteration"] <= iteration}
+    return sum(steps.values())
+
+
 def demo_scores(checkpoint: Path) -> dict:
     """Scores on the bundled example, as ``incasem demo`` computes them."""
     with tempfile.TemporaryDirectory() as folder:
@@ -93,8 +100,7 @@ def main() -> None:
         record = run.record()
         chosen = record["best"] if args.iteration is None else next(c for c in record["checkpoints"] if c["iteration"] == args.iteration)
         checkpoint, iteration = run.path / chosen["file"], chosen["iteration"]
-        times = [json.loads(line)["time"] for line in run.metrics_path.read_text().splitlines() if line.strip()]
-        hours = round((times[-1] - times[0]) / 3600, 2)
+        hours = round(training_seconds(read_metrics(run), iteration) / 3600, 2)
     else:
         checkpoint, hours, iteration = args.source, args.hours, None
     model, card = load_checkpoint(checkpoint)
