@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--iteration", type=int, default=None, help="default: the run's best checkpoint")
     parser.add_argument("--hours", type=float, default=None, help="training time, for a checkpoint file")
+    parser.add_argument("--no-tta", action="store_true", help="skip the held-out scores with --tta (16 passes)")
     parser.add_argument("--trained-by", default=None, help="how it was trained (default: the recipe's train.sh)")
     args = parser.parse_args()
 
@@ -112,9 +113,10 @@ def main() -> None:
         val_json = args.recipe / "val.json"
         scores = {
             "held_out": held_out_scores(calibrated, val_json, args.data_root, tta=False),
-            "held_out_tta": held_out_scores(calibrated, val_json, args.data_root, tta=True),
             "bundled_example": demo_scores(calibrated),
         }
+        if not args.no_tta:
+            scores["held_out_tta"] = held_out_scores(calibrated, val_json, args.data_root, tta=True)
     training = {
         **(card.training or {}),
         "data": args.data,

@@ -34,7 +34,7 @@ EXAMPLE = Path(__file__).with_name("lucchi_crop")
 EXAMPLE_VOXEL_SIZE_NM = (5, 5, 5)
 
 #: The model the demo uses by default: a shipped FIB-SEM mitochondria model.
-DEFAULT_MODEL = "mito-fibsem-5nm-small"
+DEFAULT_MODEL = "mito-fibsem-5nm"
 
 #: Marks a folder as the demo's own output, which a later demo may replace.
 MARKER = "incasem-demo.json"
