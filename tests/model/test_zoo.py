@@ -17,6 +17,7 @@ import torch
 from incasem.cli import main
 from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError
 from incasem.model.checkpoint import load_checkpoint, read_card, save_checkpoint
+from incasem.model.shipped import shipped_models
 from incasem.model.unet import UNet, standard_config
 from incasem.model.zoo import (
     CACHE_ENV,
@@ -325,8 +326,10 @@ def test_cli_fetch_list_and_import(bucket, cache, published_file, capsys, monkey
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     if lines[0].startswith("shipped with incasem"):
-        assert "mito-fibsem-5nm-small" in lines[1] and "held out" in lines[1]
-        lines = lines[lines.index(f"models folder: {cache}"):]
+        shipped_lines = lines[1:lines.index(f"models folder: {cache}")]
+        assert [line.split()[0] for line in shipped_lines] == sorted(shipped_models())  # by name, the full model first
+        assert all("held out" in line for line in shipped_lines)
+        lines = lines[len(shipped_lines) + 1:]
     assert lines[0] == f"models folder: {cache}"
     assert lines[1].split() == ["id", "organelle", "prep", "voxel", "nm", "file", "cached"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}

@@ -19,8 +19,8 @@ SHIPPED_FOLDER = Path(__file__).with_name("shipped")
 
 
 def shipped_models() -> dict[str, Path]:
-    """The shipped models by name (the file name without ``.pt``), sorted."""
-    return {path.stem: path for path in sorted(SHIPPED_FOLDER.glob("*.pt"))}
+    """The shipped models by name (the file name without ``.pt``), sorted by name."""
+    return {path.stem: path for path in sorted(SHIPPED_FOLDER.glob("*.pt"), key=lambda path: path.stem)}
 
 
 def _score(scores: dict | None) -> str:
