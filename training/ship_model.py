@@ -6,7 +6,9 @@ argmax over-predicts a rare organelle. The foreground threshold of best F1 on th
 *training* volumes (``train.json``; the held-out part plays no part in it) is folded into
 the final convolution's background bias (``UNet.set_foreground_threshold``), so that the shipped
 model's argmax, and hence ``incasem predict``'s segmentation, is that threshold and its
-probabilities are recalibrated to match. Then scores the calibrated model on the recipe's held-out part (``val.json``: plain = every voxel,
+probabilities are recalibrated to match. Then picks, on the same training volumes, the seed
+threshold of best F1 (hysteresis: ``incasem predict`` keeps only the objects that reach it
+somewhere; the card's ``seed_threshold``; none if no seed threshold beats keeping all). Then scores the calibrated model on the recipe's held-out part (``val.json``: plain = every voxel,
 and inside the exclusion zone; with and without test-time augmentation) and on the
 bundled example (``incasem demo``'s crop), writes them with the training summary into
 the checkpoint's card and saves it (without optimizer state) as
@@ -29,12 +31,15 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from skimage.filters import apply_hysteresis_threshold
 
 from incasem.blockwise import RunOptions
 from incasem.demo import run_demo
 from incasem.evaluate.evaluate import EvaluationOptions, evaluate_entry
 from incasem.io.data_config import load_data_config
+from incasem.io.volume import open_volume
 from incasem.model.checkpoint import load_checkpoint, save_checkpoint
 from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.predict import PredictOptions, predict_config
@@ -68,6 +73,33 @@ def training_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> f
     return sum(histograms[1:], histograms[0]).best_threshold()
 
 
+#: Seed thresholds tried on the training volumes (0.5: every object of the segmentation).
+SEED_CANDIDATES = (0.5, *(round(0.8 + 0.005 * k, 3) for k in range(40)))
+
+
+def training_seed_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> float | None:
+    """The seed threshold of best F1 on the recipe's training volumes (pooled), ``None`` if keeping every object is best.
+
+    The calibrated model's probabilities of each training ROI are read into memory (training
+    ROIs are small) and thresholded with ``skimage.filters.apply_hysteresis_threshold`` at
+    0.5 and each candidate, the rule ``incasem predict --seed-threshold`` applies blockwise.
+    """
+    config = load_data_config(train_json, data_root=data_root)
+    results = predict_config(train_json, str(checkpoint), PredictOptions(seed_threshold="none"), data_root=data_root, run=QUIET)
+    counts = np.zeros((len(SEED_CANDIDATES), 3))
+    for entry, result in zip(config.entries, results, strict=True):
+        probability = open_volume(entry.container, result.output.probabilities[0]).read()
+        label = entry.labels[0]
+        truth = open_volume(entry.container, label.dataset).read(entry.roi) == label.class_id
+        inside = np.ones_like(truth) if entry.mask is None else open_volume(entry.container, entry.mask).read(entry.roi) != 0
+        for row, seed in enumerate(SEED_CANDIDATES):
+            found = apply_hysteresis_threshold(probability, 127.5, seed * 255 - 1e-3) & inside
+            counts[row] += [(found & truth).sum(), (found & ~truth & inside).sum(), (~found & truth & inside).sum()]
+    f1 = 2 * counts[:, 0] / np.maximum(2 * counts[:, 0] + counts[:, 1] + counts[:, 2], 1)
+    best = SEED_CANDIDATES[int(np.argmax(f1))]
+    return None if best == 0.5 else best
+
+
 def training_seconds(metrics: list[dict], iteration: int) -> float:
     """Seconds of training steps up to ``iteration`` (each step once, as last logged: a resumed
     run repeats the steps after its last checkpoint; pauses between sessions do not count)."""
@@ -92,6 +124,9 @@ def main() -> None:
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--iteration", type=int, default=None, help="default: the run's best checkpoint")
     parser.add_argument("--hours", type=float, default=None, help="training time, for a checkpoint file")
+    parser.add_argument("--base-hours", type=float, default=0.0, help="a fine-tuned run: training hours of the model it started from")
+    parser.add_argument("--base-iterations", type=int, default=0, help="a fine-tuned run: iterations of the model it started from")
+    parser.add_argument("--keep-threshold", action="store_true", help="the checkpoint is a shipped one: keep its foreground threshold")
     parser.add_argument("--no-tta", action="store_true", help="skip the held-out scores with --tta (16 passes)")
     parser.add_argument("--trained-by", default=None, help="how it was trained (default: the recipe's train.sh)")
     args = parser.parse_args()
@@ -106,9 +141,14 @@ def main() -> None:
         checkpoint, hours, iteration = args.source, args.hours, None
     model, card = load_checkpoint(checkpoint)
     iteration = iteration or card.iteration or (card.training or {}).get("iterations")
-    threshold = training_threshold(checkpoint, args.recipe / "train.json", args.data_root)
-    model.set_foreground_threshold(threshold)
+    if args.keep_threshold:
+        threshold = card.training["decision_threshold"]["threshold"]
+    else:
+        threshold = training_threshold(checkpoint, args.recipe / "train.json", args.data_root)
+        model.set_foreground_threshold(threshold)
     with tempfile.TemporaryDirectory() as folder:
+        without_seed = save_checkpoint(Path(folder) / "without_seed" / f"{args.name}.pt", model, card)
+        card = replace(card, seed_threshold=training_seed_threshold(without_seed, args.recipe / "train.json", args.data_root))
         calibrated = save_checkpoint(Path(folder) / f"{args.name}.pt", model, card)
         val_json = args.recipe / "val.json"
         scores = {
@@ -121,10 +161,11 @@ def main() -> None:
         **(card.training or {}),
         "data": args.data,
         "held_out": args.held_out,
-        "iterations": iteration,
-        "hours": hours,
+        "iterations": iteration + args.base_iterations,
+        "hours": round(hours + args.base_hours, 2),
         "hardware": args.hardware,
         "decision_threshold": {"threshold": threshold, "chosen_on": "training volumes (train.json), best F1"},
+        "seed_threshold": {"threshold": card.seed_threshold, "chosen_on": "training volumes (train.json), best F1"},
         "recipe": args.trained_by or f"bash {args.recipe.as_posix()}/train.sh",
     }
     shipped = replace(card, source=f"incasem-shipped:{args.name}", training=training, validation_scores=scores)

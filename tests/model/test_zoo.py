@@ -276,9 +276,11 @@ def test_list_models_before_fetching(cache) -> None:
     everything = list_models(cache)
     shipped = [e for e in everything if e.kind == "shipped"]
     assert everything[: len(shipped)] == shipped and all(e.path.is_file() and "held out" in e.summary for e in shipped)
-    for entry in shipped:  # a threshold set at shipping is part of what the model does: it is shown
-        threshold = (read_card(entry.path).training or {}).get("decision_threshold")
+    for entry in shipped:  # thresholds set at shipping are part of what the model does: they are shown
+        card = read_card(entry.path)
+        threshold = (card.training or {}).get("decision_threshold")
         assert threshold is None or f"foreground threshold {threshold['threshold']:g}" in entry.summary
+        assert card.seed_threshold is None or f"reach probability {card.seed_threshold:g}" in entry.summary
     entries = everything[len(shipped):]
     assert [e.model_id for e in entries] == ["1847", "1837", "1841", "1675", "1669", "1986", "2000"]
     assert all(e.path is None for e in entries)

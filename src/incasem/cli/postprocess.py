@@ -16,6 +16,9 @@ from incasem.postprocess.instances import InstanceOptions, label_instances
 from incasem.postprocess.threshold import threshold_probabilities
 
 
+SEED_HELP = "Probability map: keep only objects that reach this probability somewhere (hysteresis; at least --threshold)."
+
+
 @app.command()
 @job_options()
 def threshold(
@@ -24,13 +27,17 @@ def threshold(
     value: float = typer.Option(0.5, "--threshold", "-t", help="Voxels with probability >= this are organelle."),
     output: str | None = typer.Option(None, "--output", "-o", help="Output dataset (default: .../threshold_<t>/class_<c>, or <input>_threshold_<t>)."),
     mask: str | None = typer.Option(None, "--mask", help="Only inside this mask (e.g. volumes/mask, the cell)."),
+    seed: float | None = typer.Option(None, "--seed-threshold", help=SEED_HELP),
     chunks: str | None = typer.Option(None, "--chunks", help="Output chunk shape = block shape, voxels Z,Y,X (default: the input's)."),
     *,
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> None:
-    """Threshold a probability map into a segmentation (uint8: 1 = organelle, 0 = not)."""
-    foreground = foreground_of(container, dataset, kind="probabilities", threshold=value, mask=mask)
+    """Threshold a probability map into a segmentation (uint8: 1 = organelle, 0 = not).
+
+    With --seed-threshold (hysteresis) only objects that reach that probability somewhere are kept.
+    """
+    foreground = foreground_of(container, dataset, kind="probabilities", threshold=value, mask=mask, seed_threshold=seed)
     volume = threshold_probabilities(foreground, output, chunks=parse_triple(chunks, "--chunks"), mode=mode, run=run)
     typer.echo(f"wrote {volume.container}/{describe_volume(volume)}")
 
@@ -46,6 +53,7 @@ def instances(
     dtype: str = typer.Option("uint32", "--dtype", help="Id type: uint32 or uint64."),
     output: str | None = typer.Option(None, "--output", "-o", help="Output dataset (default: <input>_instances)."),
     mask: str | None = typer.Option(None, "--mask", help="Only inside this mask (e.g. volumes/mask, the cell)."),
+    seed: float | None = typer.Option(None, "--seed-threshold", help=SEED_HELP),
     chunks: str | None = typer.Option(None, "--chunks", help="Output chunk shape = block shape, voxels Z,Y,X (default: the input's)."),
     *,
     mode: WriteMode = "create",
@@ -56,7 +64,7 @@ def instances(
     Equal to scipy.ndimage.label of the whole volume with small objects removed and
     ids renumbered 1..n in raster order.
     """
-    foreground = foreground_of(container, dataset, threshold=value, class_id=class_id, mask=mask)
+    foreground = foreground_of(container, dataset, threshold=value, class_id=class_id, mask=mask, seed_threshold=seed)
     volume = label_instances(foreground, output, options=InstanceOptions(min_size, dtype),
                              chunks=parse_triple(chunks, "--chunks"), mode=mode, run=run)
     typer.echo(f"wrote {volume.container}/{describe_volume(volume)}  {volume.array.attrs['instances']} objects")

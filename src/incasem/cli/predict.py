@@ -59,6 +59,7 @@ def predict(
     precision: str = typer.Option("auto", "--precision", help="auto: bf16 autocast where the device runs it natively (CUDA, CPUs with AVX512-BF16/AMX; segmentations agree with fp32 on >= 99.9 % of voxels), else fp32. Or fp32, bf16, fp16."),
     padding: str = typer.Option("reflect", "--padding", help="How raw is extended where the network's context leaves the data: reflect (mirror at the border), symmetric, edge or constant (zeros)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average the predictions of the block mirrored along z, y and x (and with y and x swapped where the network allows): 8-16x the time, usually a little more accurate."),
+    seed_threshold: str = typer.Option("model", "--seed-threshold", help="Keep only objects of the segmentation that reach this probability somewhere (hysteresis; two-class models): model (the model's own, if it has one: the shipped models do), none (every object), or a probability in [0.5, 1]."),
     classes: str | None = typer.Option(None, "--classes", help="With a config: LABEL=CLASS[,...] says which model class labels of another organelle stand for, e.g. er=mito (otherwise such labels are refused)."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder the config's 'file' paths are relative to (default: the config's folder)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Model cache folder (default ~/.cache/incasem/models)."),
@@ -69,11 +70,12 @@ def predict(
     """Predict organelle probabilities and a segmentation, blockwise.
 
     Output goes to volumes/predictions/<model>/<id>/ in each container: prob_maps/class_<c>
-    (uint8, 0..255 = probability 0..1) and segmentation (uint8 class id). With labels in the
+    (uint8, 0..255 = probability 0..1) and segmentation (uint8 class id; with a seed threshold,
+    only the objects that reach it). With labels in the
     config, F1 / precision / recall / IoU inside mask and metric masks are printed and stored.
     --resume finishes, --overwrite replaces the newest prediction of the same model, region and options.
     """
-    options = PredictOptions(_block_shape(block_size), device, precision, padding, tta)  # type: ignore[arg-type]
+    options = PredictOptions(_block_shape(block_size), device, precision, padding, tta, seed_threshold)  # type: ignore[arg-type]
     if source.suffix == ".zarr" or (source / ".zgroup").exists() or (source / "zarr.json").exists():
         offset, shape = parse_triple(roi_offset, "--roi-offset"), parse_triple(roi_shape, "--roi-shape")
         if (offset is None) != (shape is None):

@@ -150,6 +150,10 @@ class ModelCard:
         Training iteration of the weights.
     validation_scores : dict, optional
         Validation metrics, e.g. ``{"dice": 0.91}`` (plain JSON-like values).
+    seed_threshold : float, optional
+        Two-class models: ``incasem predict`` keeps only the objects of the
+        segmentation that reach this foreground probability somewhere (hysteresis,
+        :mod:`incasem.postprocess.threshold`); ``None``: every object.
     format_version : int, optional
         Metadata layout version; must be :data:`FORMAT_VERSION`.
 
@@ -169,6 +173,7 @@ class ModelCard:
     training: dict[str, Any] | None = None
     iteration: int | None = None
     validation_scores: dict[str, Any] | None = None
+    seed_threshold: float | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -212,6 +217,13 @@ class ModelCard:
             or self.iteration < 0
         ):
             raise ValueError(f"iteration must be a non-negative integer, got {self.iteration!r}")
+        seed = self.seed_threshold
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not 0.5 <= seed <= 1:
+                raise ValueError(f"seed_threshold must be a probability in [0.5, 1], got {seed!r}")
+            if self.architecture.num_classes != 2:
+                raise ValueError(f"seed_threshold needs a two-class model, this one has {self.architecture.num_classes} classes")
+            object.__setattr__(self, "seed_threshold", float(seed))
         for name in ("training", "validation_scores"):
             value = getattr(self, name)
             if value is not None:
@@ -238,6 +250,7 @@ class ModelCard:
             "training": _check_plain(self.training, "training"),
             "iteration": self.iteration,
             "validation_scores": _check_plain(self.validation_scores, "validation_scores"),
+            "seed_threshold": self.seed_threshold,
             "source": self.source,
         }
 

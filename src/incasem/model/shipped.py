@@ -41,6 +41,8 @@ def describe(card: ModelCard) -> str:
     ]
     if "decision_threshold" in training:
         parts.append(f"foreground threshold {training['decision_threshold']['threshold']:g} (set on the training volumes)")
+    if card.seed_threshold is not None:
+        parts.append(f"keeps objects that reach probability {card.seed_threshold:g} (seed threshold, set on the training volumes)")
     return "; ".join(parts)
 
 

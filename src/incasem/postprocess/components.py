@@ -13,6 +13,11 @@ Three passes over the blocks of a region, each in memory bounded by one block:
    ``min_size_voxels`` voxels are dropped; the others are numbered 1..n in raster
    order of their first voxel, which is how ``scipy.ndimage.label`` numbers the
    components of the whole volume.
+
+With *seeds* (a second foreground inside the first, e.g. probability ≥ a higher
+threshold), pass 1 also notes which fragments hold a seed voxel and pass 2 drops the
+objects without one: hysteresis thresholding, equal to
+``skimage.filters.apply_hysteresis_threshold`` of the whole volume.
 3. :meth:`ComponentMap.labels`: a block labels its foreground again (the same input
    gives the same fragments) and maps its fragments to object ids.
 
@@ -70,14 +75,26 @@ def _save(path: Path, **arrays: np.ndarray) -> None:
     os.replace(partial_path, path)
 
 
-def _fragment_block(scratch: Path, region: Roi, block: Block, read: ForegroundReader) -> None:
+def _readers(setup: Callable[[], ForegroundReader], seeds: Callable[[], ForegroundReader] | None) -> tuple:
+    """Per worker: the foreground reader and the seed reader (``None`` without seeds)."""
+    return setup(), None if seeds is None else seeds()
+
+
+def _fragment_block(scratch: Path, region: Roi, block: Block, readers: tuple) -> None:
     path = _fragment_file(scratch, block)
     if path.exists():
         return
+    read, read_seeds = readers
     local = _label(read(block.write_roi))
+    count = int(local.max())
+    if read_seeds is None:
+        seeded = np.ones(count, bool)
+    else:
+        seeded = np.bincount(local[read_seeds(block.write_roi)], minlength=count + 1)[1:] > 0
     faces = {f"low{axis}": np.take(local, 0, axis=axis) for axis in range(3)}
     faces.update({f"high{axis}": np.take(local, -1, axis=axis) for axis in range(3)})
-    _save(path, sizes=np.bincount(local.ravel())[1:].astype(np.int64), first=_first_voxels(local, block.write_roi, region), **faces)
+    _save(path, sizes=np.bincount(local.ravel(), minlength=count + 1)[1:].astype(np.int64),
+          first=_first_voxels(local, block.write_roi, region), seeded=seeded, **faces)
 
 
 def plan_component_blocks(region: Roi, block_shape: Triple, grid_origin: Triple | None = None) -> list[Block]:
@@ -86,11 +103,18 @@ def plan_component_blocks(region: Roi, block_shape: Triple, grid_origin: Triple 
 
 
 def label_fragments(
-    blocks: list[Block], region: Roi, scratch: Path, setup: Callable[[], ForegroundReader], run: RunOptions, name: str
+    blocks: list[Block],
+    region: Roi,
+    scratch: Path,
+    setup: Callable[[], ForegroundReader],
+    run: RunOptions,
+    name: str,
+    seeds: Callable[[], ForegroundReader] | None = None,
 ) -> None:
-    """Pass 1: label every block's foreground on its own, keep faces, sizes and first voxels in ``scratch``."""
+    """Pass 1: label every block's foreground on its own, keep faces, sizes, first voxels and
+    (with ``seeds``, a reader of seed voxels inside the foreground) which fragments hold a seed in ``scratch``."""
     scratch.mkdir(parents=True, exist_ok=True)
-    run_blockwise(BlockwiseTask(name, blocks, partial(_fragment_block, scratch, region), setup), run)
+    run_blockwise(BlockwiseTask(name, blocks, partial(_fragment_block, scratch, region), partial(_readers, setup, seeds)), run)
 
 
 @dataclass(frozen=True)
@@ -149,16 +173,19 @@ def _face_pairs(scratch: Path, first_fragment: dict[str, int], by_offset: dict[t
 
 
 def merge_fragments(blocks: list[Block], scratch: Path, min_size_voxels: int, run: RunOptions, name: str) -> ComponentMap:
-    """Pass 2: join fragments across block faces into objects, drop small ones, number the rest."""
-    sizes, firsts, first_fragment, total = [], [], {}, 0
+    """Pass 2: join fragments across block faces into objects, drop small ones and those
+    without a seed, number the rest."""
+    sizes, firsts, seeds, first_fragment, total = [], [], [], {}, 0
     for block in blocks:
         with np.load(_fragment_file(scratch, block)) as stored:
             sizes.append(stored["sizes"])
             firsts.append(stored["first"])
+            seeds.append(stored["seeded"])
         first_fragment[block.block_id] = total
         total += len(sizes[-1])
     size = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     first = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
+    seeded = np.concatenate(seeds) if seeds else np.zeros(0, bool)
     by_offset = {block.write_roi.offset: block for block in blocks}
     found = run_blockwise(BlockwiseTask(name, blocks, partial(_face_pairs, scratch, first_fragment, by_offset)), run)
     pairs = np.concatenate([np.zeros((0, 2), np.int64), *found])
@@ -167,7 +194,8 @@ def merge_fragments(blocks: list[Block], scratch: Path, min_size_voxels: int, ru
     object_size = np.bincount(component, weights=size, minlength=n_objects).astype(np.int64)
     object_first = np.full(n_objects, np.iinfo(np.int64).max)
     np.minimum.at(object_first, component, first)
-    kept = np.flatnonzero(object_size >= max(min_size_voxels, 1))
+    object_seeded = np.bincount(component, weights=seeded, minlength=n_objects) > 0
+    kept = np.flatnonzero((object_size >= max(min_size_voxels, 1)) & object_seeded)
     kept = kept[np.argsort(object_first[kept], kind="stable")]
     number = np.zeros(n_objects, np.int64)
     number[kept] = np.arange(1, len(kept) + 1)

@@ -18,7 +18,7 @@ name (``prob_maps/class_1``, ``probabilities``); ``kind`` overrides the guess.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -67,6 +67,10 @@ class Foreground:
     mask
         Optional dataset (same voxel size, covering the data): only where it is
         non-zero can a voxel be organelle.
+    seed_threshold
+        Probabilities: an object (connected component) is organelle only where it
+        reaches this probability somewhere (hysteresis; used by the jobs that find
+        objects); ``None``: every object.
     """
 
     container: Path
@@ -75,6 +79,11 @@ class Foreground:
     threshold: float = 0.5
     class_id: int | None = None
     mask: str | None = None
+    seed_threshold: float | None = None
+
+    def seeds(self) -> Callable[[], Callable[[Roi], np.ndarray]] | None:
+        """A factory of readers giving the seed voxels (probability ≥ ``seed_threshold``), or ``None``."""
+        return None if self.seed_threshold is None else replace(self, threshold=self.seed_threshold, seed_threshold=None).open
 
     def open(self) -> Callable[[Roi], np.ndarray]:
         """A reader giving the foreground (bool) of a region."""
@@ -101,9 +110,20 @@ def open_with_output(foreground: Foreground, container: Path, output: str) -> tu
     return foreground.open(), open_volume(container, output, "r+", require_complete=False)
 
 
-def _check_threshold(threshold: float) -> None:
+def _check_threshold(threshold: float, option: str = "--threshold") -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise InvalidValueError(f"--threshold must be a probability in [0, 1], got {threshold!r}")
+        raise InvalidValueError(f"{option} must be a probability in [0, 1], got {threshold!r}")
+
+
+def check_seed_threshold(seed_threshold: float | None, threshold: float) -> None:
+    """A seed threshold is a probability at least the foreground threshold (or ``None``)."""
+    if seed_threshold is None:
+        return
+    _check_threshold(seed_threshold, "--seed-threshold")
+    if seed_threshold < threshold:
+        raise InvalidValueError(
+            f"--seed-threshold {seed_threshold:g} is below the threshold {threshold:g}: give a seed threshold at least the threshold"
+        )
 
 
 def check_mask(volume: Volume, mask_dataset: str) -> Volume:
@@ -127,8 +147,9 @@ def foreground_of(
     threshold: float = 0.5,
     class_id: int | None = None,
     mask: str | None = None,
+    seed_threshold: float | None = None,
 ) -> Foreground:
-    """Check the dataset, the rule and the mask; return the :class:`Foreground`.
+    """Check the dataset, the rule, the mask and the seed threshold (probabilities only); return the :class:`Foreground`.
 
     Raises
     ------
@@ -148,4 +169,8 @@ def foreground_of(
         raise InvalidValueError(f"--class must be a class id of at least 1, got {class_id!r}")
     if mask is not None:
         check_mask(volume, mask)
-    return Foreground(volume.container, volume.name, kind, float(threshold), class_id, mask)
+    check_seed_threshold(seed_threshold, threshold)
+    if seed_threshold is not None and kind != "probabilities":
+        raise InvalidValueError(f"--seed-threshold needs a probability map, {volume.label} is a segmentation: give prob_maps/class_<c>")
+    seed = None if seed_threshold is None else float(seed_threshold)
+    return Foreground(volume.container, volume.name, kind, float(threshold), class_id, mask, seed)

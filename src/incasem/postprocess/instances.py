@@ -105,16 +105,14 @@ def label_instances(
     job = {
         "job": "instances", "source": foreground.dataset, "kind": foreground.kind, "threshold": foreground.threshold,
         "class_id": foreground.class_id, "mask": foreground.mask, "min_size_voxels": options.min_size_voxels,
+        "seed_threshold": foreground.seed_threshold,
     }
     dtype = np.dtype(ID_DTYPES[options.dtype])
     target = create_volume(
         source.container, output, source.shape, dtype, source.voxel_size, source.offset_nm,
         chunks or source.chunks, mode=mode, job=job, reads=[n for n in (foreground.dataset, foreground.mask) if n],
     )
-    scratch = Path(target.container) / output / SCRATCH_FOLDER
-    blocks = plan_component_blocks(target.roi, target.chunks)
-    label_fragments(blocks, target.roi, scratch, foreground.open, run, f"instances {output}: label blocks")
-    components = merge_fragments(blocks, scratch, options.min_size_voxels, run, f"instances {output}: join blocks")
+    blocks, components = find_objects(foreground, target, options.min_size_voxels, run, f"instances {output}")
     if components.count > np.iinfo(dtype).max:
         raise InvalidValueError(
             f"{components.count} objects do not fit in {options.dtype}: rerun with --dtype uint64 --overwrite"
@@ -126,8 +124,21 @@ def label_instances(
     run_blockwise(task, run)
     target.array.attrs["instances"] = components.count
     target.mark_complete()
-    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(Path(target.container) / output / SCRATCH_FOLDER, ignore_errors=True)
     return target
+
+
+def find_objects(foreground: Foreground, target: Volume, min_size_voxels: int, run: RunOptions, name: str) -> tuple[list[Block], ComponentMap]:
+    """Passes 1 and 2 over the blocks (= chunks) of the output ``target``: the objects of
+    ``foreground`` (with its seeds, if any) of at least ``min_size_voxels``.
+
+    The passes keep their files in :data:`SCRATCH_FOLDER` inside ``target`` (resumable;
+    the caller removes it once the output is complete).
+    """
+    scratch = Path(target.container) / target.name / SCRATCH_FOLDER
+    blocks = plan_component_blocks(target.roi, target.chunks)
+    label_fragments(blocks, target.roi, scratch, foreground.open, run, f"{name}: label blocks", seeds=foreground.seeds())
+    return blocks, merge_fragments(blocks, scratch, min_size_voxels, run, f"{name}: join blocks")
 
 
 def instances_in_memory(foreground: np.ndarray, min_size_voxels: int = 0) -> np.ndarray:
@@ -136,4 +147,3 @@ def instances_in_memory(foreground: np.ndarray, min_size_voxels: int = 0) -> np.
     sizes = np.bincount(labels.ravel())
     labels[sizes[labels] < max(min_size_voxels, 1)] = 0
     return relabel_sequential(labels)[0]
-

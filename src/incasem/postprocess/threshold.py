@@ -2,29 +2,40 @@
 
 A voxel is organelle where its probability is at least the threshold (and, with a
 mask, where the mask is non-zero): the rule of :mod:`incasem.postprocess.foreground`,
-the same that ``incasem evaluate --threshold`` scores. Float probability maps are
+the same that ``incasem evaluate --threshold`` scores. With a seed threshold
+(hysteresis), only the objects (6-connected components) that reach the seed
+probability somewhere are kept: a network's false detections are mostly objects of
+middling probability, real organelles are certain somewhere. That needs the objects
+across block borders (:mod:`incasem.postprocess.components`: two passes into a
+scratch folder inside the output, then the write). Float probability maps are
 checked for values outside [0, 1] before anything is written.
 """
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, plan_blocks, run_blockwise
+from incasem.blockwise import Block, BlockwiseTask, DoneRecord, RunOptions, check_job, done_record_for, plan_blocks, run_blockwise
 from incasem.errors import InvalidValueError
 from incasem.geometry import Triple, as_positive_triple
 from incasem.io.volume import Volume, WriteMode, check_output, create_volume, open_volume
-from incasem.postprocess.foreground import Foreground, open_with_output, check_probability_values
+from incasem.postprocess.components import ComponentMap
+from incasem.postprocess.foreground import Foreground, check_probability_values, open_with_output
+from incasem.postprocess.instances import SCRATCH_FOLDER, find_objects
 
 
-def default_output(dataset: str, threshold: float) -> str:
-    """``<group>/threshold_<t>/class_<c>`` for ``<group>/prob_maps/class_<c>``, else ``<dataset>_threshold_<t>``."""
+def default_output(dataset: str, threshold: float, seed_threshold: float | None = None) -> str:
+    """``<group>/threshold_<t>/class_<c>`` for ``<group>/prob_maps/class_<c>``, else ``<dataset>_threshold_<t>``
+    (``threshold_<t>_seed_<s>`` with a seed threshold)."""
+    name = f"threshold_{threshold:g}" + ("" if seed_threshold is None else f"_seed_{seed_threshold:g}")
     parts = dataset.rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2] == "prob_maps":
-        return "/".join([*parts[:-2], f"threshold_{threshold:g}", parts[-1]])
-    return f"{dataset.rstrip('/')}_threshold_{threshold:g}"
+        return "/".join([*parts[:-2], name, parts[-1]])
+    return f"{dataset.rstrip('/')}_{name}"
 
 
 def _value_range(volume: Volume, block: Block, state: None) -> None:
@@ -44,6 +55,29 @@ def _threshold_block(block: Block, state: tuple) -> None:
     target.write(block.write_roi, read(block.write_roi).astype(np.uint8))
 
 
+def _seeded_block(components: ComponentMap, block: Block, state: tuple) -> None:
+    read, target = state
+    target.write(block.write_roi, (components.labels(block, read(block.write_roi)) != 0).astype(np.uint8))
+
+
+def write_seeded(foreground: Foreground, target: Volume, run: RunOptions, *, own_done_record: bool = False) -> None:
+    """Write 1 where ``foreground``'s seeded objects are (0 elsewhere) into ``target`` (same region), block by block.
+
+    Resumable: the objects' passes keep their files in a scratch folder inside ``target``,
+    removed at the end. The written blocks go to ``target``'s done record, or, with
+    ``own_done_record`` (``target`` has one of an earlier job), to one in that scratch folder.
+    """
+    scratch = Path(target.container) / target.name / SCRATCH_FOLDER
+    blocks, components = find_objects(foreground, target, 0, run, f"threshold {target.name}")
+    done = DoneRecord(scratch / "written") if own_done_record else done_record_for(target.container, target.name)
+    task = BlockwiseTask(
+        f"threshold {target.name}: write", blocks, partial(_seeded_block, components),
+        partial(open_with_output, foreground, target.container, target.name), done,
+    )
+    run_blockwise(task, run)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def threshold_probabilities(
     foreground: Foreground,
     output_dataset: str | None = None,
@@ -57,7 +91,7 @@ def threshold_probabilities(
     Parameters
     ----------
     foreground
-        A probability dataset with its threshold and optional mask
+        A probability dataset with its threshold, optional mask and optional seed threshold
         (:func:`~incasem.postprocess.foreground.foreground_of`, kind ``probabilities``).
     output_dataset
         Output dataset in the same container; default :func:`default_output`.
@@ -74,8 +108,9 @@ def threshold_probabilities(
             "(e.g. volumes/predictions/<model>/<id>/prob_maps/class_1), or give --kind probabilities"
         )
     source = open_volume(foreground.container, foreground.dataset)
-    output = output_dataset or default_output(foreground.dataset, foreground.threshold)
-    job = {"job": "threshold", "source": foreground.dataset, "threshold": foreground.threshold, "mask": foreground.mask}
+    output = output_dataset or default_output(foreground.dataset, foreground.threshold, foreground.seed_threshold)
+    job = {"job": "threshold", "source": foreground.dataset, "threshold": foreground.threshold, "mask": foreground.mask,
+           "seed_threshold": foreground.seed_threshold}
     reads = [n for n in (foreground.dataset, foreground.mask) if n]
     check_output(source.container, output, mode=mode, job=job, reads=reads)
     _check_values(source, run)
@@ -83,10 +118,13 @@ def threshold_probabilities(
         source.container, output, source.shape, np.uint8, source.voxel_size, source.offset_nm,
         chunks or source.chunks, mode=mode, job=job, reads=reads,
     )
-    task = BlockwiseTask(
-        f"threshold {output}", plan_blocks(target.roi, target.chunks, (0, 0, 0), target.roi.offset), _threshold_block,
-        partial(open_with_output, foreground, target.container, output), done_record_for(target.container, output),
-    )
-    run_blockwise(task, run)
+    if foreground.seed_threshold is None:
+        task = BlockwiseTask(
+            f"threshold {output}", plan_blocks(target.roi, target.chunks, (0, 0, 0), target.roi.offset), _threshold_block,
+            partial(open_with_output, foreground, target.container, output), done_record_for(target.container, output),
+        )
+        run_blockwise(task, run)
+    else:
+        write_seeded(foreground, target, run)
     target.mark_complete()
     return target

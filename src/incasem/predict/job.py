@@ -33,6 +33,8 @@ from incasem.io.padding import PadMode
 from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
 from incasem.model.checkpoint import ModelCard, checkpoint_sha256, load_checkpoint, read_card
 from incasem.model.unet import UNet
+from incasem.postprocess.foreground import Foreground
+from incasem.postprocess.threshold import write_seeded
 from incasem.predict.core import (
     PADDINGS,
     PRECISIONS,
@@ -71,6 +73,12 @@ class PredictOptions:
         Test-time augmentation: each block is predicted mirrored along z, y and x (and
         with y and x swapped where the network allows) and the probabilities averaged;
         8-16 times the time.
+    seed_threshold
+        Two-class models: keep only the objects of the segmentation (6-connected
+        components of probability ≥ 0.5) that reach this probability somewhere
+        (hysteresis, :func:`~incasem.postprocess.threshold.write_seeded`). ``"model"``
+        (default): the model card's ``seed_threshold`` (the shipped models carry one),
+        if any; ``"none"``: keep every object.
 
     Where and how the job runs (scheduler, threads, progress bar) is the
     :class:`~incasem.blockwise.RunOptions` given to :func:`predict_roi` as ``run``.
@@ -81,6 +89,7 @@ class PredictOptions:
     precision: PrecisionChoice = "auto"
     padding: PadMode = "reflect"
     tta: bool = False
+    seed_threshold: float | str = "model"
 
     def __post_init__(self) -> None:
         if self.block_shape is not None:
@@ -91,6 +100,29 @@ class PredictOptions:
             raise InvalidValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not isinstance(self.tta, bool):
             raise InvalidValueError(f"tta must be True or False (--tta), got {self.tta!r}")
+        seed = self.seed_threshold
+        if seed not in ("model", "none"):
+            try:
+                seed = float(seed)
+            except (TypeError, ValueError):
+                seed = -1.0
+            if isinstance(self.seed_threshold, bool) or not 0.5 <= seed <= 1:
+                raise InvalidValueError(
+                    f"--seed-threshold must be model, none or a probability in [0.5, 1], got {self.seed_threshold!r}"
+                )
+            object.__setattr__(self, "seed_threshold", seed)
+
+    def seed_for(self, card: ModelCard) -> float | None:
+        """The seed threshold a prediction with ``card``'s model uses (``None``: none)."""
+        if self.seed_threshold == "model":
+            return card.seed_threshold
+        if self.seed_threshold == "none":
+            return None
+        if card.architecture.num_classes != 2:
+            raise InvalidValueError(
+                f"--seed-threshold needs a two-class model, this one has {card.architecture.num_classes} classes: leave it out"
+            )
+        return float(self.seed_threshold)
 
 
 @dataclass(frozen=True)
@@ -220,7 +252,7 @@ def predict_roi(
     PredictionOutput
         The datasets written: ``prob_maps/class_<c>`` (probability of each organelle
         class c ≥ 1 as uint8, 0..255 = 0..1, like the original's) and ``segmentation`` (uint8, class with the highest
-        probability) under ``volumes/predictions/<model>/<id>``. Each carries the
+        probability; with a seed threshold, only the objects that reach it) under ``volumes/predictions/<model>/<id>``. Each carries the
         provenance record (model, checkpoint and its SHA-256, voxel size, region, block
         and input shape, padding, precision, device, version, command, time, inputs)
         under ``incasem_provenance``.
@@ -251,6 +283,7 @@ def predict_roi(
         input_shape=list(input_shape),
         padding=options.padding,
         tta=options.tta,
+        seed_threshold=options.seed_for(card),
         precision=precision,
         device=str(device),
         **(extra_provenance or {}),
@@ -300,11 +333,16 @@ def predict_roi(
             f"no space left on the device holding {container} while predicting {model_name}/{pid}: "
             "free space, then rerun the same command with --resume"
         ) from None
-    for volume in outputs:
+    *probability_maps, segmentation = outputs
+    for volume in probability_maps:
         volume.mark_complete()
+    if record["seed_threshold"] is not None:
+        seeded = Foreground(container, names[0], "probabilities", 0.5, seed_threshold=record["seed_threshold"])
+        write_seeded(seeded, segmentation, run, own_done_record=True)
+    segmentation.mark_complete()
     return PredictionOutput(container, group, pid, roi, names, segmentation_name, block_shape)
 
 
 
 #: Settings that a resumed prediction must share with the interrupted one.
-_SAME_JOB_KEYS = ("checkpoint_sha256", "roi_offset_voxels", "roi_shape_voxels", "block_shape", "padding", "tta", "precision")
+_SAME_JOB_KEYS = ("checkpoint_sha256", "roi_offset_voxels", "roi_shape_voxels", "block_shape", "padding", "tta", "seed_threshold", "precision")
