@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 
 from incasem.blockwise import RunOptions
@@ -77,16 +78,17 @@ def training_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> f
 SEED_CANDIDATES = (0.5, *(round(0.8 + 0.005 * k, 3) for k in range(40)))
 
 
-def training_seed_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> float | None:
-    """The seed threshold of best F1 on the recipe's training volumes (pooled), ``None`` if keeping every object is best.
+def seed_sweep(checkpoint: Path, config_json: Path, data_root: Path) -> dict:
+    """Pooled F1 over a data config's ROIs for each of :data:`SEED_CANDIDATES`, and the plain
+    segmentation's objects: how many, and how many hold no labelled voxel.
 
-    The calibrated model's probabilities of each training ROI are read into memory (training
-    ROIs are small) and thresholded with ``skimage.filters.apply_hysteresis_threshold`` at
-    0.5 and each candidate, the rule ``incasem predict --seed-threshold`` applies blockwise.
+    The model's probabilities of each ROI (predicted without seeds) are read into memory
+    (the recipes' ROIs are small) and thresholded with ``skimage.filters.apply_hysteresis_threshold``
+    at 0.5 and each candidate, the rule ``incasem predict --seed-threshold`` applies blockwise.
     """
-    config = load_data_config(train_json, data_root=data_root)
-    results = predict_config(train_json, str(checkpoint), PredictOptions(seed_threshold="none"), data_root=data_root, run=QUIET)
-    counts = np.zeros((len(SEED_CANDIDATES), 3))
+    config = load_data_config(config_json, data_root=data_root)
+    results = predict_config(config_json, str(checkpoint), PredictOptions(seed_threshold="none"), data_root=data_root, run=QUIET)
+    counts, objects, false_objects = np.zeros((len(SEED_CANDIDATES), 3)), 0, 0
     for entry, result in zip(config.entries, results, strict=True):
         probability = open_volume(entry.container, result.output.probabilities[0]).read()
         label = entry.labels[0]
@@ -95,9 +97,18 @@ def training_seed_threshold(checkpoint: Path, train_json: Path, data_root: Path)
         for row, seed in enumerate(SEED_CANDIDATES):
             found = apply_hysteresis_threshold(probability, 127.5, seed * 255 - 1e-3) & inside
             counts[row] += [(found & truth).sum(), (found & ~truth & inside).sum(), (~found & truth & inside).sum()]
+        plain, count = ndimage.label((probability >= 128) & inside)
+        objects += count
+        false_objects += int((np.bincount(plain[truth], minlength=count + 1)[1:] == 0).sum())
     f1 = 2 * counts[:, 0] / np.maximum(2 * counts[:, 0] + counts[:, 1] + counts[:, 2], 1)
-    best = SEED_CANDIDATES[int(np.argmax(f1))]
-    return None if best == 0.5 else best
+    return {"f1": dict(zip(SEED_CANDIDATES, f1.tolist(), strict=True)), "objects": objects, "objects_without_label": false_objects}
+
+
+def training_seed_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> float | None:
+    """The seed threshold of best pooled F1 on the recipe's training volumes, ``None`` if keeping every object is best."""
+    f1 = seed_sweep(checkpoint, train_json, data_root)["f1"]
+    best = max(f1, key=f1.get)
+    return None if best == SEED_CANDIDATES[0] else best
 
 
 def training_seconds(metrics: list[dict], iteration: int) -> float:
