@@ -8,9 +8,10 @@ the final convolution's background bias (``UNet.set_foreground_threshold``), so 
 model's argmax, and hence ``incasem predict``'s segmentation, is that threshold and its
 probabilities are recalibrated to match. Then picks, on the same training volumes, the seed
 threshold of best F1 (hysteresis: ``incasem predict`` keeps only the objects that reach it
-somewhere; the card's ``seed_threshold``; none if no seed threshold beats keeping all). Then scores the calibrated model on the recipe's held-out part (``val.json``: plain = every voxel,
-and inside the exclusion zone; with and without test-time augmentation) and on the
-bundled example (``incasem demo``'s crop), writes them with the training summary into
+somewhere; the card's ``seed_threshold``; none if no seed threshold beats keeping all).
+Then scores the calibrated model on the recipe's held-out part (``val.json``: plain = every
+voxel, and inside the exclusion zone; with and without test-time augmentation) and, for a
+model of its 5 nm voxels, on the bundled example (``incasem demo``'s crop), writes them with the training summary into
 the checkpoint's card and saves it (without optimizer state) as
 ``src/incasem/model/shipped/<name>.pt``. Prints the figures for README / BENCHMARKS.
 
@@ -37,7 +38,7 @@ from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 
 from incasem.blockwise import RunOptions
-from incasem.demo import run_demo
+from incasem.demo import EXAMPLE_VOXEL_SIZE_NM, run_demo
 from incasem.evaluate.evaluate import EvaluationOptions, evaluate_entry
 from incasem.io.data_config import load_data_config
 from incasem.io.volume import open_volume
@@ -162,10 +163,9 @@ def main() -> None:
         card = replace(card, seed_threshold=training_seed_threshold(without_seed, args.recipe / "train.json", args.data_root))
         calibrated = save_checkpoint(Path(folder) / f"{args.name}.pt", model, card)
         val_json = args.recipe / "val.json"
-        scores = {
-            "held_out": held_out_scores(calibrated, val_json, args.data_root, tta=False),
-            "bundled_example": demo_scores(calibrated),
-        }
+        scores = {"held_out": held_out_scores(calibrated, val_json, args.data_root, tta=False)}
+        if tuple(card.voxel_size_nm) == EXAMPLE_VOXEL_SIZE_NM:  # the bundled example is FIB-SEM at 5 nm
+            scores["bundled_example"] = demo_scores(calibrated)
         if not args.no_tta:
             scores["held_out_tta"] = held_out_scores(calibrated, val_json, args.data_root, tta=True)
     training = {
