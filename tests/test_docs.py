@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 
 from incasem.blockwise import RunOptions
+from incasem.cli import app
 from incasem.demo import EXAMPLE
 from incasem.model.shipped import shipped_models
 from incasem.model.unet import UNet, standard_config
@@ -89,6 +92,36 @@ def test_every_substituted_text_is_in_the_guide():
     text = "\n".join(blocks("bash"))
     for original in SUBSTITUTIONS:
         assert original in text, f"the guide no longer says {original!r}: update SUBSTITUTIONS"
+
+
+def reference_commands() -> list[str]:
+    """The ``incasem`` command lines of the README's bash blocks outside the guide (its reference sections)."""
+    text = README.read_text().replace(guide(), "")
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s#.*$", "", line).strip()
+            if line.startswith("incasem "):
+                lines.append(line)
+    return lines
+
+
+def test_reference_commands_parse():
+    """Commands the README only shows (placeholders such as CELL.zarr) still name existing commands and
+    options with values of the right type: the CLI parses each one (nothing runs)."""
+    root = typer.main.get_command(app)
+    lines = reference_commands()
+    assert len(lines) >= 15, "the reference sections show commands"
+    for line in lines:
+        args = shlex.split(line.replace("[", "").replace("]", ""))[1:]  # [--option value]: optional
+        command, context = root, root.context_class(root, info_name="incasem")
+        while hasattr(command, "resolve_command"):  # a command group: descend to the command
+            name, command, args = command.resolve_command(context, args)
+            context = command.context_class(command, info_name=name, parent=context)
+        try:
+            command.make_context(name, list(args), parent=context.parent)
+        except Exception as error:  # noqa: BLE001 - the parser's own error, shown with the line
+            pytest.fail(f"README: `{line}` does not parse: {error}")
 
 
 def test_python_blocks_parse():
