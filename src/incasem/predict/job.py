@@ -324,8 +324,14 @@ def predict_roi(
         teardown=_teardown,
         done=done_record_for(container, segmentation_name),
     )
+    *probability_maps, segmentation = outputs
     try:
         run_blockwise(task, replace(run, workers=run.workers or BLOCKS_IN_FLIGHT))
+        for volume in probability_maps:
+            volume.mark_complete()
+        if record["seed_threshold"] is not None:
+            seeded = Foreground(container, names[0], "probabilities", 0.5, seed_threshold=record["seed_threshold"])
+            write_seeded(seeded, segmentation, run, own_done_record=True)
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
@@ -333,12 +339,6 @@ def predict_roi(
             f"no space left on the device holding {container} while predicting {model_name}/{pid}: "
             "free space, then rerun the same command with --resume"
         ) from None
-    *probability_maps, segmentation = outputs
-    for volume in probability_maps:
-        volume.mark_complete()
-    if record["seed_threshold"] is not None:
-        seeded = Foreground(container, names[0], "probabilities", 0.5, seed_threshold=record["seed_threshold"])
-        write_seeded(seeded, segmentation, run, own_done_record=True)
     segmentation.mark_complete()
     return PredictionOutput(container, group, pid, roi, names, segmentation_name, block_shape)
 
