@@ -11,9 +11,9 @@ threshold of best F1 (hysteresis: ``incasem predict`` keeps only the objects tha
 somewhere; the card's ``seed_threshold``; none if no seed threshold beats keeping all).
 Then scores the calibrated model on the recipe's held-out part (``val.json``: plain = every
 voxel, and inside the exclusion zone; with and without test-time augmentation) and, for a
-model of its 5 nm voxels, on the bundled example (``incasem demo``'s crop), writes them with the training summary into
-the checkpoint's card and saves it (without optimizer state) as
-``src/incasem/model/shipped/<name>.pt``. Prints the figures for README / BENCHMARKS.
+model of its 5 nm voxels, on the bundled example (``incasem demo``'s crop), writes them
+with the training summary into the checkpoint's card and saves it (without optimizer
+state) as ``src/incasem/model/shipped/<name>.pt``. Prints the figures for README / BENCHMARKS.
 
 Usage (from the repository root, after ``bash training/<recipe>/train.sh``)::
 

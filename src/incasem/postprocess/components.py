@@ -13,13 +13,13 @@ Three passes over the blocks of a region, each in memory bounded by one block:
    ``min_size_voxels`` voxels are dropped; the others are numbered 1..n in raster
    order of their first voxel, which is how ``scipy.ndimage.label`` numbers the
    components of the whole volume.
+3. :meth:`ComponentMap.labels`: a block labels its foreground again (the same input
+   gives the same fragments) and maps its fragments to object ids.
 
 With *seeds* (a second foreground inside the first, e.g. probability ≥ a higher
 threshold), pass 1 also notes which fragments hold a seed voxel and pass 2 drops the
 objects without one: hysteresis thresholding, equal to
 ``skimage.filters.apply_hysteresis_threshold`` of the whole volume.
-3. :meth:`ComponentMap.labels`: a block labels its foreground again (the same input
-   gives the same fragments) and maps its fragments to object ids.
 
 So the ids equal ``relabel_sequential`` of the whole-volume ``ndimage.label`` with
 small objects removed, for any block shape. Pass 1 is resumable (a block whose

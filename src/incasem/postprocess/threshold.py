@@ -60,19 +60,18 @@ def _seeded_block(components: ComponentMap, block: Block, state: tuple) -> None:
     target.write(block.write_roi, (components.labels(block, read(block.write_roi)) != 0).astype(np.uint8))
 
 
-def write_seeded(foreground: Foreground, target: Volume, run: RunOptions, *, own_done_record: bool = False) -> None:
+def write_seeded(foreground: Foreground, target: Volume, run: RunOptions) -> None:
     """Write 1 where ``foreground``'s seeded objects are (0 elsewhere) into ``target`` (same region), block by block.
 
-    Resumable: the objects' passes keep their files in a scratch folder inside ``target``,
-    removed at the end. The written blocks go to ``target``'s done record, or, with
-    ``own_done_record`` (``target`` has one of an earlier job), to one in that scratch folder.
+    Resumable: the objects' passes and the record of written blocks live in a scratch
+    folder inside ``target`` (so ``target`` may hold the done record of an earlier job,
+    as a prediction's segmentation does), removed at the end.
     """
     scratch = Path(target.container) / target.name / SCRATCH_FOLDER
     blocks, components = find_objects(foreground, target, 0, run, f"threshold {target.name}")
-    done = DoneRecord(scratch / "written") if own_done_record else done_record_for(target.container, target.name)
     task = BlockwiseTask(
         f"threshold {target.name}: write", blocks, partial(_seeded_block, components),
-        partial(open_with_output, foreground, target.container, target.name), done,
+        partial(open_with_output, foreground, target.container, target.name), DoneRecord(scratch / "written"),
     )
     run_blockwise(task, run)
     shutil.rmtree(scratch, ignore_errors=True)

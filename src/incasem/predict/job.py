@@ -331,7 +331,7 @@ def predict_roi(
             volume.mark_complete()
         if record["seed_threshold"] is not None:
             seeded = Foreground(container, names[0], "probabilities", 0.5, seed_threshold=record["seed_threshold"])
-            write_seeded(seeded, segmentation, run, own_done_record=True)
+            write_seeded(seeded, segmentation, run)
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
