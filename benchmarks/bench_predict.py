@@ -35,7 +35,8 @@ import tifffile
 import torch
 
 from incasem.io.volume import create_volume, open_volume
-from incasem.model.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from incasem.model.card import ModelCard
+from incasem.model.checkpoint import load_checkpoint, save_checkpoint
 from incasem.model.unet import UNet, normalize_raw, standard_config
 
 LUCCHI = Path(__file__).resolve().parents[2] / "shared" / "data" / "lucchi_pp_fibsem" / "image"

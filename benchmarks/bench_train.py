@@ -117,9 +117,9 @@ def original(size: int, iterations: int, data: Path) -> dict[str, float]:
 
 def ours(size: int, iterations: int, data: Path) -> dict[str, float]:
     """incasem's whole training loop on the standard network (default workers, precision auto)."""
+    from incasem.model.unet import UNetConfig
     from incasem.train.config import load_training_config
     from incasem.train.trainer import TrainOptions, train
-    from incasem.model.unet import UNetConfig
 
     output = UNetConfig().output_shape((size,) * 3)
     with tempfile.TemporaryDirectory() as folder:

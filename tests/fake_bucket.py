@@ -108,7 +108,7 @@ class BucketHandler(BaseHTTPRequestHandler):
         start = int(base64.b64decode(token).decode().split("=")[1]) if token else 0
         entries: list[tuple[str, str]] = []  # ("key" | "prefix", name), in order, prefixes once
         for key in (k for k in bucket.listed_keys() if k.startswith(prefix)):
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if delimiter and delimiter in rest:
                 common = prefix + rest.split(delimiter, 1)[0] + delimiter
                 if ("prefix", common) not in entries:
@@ -119,18 +119,17 @@ class BucketHandler(BaseHTTPRequestHandler):
         more = start + bucket.page_size < len(entries)
         nxt = base64.b64encode(f"start={start + bucket.page_size}".encode()).decode()  # has '=': needs quoting
         contents = "".join(
-            f"<Contents><Key>{escape(k)}</Key><Size>{bucket.size(k)}</Size>"
-            f"<ETag>&quot;{bucket.etag(k)}&quot;</ETag></Contents>"
-            for kind, k in page if kind == "key"
+            f"<Contents><Key>{escape(k)}</Key><Size>{bucket.size(k)}</Size><ETag>&quot;{bucket.etag(k)}&quot;</ETag></Contents>"
+            for kind, k in page
+            if kind == "key"
         )
-        prefixes = "".join(
-            f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for kind, p in page if kind == "prefix"
-        )
+        prefixes = "".join(f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for kind, p in page if kind == "prefix")
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>'
             '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
             f"<Name>asem-project</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(page)}</KeyCount>"
-            + contents + prefixes
+            + contents
+            + prefixes
             + f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>"
             + (f"<NextContinuationToken>{nxt}</NextContinuationToken>" if more else "")
             + "</ListBucketResult>"

@@ -22,8 +22,7 @@ import tifffile
 
 from incasem.cli import main
 from incasem.io.volume import create_volume, open_volume
-from tests.conftest import LUCCHI, read_stack
-from tests.predict.test_predict import make_checkpoint
+from tests.helpers import LUCCHI, make_checkpoint, read_stack
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -38,11 +37,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A user's folder: TIFF slices, cell.zarr (raw, equalized, labels written by hand), a model, other files."""
-    if not LUCCHI.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI}")
     root = tmp_path_factory.mktemp("workspace")
-    raw = read_stack(LUCCHI / "image", slice(60, 76), slice(200, 248), slice(300, 348))
-    labels = read_stack(LUCCHI / "labels" / "mito", slice(60, 76), slice(200, 248), slice(300, 348))
+    region = (slice(8, 24), slice(72, 120), slice(76, 124))  # Lucchi++ slices 60-75, rows 200-247, columns 300-347
+    raw = read_stack(LUCCHI / "image", *region)
+    labels = read_stack(LUCCHI / "labels" / "mito", *region)
     (root / "stack").mkdir()
     for index, plane in enumerate(raw):
         tifffile.imwrite(root / "stack" / f"{index:04d}.tif", plane)
@@ -86,7 +84,10 @@ BAD = {
     "convert overwrite a group": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes/labels", "--overwrite"], "never a group"),
     "convert overwrite a group, trailing slash": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes/", "--overwrite"], "never a group"),
     "convert overwrite data it did not write": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes//labels/mito", "--overwrite"], "not replace"),
-    "convert overwrite equalize output": (["convert", "W/stack", "W/cell.zarr", "-d", "./volumes/raw_equalized_0.02", "--overwrite"], "written by incasem equalize"),
+    "convert overwrite equalize output": (
+        ["convert", "W/stack", "W/cell.zarr", "-d", "./volumes/raw_equalized_0.02", "--overwrite"],
+        "written by incasem equalize",
+    ),
     "convert exists": (["convert", "W/stack", "W/cell.zarr"], "exists already"),
     "convert resume mismatch": (["convert", "W/stack", "W/cell.zarr", "--resume", "--z", "0:4"], "cannot resume"),
     "convert pattern": (["convert", "W/stack", "W/new.zarr", "--pattern", "*.png"], "no files matching"),
@@ -95,7 +96,10 @@ BAD = {
     "convert voxel size two": (["convert", "W/stack", "W/new.zarr", "--voxel-size", "5,5"], "three"),
     "convert offset inf": (["convert", "W/stack", "W/new.zarr", "--offset", "inf,0,0"], "finite"),
     "convert offset off grid": (["convert", "W/stack", "W/new.zarr", "--voxel-size", "5", "--offset", "3,0,0"], "multiple"),
-    "convert like missing": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes/labels/x", "--like", "W/cell.zarr:volumes/nope"], "no dataset 'volumes/nope'"),
+    "convert like missing": (
+        ["convert", "W/stack", "W/cell.zarr", "-d", "volumes/labels/x", "--like", "W/cell.zarr:volumes/nope"],
+        "no dataset 'volumes/nope'",
+    ),
     "convert like shape": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes/labels/x", "--like", "W/cell.zarr", "--z", "0:4"], "shape"),
     "convert z negative stop": (["convert", "W/stack", "W/new.zarr", "--z", "0:-1"], "no negative"),
     "convert z reversed": (["convert", "W/stack", "W/new.zarr", "--z", "5:2"], "range 5:2"),
@@ -186,6 +190,7 @@ BAD = {
     "predict workers": (["predict", "W/cell.zarr", "-m", "W/model.pt", "-n", "0"], "--workers"),
     "predict overwrite and resume": (["predict", "W/cell.zarr", "-m", "W/model.pt", "--resume", "--overwrite"], "exclude each other"),
     "predict cache dir is a file": (["predict", "W/cell.zarr", "-m", "1847", "--cache-dir", "W/notes.txt"], "notes.txt"),
+    "predict run not in runs dir": (["predict", "W/cell.zarr", "-m", "run:3", "--runs-dir", "W/cache"], "run 3 not found in"),
     "predict er labels with a mito model": (["predict", "W/predict_er.json", "-m", "W/model.pt"], "--classes er=mito"),
     "predict classes malformed": (["predict", "W/predict_er.json", "-m", "W/model.pt", "--classes", "er"], "LABEL=CLASS"),
     "predict classes to a class the model lacks": (["predict", "W/predict_er.json", "-m", "W/model.pt", "--classes", "er=golgi"], "'mito'"),
@@ -225,7 +230,10 @@ BAD = {
     "evaluate prediction missing": (["evaluate", "W/cell.zarr", "-p", "volumes/nope"], "no dataset 'volumes/nope'"),
     "evaluate labels missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "-l", "volumes/labels/golgi"], "volumes/labels/golgi"),
     "evaluate mask missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--mask", "volumes/nope"], "volumes/nope"),
-    "evaluate metric mask missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--metric-mask", "volumes/metric_masks/nope"], "volumes/metric_masks/nope"),
+    "evaluate metric mask missing": (
+        ["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--metric-mask", "volumes/metric_masks/nope"],
+        "volumes/metric_masks/nope",
+    ),
     "evaluate roi offset alone": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--roi-offset", "0,0,0"], "--roi-shape"),
     "evaluate roi outside": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--roi-offset", "0,0,0", "--roi-shape", "99,9,9"], "reaches outside"),
     "evaluate threshold": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--threshold", "2"], "--threshold"),
@@ -353,7 +361,17 @@ def test_every_option_of_every_command_has_a_bad_value_case():
     for arguments, _ in BAD.values():
         command = " ".join(arguments[:2]) if arguments[0] in ("models", "runs") else arguments[0]
         tried.setdefault(command, set()).update(a for a in arguments if a.startswith("-"))
-    aliases = {"--no-mlflow": "--mlflow", "-d": "--dataset", "-i": "--input", "-o": "--output", "-l": "--labels", "-m": "--model", "-n": "--workers", "-p": "--prediction", "-t": "--threshold"}
+    aliases = {
+        "--no-mlflow": "--mlflow",
+        "-d": "--dataset",
+        "-i": "--input",
+        "-o": "--output",
+        "-l": "--labels",
+        "-m": "--model",
+        "-n": "--workers",
+        "-p": "--prediction",
+        "-t": "--threshold",
+    }
     missing = []
     root = typer.main.get_command(app)
     for name, command in root.commands.items():
@@ -363,7 +381,8 @@ def test_every_option_of_every_command_has_a_bad_value_case():
             used = {aliases.get(o, o) for o in tried.get(key, set())}
             for param in leaf.params:
                 long = [o for o in getattr(param, "opts", []) if o.startswith("--")]
-                flags = {"--quiet", "--resume", "--overwrite", "--base-url", "--sweep", "--instances", "--browser", "--dry-run", "--tta"}  # switches / tested elsewhere
+                # switches / tested elsewhere
+                flags = {"--quiet", "--resume", "--overwrite", "--base-url", "--sweep", "--instances", "--browser", "--dry-run", "--tta"}
                 if long and long[0] not in used and long[0] not in flags and not (key == "models fetch" and long[0] == "--cache-dir"):
                     missing.append(f"{key} {long[0]}")
     assert not missing, f"options without a bad-value case: {missing}"
@@ -392,7 +411,7 @@ def test_every_overwrite_replaces_only_what_that_command_wrote(workspace, tmp_pa
         after = snapshot(root)
         touched = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
         assert touched, f"{arguments[0]} --overwrite wrote nothing"
-        strays = [k for k in touched if not any(k == o or k.startswith(f"{o}/") or k.startswith(o) for o in outputs)]
+        strays = [k for k in touched if not any(k == o or k.startswith((f"{o}/", o)) for o in outputs)]
         assert not strays, f"{arguments[0]} --overwrite touched {strays[:5]}"
     for kept in ("notes.txt", "results/figure.txt", "cell.zarr/README.txt", "stack/0000.tif"):
         assert (root / kept).read_bytes() == (workspace / kept).read_bytes()

@@ -72,11 +72,11 @@ def test_block_errors_propagate(tmp_path):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"workers": 0}, "--workers must be a whole number of at least 1"),
-        ({"workers": 2.5}, "--workers"),
-        ({"workers": True}, "--workers"),
-        ({"scheduler": "localhost:8786"}, "--scheduler needs a Dask scheduler address"),
-        ({"scheduler": "tcp://"}, "--scheduler"),
+        ({"workers": 0}, "^workers must be a whole number of at least 1"),
+        ({"workers": 2.5}, "^workers"),
+        ({"workers": True}, "^workers"),
+        ({"scheduler": "localhost:8786"}, "^scheduler needs a Dask scheduler address"),
+        ({"scheduler": "tcp://"}, "^scheduler"),
         ({"progress": "no"}, "progress must be True or False"),
     ],
 )

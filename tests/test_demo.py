@@ -7,9 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from incasem.demo import DEFAULT_MODEL
 from incasem.evaluate.metrics import confusion_counts
 from incasem.io.volume import open_volume
-from incasem.demo import DEFAULT_MODEL
 from incasem.model.shipped import shipped_card, shipped_models
 
 #: What the demo's model reaches at least on the bundled example (held out from its training),

@@ -13,6 +13,7 @@ needs a SLURM cluster) must parse.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import shlex
@@ -76,15 +77,14 @@ def workspace(tmp_path):
 
 
 def _run(block: str, folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(["bash", "-c", f"set -euo pipefail\n{block}"], cwd=folder, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["bash", "-c", f"set -euo pipefail\n{block}"], cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         output, _ = process.communicate(timeout=900)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # background jobs a block left (none should)
-        except ProcessLookupError:
-            pass
     return subprocess.CompletedProcess(block, process.returncode, output)
 
 
@@ -120,7 +120,7 @@ def test_reference_commands_parse():
             context = command.context_class(command, info_name=name, parent=context)
         try:
             command.make_context(name, list(args), parent=context.parent)
-        except Exception as error:  # noqa: BLE001 - the parser's own error, shown with the line
+        except Exception as error:
             pytest.fail(f"README: `{line}` does not parse: {error}")
 
 
@@ -133,8 +133,12 @@ def test_python_blocks_parse():
 @pytest.mark.skipif(not shipped_models(), reason="no shipped model in this checkout")
 def test_every_guide_command_runs_on_the_bundled_example(workspace):
     folder, bucket = workspace
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "INCASEM_CACHE_DIR": str(folder / "models"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "INCASEM_CACHE_DIR": str(folder / "models"),
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("INCASEM_RUNS_DIR", None)
     with serve(bucket) as url:
         env["INCASEM_BASE_URL"] = url

@@ -17,10 +17,7 @@ from incasem.errors import MetadataError
 from incasem.io.ngff import ngff_geometry
 from incasem.io.volume import create_volume, open_volume
 from incasem.predict import PredictOptions, predict_roi
-from tests.conftest import QUIET, SHARED_DATA
-from tests.predict.test_predict import make_checkpoint
-
-SSTEM = SHARED_DATA / "drosophila_vnc_sstem"
+from tests.helpers import DROSOPHILA, QUIET, make_checkpoint, require
 
 
 @pytest.fixture
@@ -65,18 +62,18 @@ def test_truncated_array_metadata_names_the_file(cell, capsys):
         assert err.count("\n") == 1 and f"{zarray} is damaged" in err, err
 
 
-@pytest.mark.skipif(not SSTEM.is_dir(), reason="real sSEM data not found")
 def test_non_whole_nanometre_voxels_are_kept_exactly(tmp_path, capsys):
     """Real ssTEM at 50 x 4.6 x 4.6 nm: convert, crop, label and predict keep 4.6 nm exactly."""
     cell = tmp_path / "sstem.zarr"
-    stack = ["convert", str(SSTEM / "image"), str(cell), "--voxel-size", "50,4.6,4.6", "--y", "100:164", "--x", "7:71"]
+    sstem = require(DROSOPHILA)
+    stack = ["convert", str(sstem / "image"), str(cell), "--voxel-size", "50,4.6,4.6", "--y", "100:164", "--x", "7:71"]
     assert main([*stack, "--offset", "0,0,0"]) == 0
     attributes = json.loads((cell / "volumes" / "raw" / ".zattrs").read_text())
     assert attributes["resolution"] == [50, 4.6, 4.6]
     assert attributes["offset"] == [0, 460, 32.2]  # the crop's start, 100 and 7 voxels of 4.6 nm
     group = json.loads((cell / "volumes" / ".zattrs").read_text())
     assert ngff_geometry(group, "raw") == ((50, 4.6, 4.6), (0, 460, 32.2))
-    labels = ["convert", str(SSTEM / "labels" / "mito"), str(cell), "-d", "volumes/labels/mito"]
+    labels = ["convert", str(sstem / "labels" / "mito"), str(cell), "-d", "volumes/labels/mito"]
     assert main([*labels, "--like", f"{cell}:volumes/raw", "--y", "100:164", "--x", "7:71"]) == 0
     raw = open_volume(cell, "volumes/raw")
     assert raw.roi.offset == (0, 100, 7) and raw.voxel_size == (50, 4.6, 4.6)
@@ -108,9 +105,7 @@ def test_a_command_group_without_a_command_shows_its_help(capsys, arguments):
 def _interrupt(arguments: list[str], cwd: Path) -> tuple[int, str]:
     """Start ``incasem ARGUMENTS``, press Ctrl-C once it reports progress, return exit status and stderr."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "incasem", *arguments], cwd=cwd, stderr=subprocess.PIPE, text=True, env=env
-    )
+    process = subprocess.Popen([sys.executable, "-m", "incasem", *arguments], cwd=cwd, stderr=subprocess.PIPE, text=True, env=env)
     seen = ""
     while "block" not in seen:  # the progress bar: the job is running
         character = process.stderr.read(1)

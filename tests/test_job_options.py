@@ -19,7 +19,7 @@ from incasem.cli import main
 from incasem.io.metadata import JOB_KEY
 from incasem.io.provenance import PROVENANCE_KEY
 from incasem.io.volume import open_volume
-from tests.predict.test_predict import make_checkpoint
+from tests.helpers import make_checkpoint
 
 PREDICTION = "volumes/predictions/model/0001"
 

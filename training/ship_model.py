@@ -1,24 +1,29 @@
 """Put a training run's checkpoint into the package as a shipped model, with its held-out scores.
 
-Sets the model's decision threshold on the recipe's training part: the class-balanced loss
-(DESIGN §6) trains the network to call foreground wherever it is moderately likely, so
-argmax over-predicts a rare organelle. The foreground threshold of best F1 on the
-*training* volumes (``train.json``; the held-out part plays no part in it) is folded into
-the final convolution's background bias (``UNet.set_foreground_threshold``), so that the shipped
+A recipe splits its data three ways: ``train.json`` (trained on), ``val.json`` (selected on:
+the run's validation picks the checkpoint, and this script picks the thresholds there) and
+``heldout.json`` (held out: the final score only, nothing is chosen on it). A recipe without
+``heldout.json`` (the older two-way split) picks the thresholds on ``train.json`` and treats
+``val.json`` as its held-out part.
+
+Sets the model's decision threshold: the class-balanced loss (DESIGN §6) trains the network
+to call foreground wherever it is moderately likely, so argmax over-predicts a rare
+organelle. The foreground threshold of best F1 on the selection part is folded into the
+final convolution's background bias (``UNet.set_foreground_threshold``), so that the shipped
 model's argmax, and hence ``incasem predict``'s segmentation, is that threshold and its
-probabilities are recalibrated to match. Then picks, on the same training volumes, the seed
-threshold of best F1 (hysteresis: ``incasem predict`` keeps only the objects that reach it
-somewhere; the card's ``seed_threshold``; none if no seed threshold beats keeping all).
-Then scores the calibrated model on the recipe's held-out part (``val.json``: plain = every
-voxel, and inside the exclusion zone; with and without test-time augmentation) and, for a
-model of its 5 nm voxels, on the bundled example (``incasem demo``'s crop), writes them
-with the training summary into the checkpoint's card and saves it (without optimizer
-state) as ``src/incasem/model/shipped/<name>.pt``. Prints the figures for README / BENCHMARKS.
+probabilities are recalibrated to match. Then picks, on the same part, the seed threshold of
+best F1 (hysteresis: ``incasem predict`` keeps only the objects that reach it somewhere; the
+card's ``seed_threshold``; none if no seed threshold beats keeping all). Then scores the
+calibrated model on each part (plain = every voxel, and inside the exclusion zone; the
+held-out part also with test-time augmentation) and, for a model of its 5 nm voxels, on the
+bundled example (``incasem demo``'s crop), writes them with the training summary into the
+checkpoint's card and saves it (without optimizer state) as
+``src/incasem/model/shipped/<name>.pt``. Prints the figures for README / BENCHMARKS.
 
 Usage (from the repository root, after ``bash training/<recipe>/train.sh``)::
 
     python training/ship_model.py RUN_FOLDER_OR_CHECKPOINT NAME --recipe training/mito_fibsem_5nm \\
-        --data-root DATA --data "..." --held-out "..." --hardware "..." [--iteration N] [--hours H]
+        --data-root DATA --data "..." --selected-on "..." --held-out "..." --hardware "..." [--iteration N] [--hours H]
 
 A run folder gives its best checkpoint (or that of ``--iteration``), the iteration and
 the training time (the steps' own seconds); a checkpoint file needs ``--hours``.
@@ -63,14 +68,14 @@ def _predict_and_evaluate(checkpoint: Path, config_json: Path, data_root: Path, 
     return [evaluate_entry(entry, result.output.group, evaluation, run=QUIET) for entry, result in zip(config.entries, results, strict=True)]
 
 
-def held_out_scores(checkpoint: Path, val_json: Path, data_root: Path, tta: bool) -> dict:
-    """Plain and exclusion-zone scores over the held-out ROIs (the recipe's validation ROIs, pooled)."""
-    return _scores(_predict_and_evaluate(checkpoint, val_json, data_root, PredictOptions(tta=tta), EvaluationOptions()))
+def part_scores(checkpoint: Path, config_json: Path, data_root: Path, tta: bool = False) -> dict:
+    """Plain and exclusion-zone scores over the ROIs of one part of a recipe's data, pooled."""
+    return _scores(_predict_and_evaluate(checkpoint, config_json, data_root, PredictOptions(tta=tta), EvaluationOptions()))
 
 
-def training_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> float:
-    """The foreground threshold of best F1 on the recipe's training volumes (one sweep over all of them)."""
-    results = _predict_and_evaluate(checkpoint, train_json, data_root, PredictOptions(), EvaluationOptions(sweep=True))
+def best_threshold(checkpoint: Path, config_json: Path, data_root: Path) -> float:
+    """The foreground threshold of best F1 over the ROIs of ``config_json`` (one sweep over all of them)."""
+    results = _predict_and_evaluate(checkpoint, config_json, data_root, PredictOptions(), EvaluationOptions(sweep=True))
     histograms = [result.classes[0].regions["plain"].histogram for result in results]
     return sum(histograms[1:], histograms[0]).best_threshold()
 
@@ -105,9 +110,9 @@ def seed_sweep(checkpoint: Path, config_json: Path, data_root: Path) -> dict:
     return {"f1": dict(zip(SEED_CANDIDATES, f1.tolist(), strict=True)), "objects": objects, "objects_without_label": false_objects}
 
 
-def training_seed_threshold(checkpoint: Path, train_json: Path, data_root: Path) -> float | None:
-    """The seed threshold of best pooled F1 on the recipe's training volumes, ``None`` if keeping every object is best."""
-    f1 = seed_sweep(checkpoint, train_json, data_root)["f1"]
+def best_seed_threshold(checkpoint: Path, config_json: Path, data_root: Path) -> float | None:
+    """The seed threshold of best pooled F1 over the ROIs of ``config_json``, ``None`` if keeping every object is best."""
+    f1 = seed_sweep(checkpoint, config_json, data_root)["f1"]
     best = max(f1, key=f1.get)
     return None if best == SEED_CANDIDATES[0] else best
 
@@ -129,10 +134,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="a run folder, or a checkpoint file")
     parser.add_argument("name")
-    parser.add_argument("--recipe", type=Path, required=True, help="recipe folder: its val.json is the held-out part")
+    parser.add_argument("--recipe", type=Path, required=True,
+                        help="recipe folder: train.json, val.json (selection) and heldout.json (held out; without it val.json is)")
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--data", required=True, help="what it was trained on, in words")
+    parser.add_argument("--selected-on", required=True, help="what chose the checkpoint and the thresholds, in words")
     parser.add_argument("--held-out", required=True, help="the held-out part, in words")
+    parser.add_argument("--score-training", action="store_true", help="also score the training part (trained on)")
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--iteration", type=int, default=None, help="default: the run's best checkpoint")
     parser.add_argument("--hours", type=float, default=None, help="training time, for a checkpoint file")
@@ -153,30 +161,38 @@ def main() -> None:
         checkpoint, hours, iteration = args.source, args.hours, None
     model, card = load_checkpoint(checkpoint)
     iteration = iteration or card.iteration or (card.training or {}).get("iterations")
+    three_way = (args.recipe / "heldout.json").is_file()
+    selection = args.recipe / ("val.json" if three_way else "train.json")
+    held_out = args.recipe / ("heldout.json" if three_way else "val.json")
+    chosen_on = f"{'validation part' if three_way else 'training volumes'} ({selection.name}), best F1"
     if args.keep_threshold:
         threshold = card.training["decision_threshold"]["threshold"]
     else:
-        threshold = training_threshold(checkpoint, args.recipe / "train.json", args.data_root)
+        threshold = best_threshold(checkpoint, selection, args.data_root)
         model.set_foreground_threshold(threshold)
     with tempfile.TemporaryDirectory() as folder:
         without_seed = save_checkpoint(Path(folder) / "without_seed" / f"{args.name}.pt", model, card)
-        card = replace(card, seed_threshold=training_seed_threshold(without_seed, args.recipe / "train.json", args.data_root))
+        card = replace(card, seed_threshold=best_seed_threshold(without_seed, selection, args.data_root))
         calibrated = save_checkpoint(Path(folder) / f"{args.name}.pt", model, card)
-        val_json = args.recipe / "val.json"
-        scores = {"held_out": held_out_scores(calibrated, val_json, args.data_root, tta=False)}
+        scores = {"held_out": part_scores(calibrated, held_out, args.data_root)}
+        if three_way:
+            scores["selected_on"] = part_scores(calibrated, selection, args.data_root)
+        if args.score_training:
+            scores["trained_on"] = part_scores(calibrated, args.recipe / "train.json", args.data_root)
         if tuple(card.voxel_size_nm) == EXAMPLE_VOXEL_SIZE_NM:  # the bundled example is FIB-SEM at 5 nm
             scores["bundled_example"] = demo_scores(calibrated)
         if not args.no_tta:
-            scores["held_out_tta"] = held_out_scores(calibrated, val_json, args.data_root, tta=True)
+            scores["held_out_tta"] = part_scores(calibrated, held_out, args.data_root, tta=True)
     training = {
         **(card.training or {}),
         "data": args.data,
+        "selected_on": args.selected_on,
         "held_out": args.held_out,
         "iterations": iteration + args.base_iterations,
         "hours": round(hours + args.base_hours, 2),
         "hardware": args.hardware,
-        "decision_threshold": {"threshold": threshold, "chosen_on": "training volumes (train.json), best F1"},
-        "seed_threshold": {"threshold": card.seed_threshold, "chosen_on": "training volumes (train.json), best F1"},
+        "decision_threshold": card.training["decision_threshold"] if args.keep_threshold else {"threshold": threshold, "chosen_on": chosen_on},
+        "seed_threshold": {"threshold": card.seed_threshold, "chosen_on": chosen_on},
         "recipe": args.trained_by or f"bash {args.recipe.as_posix()}/train.sh",
     }
     shipped = replace(card, source=f"incasem-shipped:{args.name}", training=training, validation_scores=scores)

@@ -31,7 +31,7 @@ import dask
 from dask.callbacks import Callback
 from tqdm import tqdm
 
-from incasem.errors import InvalidValueError, SchedulerError
+from incasem.errors import InvalidValueError, SchedulerError, option
 from incasem.geometry import Roi, Triple, as_triple
 from incasem.io.volume import WriteMode, check_write_mode
 
@@ -55,9 +55,7 @@ class Block:
         return "_".join(str(v) for v in self.write_roi.offset)
 
 
-def plan_blocks(
-    write_roi: Roi, block_shape: Triple, context: Triple = (0, 0, 0), grid_origin: Triple | None = None
-) -> list[Block]:
+def plan_blocks(write_roi: Roi, block_shape: Triple, context: Triple = (0, 0, 0), grid_origin: Triple | None = None) -> list[Block]:
     """Cut ``write_roi`` into blocks on a grid anchored at ``grid_origin``.
 
     The blocks' write regions cover ``write_roi`` exactly once; border blocks are
@@ -128,6 +126,7 @@ class BlockwiseTask:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+_MALLOC_TRIM: Callable[[int], int] | None
 try:
     _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
 except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
@@ -204,9 +203,9 @@ class RunOptions:
     def __post_init__(self) -> None:
         workers, scheduler = self.workers, self.scheduler
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise InvalidValueError(f"--workers must be a whole number of at least 1, got {workers!r}")
+            raise InvalidValueError(f"{option('workers', '--workers')} must be a whole number of at least 1, got {workers!r}")
         if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler or scheduler.endswith("://")):
-            raise InvalidValueError(f"--scheduler needs a Dask scheduler address like tcp://host:8786, got {scheduler!r}")
+            raise InvalidValueError(f"{option('scheduler', '--scheduler')} needs a Dask scheduler address like tcp://host:8786, got {scheduler!r}")
         if not isinstance(self.progress, bool):
             raise InvalidValueError(f"progress must be True or False (--quiet turns it off), got {self.progress!r}")
 
@@ -231,9 +230,44 @@ def check_job(mode: WriteMode, run: RunOptions) -> None:
     ------
     InvalidValueError
         See :func:`incasem.io.volume.check_write_mode` and :func:`check_run`.
+    SchedulerError
+        If ``run`` names a Dask scheduler that does not answer (:func:`check_scheduler`).
     """
     check_write_mode(mode)
-    check_run(run)
+    check_scheduler(check_run(run))
+
+
+#: Scheduler addresses that answered in this process (checked once each).
+_REACHED: set[str] = set()
+
+
+def check_scheduler(run: RunOptions) -> None:
+    """Refuse a Dask scheduler that does not answer, so that a job finds out before it writes its
+    output (one connection per address and process; the local scheduler needs none).
+
+    Raises
+    ------
+    SchedulerError
+        Naming the address and how to fix it.
+    """
+    address = run.scheduler
+    if address is None or address in _REACHED:
+        return
+    with _connect(address):
+        pass
+    _REACHED.add(address)
+
+
+def _connect(address: str) -> Any:
+    """A :class:`distributed.Client` of the scheduler at ``address``, or :class:`SchedulerError`."""
+    from distributed import Client
+
+    try:
+        return Client(address, set_as_default=False, timeout=SCHEDULER_TIMEOUT)
+    except OSError as error:
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler at {address} ({error}): start it with `dask scheduler` or fix {option('scheduler', '--scheduler')}"
+        ) from None
 
 
 def run_blockwise(task: BlockwiseTask, options: RunOptions = RunOptions()) -> list[Any]:
@@ -301,18 +335,10 @@ def _forget_state(task: BlockwiseTask) -> None:
     _release_freed_memory()
 
 
-def _run_on_cluster(
-    run: Callable[[Any], Any], items: list[Any], address: str, bar: tqdm, cleanup: Callable[[], None] | None
-) -> list[Any]:
-    from distributed import Client, as_completed
+def _run_on_cluster(run: Callable[[Any], Any], items: list[Any], address: str, bar: tqdm, cleanup: Callable[[], None] | None) -> list[Any]:
+    from distributed import as_completed
 
-    try:
-        client = Client(address, set_as_default=False, timeout=SCHEDULER_TIMEOUT)
-    except OSError as error:
-        raise SchedulerError(
-            f"cannot reach the Dask scheduler at {address} ({error}): start it with `dask scheduler` or fix --scheduler"
-        ) from None
-    with client:
+    with _connect(address) as client:
         try:
             futures = client.map(run, items, pure=False)
             for future in as_completed(futures, loop=client.loop):

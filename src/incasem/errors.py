@@ -4,13 +4,51 @@ Every error a user can cause derives from :class:`IncasemError`. Its message is 
 line that says what is wrong, where (file, dataset or key) and what to do about it.
 Only the command line catches these: it prints the message and exits with status 1
 (the traceback is shown with ``--debug``).
+
+A message names a setting as the caller knows it: :func:`option` writes both names, the
+API parameter (``block_shape``, ``mode="resume"``) and the command line's flag
+(``--block-size``, ``--resume``); ``str(error)`` shows the first, and the command line prints
+:meth:`IncasemError.for_cli`, which shows the second. Code that wraps an error's message in
+another keeps both by quoting ``error.args[0]``.
 """
 
 from __future__ import annotations
 
+import re
+
+#: Brackets of an option in a message (private-use characters, never in user text).
+_OPEN, _SPLIT, _CLOSE = "\ue000", "\ue001", "\ue002"
+_OPTION = re.compile(f"{_OPEN}([^{_SPLIT}]*){_SPLIT}([^{_CLOSE}]*){_CLOSE}")
+
+
+def option(parameter: str, flag: str) -> str:
+    """A setting in an error message: ``parameter`` as the Python API names it, ``flag`` on the command line.
+
+    ``option("block_shape", "--block-size")`` reads ``block_shape`` in ``str(error)`` and
+    ``--block-size`` in what ``incasem`` prints.
+    """
+    return f"{_OPEN}{parameter}{_SPLIT}{flag}{_CLOSE}"
+
+
+def api_text(message: str) -> str:
+    """``message`` with each :func:`option` as its API parameter."""
+    return _OPTION.sub(r"\1", message)
+
+
+def cli_text(message: str) -> str:
+    """``message`` with each :func:`option` as its command-line flag."""
+    return _OPTION.sub(r"\2", message)
+
 
 class IncasemError(Exception):
     """Base class of all errors caused by user input or the environment."""
+
+    def __str__(self) -> str:
+        return api_text(super().__str__())
+
+    def for_cli(self) -> str:
+        """The message as the command line prints it: options named by their flags."""
+        return cli_text(super().__str__())
 
 
 class InvalidValueError(IncasemError, ValueError):

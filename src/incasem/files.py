@@ -20,7 +20,7 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write a file atomically: into a temporary file next to it, fsync, rename over it.
 
     Readers never see a partial file, a failure (a full disk) leaves ``path`` as it was
@@ -32,7 +32,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     path : pathlib.Path
         Destination file.
     write : callable
-        Called with the open binary stream; writes the content.
+        Called with the open binary stream; writes the content (what it returns is ignored).
 
     Returns
     -------
@@ -64,9 +64,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
-def configured_folder(
-    explicit: str | os.PathLike[str] | None, env_var: str, default: Path, what: str, option: str, error: type[IncasemError]
-) -> Path:
+def configured_folder(explicit: str | os.PathLike[str] | None, env_var: str, default: Path, what: str, option: str, error: type[IncasemError]) -> Path:
     """A folder given explicitly, else by ``$env_var``, else ``default`` (not created here).
 
     Raises

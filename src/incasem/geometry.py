@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
-from incasem.errors import InvalidValueError, RoiError, VoxelSizeError
+from incasem.errors import InvalidValueError, RoiError, VoxelSizeError, option
 
 Triple = tuple[int, int, int]
 #: Nanometres (z, y, x): whole numbers are ints, others floats rounded to :data:`NM_DECIMALS`.
@@ -32,7 +32,7 @@ def _three(values: object, name: str) -> tuple[object, object, object]:
     items = tuple(values)
     if len(items) != 3:
         raise InvalidValueError(f"{name} must have 3 entries (z, y, x), got {list(items)}")
-    return items  # type: ignore[return-value]
+    return items
 
 
 def as_triple(values: Sequence[int] | int, name: str = "value") -> Triple:
@@ -46,9 +46,7 @@ def as_triple(values: Sequence[int] | int, name: str = "value") -> Triple:
     if isinstance(values, numbers.Integral) and not isinstance(values, bool):
         return (int(values), int(values), int(values))
     items = _three(values, name)
-    if not all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) for v in items
-    ):
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v == round(v) for v in items):
         raise InvalidValueError(f"{name} must be whole numbers (z, y, x), got {list(items)}")
     return (int(items[0]), int(items[1]), int(items[2]))  # type: ignore[call-overload]
 
@@ -76,8 +74,9 @@ def as_nm_triple(values: Sequence[float] | float, name: str = "value", positive:
         If there are not three finite real numbers, or ``positive`` and one is not above 0.
     """
     if isinstance(values, numbers.Real) and not isinstance(values, bool):
-        values = (values, values, values)
-    items = _three(values, name)
+        items: tuple[object, object, object] = (values, values, values)
+    else:
+        items = _three(values, name)
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in items):
         raise InvalidValueError(f"{name} must be three finite numbers in nm (z, y, x), got {list(items)}")
     triple = tuple(nm_value(v) for v in items)  # type: ignore[arg-type]
@@ -102,9 +101,7 @@ def nm_to_voxels(position_nm: Sequence[float], voxel_size: NmTriple, what: str =
     quotients = [p / v for p, v in zip(position_nm, voxel_size)]
     voxels = [round(q) for q in quotients]
     if any(abs(q - n) > 1e-6 for q, n in zip(quotients, voxels)):
-        raise VoxelSizeError(
-            f"{what} {list(position_nm)} nm is not a whole multiple of the voxel size {list(voxel_size)} nm"
-        )
+        raise VoxelSizeError(f"{what} {list(position_nm)} nm is not a whole multiple of the voxel size {list(voxel_size)} nm")
     return (voxels[0], voxels[1], voxels[2])
 
 
@@ -166,16 +163,12 @@ class Roi:
 
     def contains(self, other: Roi) -> bool:
         """Whether ``other`` lies entirely inside this box."""
-        return all(so <= oo for so, oo in zip(self.offset, other.offset)) and all(
-            oe <= se for se, oe in zip(self.end, other.end)
-        )
+        return all(so <= oo for so, oo in zip(self.offset, other.offset)) and all(oe <= se for se, oe in zip(self.end, other.end))
 
     def is_on_grid(self, spacing: Sequence[int]) -> bool:
         """Whether offset and shape are multiples of ``spacing``."""
         g = as_triple(spacing, "spacing")
-        return all(o % s == 0 for o, s in zip(self.offset, g)) and all(
-            n % s == 0 for n, s in zip(self.shape, g)
-        )
+        return all(o % s == 0 for o, s in zip(self.offset, g)) and all(n % s == 0 for n, s in zip(self.shape, g))
 
     def to_slices(self, origin: Sequence[int] = (0, 0, 0)) -> tuple[slice, slice, slice]:
         """Numpy slices selecting this box from an array whose first element sits at ``origin``."""
@@ -198,9 +191,7 @@ class Roi:
         if min(t) <= 0:
             raise InvalidValueError(f"tile_shape must be positive, got {list(t)}")
         g = self.offset if grid_origin is None else as_triple(grid_origin, "grid_origin")
-        starts = [
-            range(g[a] + ((self.offset[a] - g[a]) // t[a]) * t[a], self.end[a], t[a]) for a in range(3)
-        ]
+        starts = [range(g[a] + ((self.offset[a] - g[a]) // t[a]) * t[a], self.end[a], t[a]) for a in range(3)]
         for z in starts[0]:
             for y in starts[1]:
                 for x in starts[2]:
@@ -210,3 +201,22 @@ class Roi:
 
     def __str__(self) -> str:
         return f"[{self.offset[0]}:{self.end[0]}, {self.offset[1]}:{self.end[1]}, {self.offset[2]}:{self.end[2]}]"
+
+
+def check_not_empty(
+    roi: Roi,
+    what: str = "region",
+    fix: str = f"give {option('roi', '--roi-shape')} of at least 1 voxel per axis, or leave "
+    f"{option('roi', '--roi-offset/--roi-shape')} out for the whole dataset",
+) -> Roi:
+    """Return ``roi`` unless it holds no voxel; jobs call this before they look where it lies.
+
+    Raises
+    ------
+    RoiError
+        Saying that the region is empty, along which axes, and ``fix`` (what to give instead).
+    """
+    if roi.empty:
+        axes = ", ".join(axis for axis, size in zip("zyx", roi.shape) if size == 0)
+        raise RoiError(f"{what} {roi} (voxels) is empty: its shape {list(roi.shape)} has no voxel along {axes}: {fix}")
+    return roi

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from incasem.errors import ConfigError, InputFileError, RunError
+from incasem.errors import ConfigError, InputFileError, RunError, option
 from incasem.files import atomic_write_text, configured_folder
 
 DEFAULT_RUNS_DIR = "runs"
@@ -71,7 +71,7 @@ def runs_dir(path: str | os.PathLike[str] | None = None) -> Path:
     RunError
         If that path exists and is not a folder.
     """
-    return configured_folder(path, RUNS_DIR_ENV, Path(DEFAULT_RUNS_DIR), "runs folder", "--runs-dir", RunError)
+    return configured_folder(path, RUNS_DIR_ENV, Path(DEFAULT_RUNS_DIR), "runs folder", option("runs_dir", "--runs-dir"), RunError)
 
 
 def _list_hint(root: Path) -> str:
@@ -200,9 +200,7 @@ class RunFolder:
         """
         holder = self.trainer()
         if holder is not None:
-            raise RunError(
-                f"run {self.id} is being trained by {holder}: wait for it or stop it (Ctrl-C saves a checkpoint), then resume"
-            )
+            raise RunError(f"run {self.id} is being trained by {holder}: wait for it or stop it (Ctrl-C saves a checkpoint), then resume")
         self.lock_path.unlink(missing_ok=True)  # a stale lock of a dead process
         try:
             fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -244,10 +242,7 @@ class RunFolder:
         try:
             record = json.loads(self.record_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise RunError(
-                f"{self.path} has no run.json, so it is not a run (or its creation broke off): "
-                f"{_list_hint(self.path.parent)}"
-            ) from None
+            raise RunError(f"{self.path} has no run.json, so it is not a run (or its creation broke off): {_list_hint(self.path.parent)}") from None
         except (OSError, ValueError) as error:
             raise RunError(f"the record {self.record_path} of run {self.id} is unreadable ({error})") from None
         if not isinstance(record, dict):
@@ -298,14 +293,9 @@ class RunFolder:
         try:
             return path.resolve().relative_to(self.path.resolve()).as_posix()
         except ValueError:
-            raise RunError(
-                f"checkpoint {path} is not inside the folder {self.path} of run {self.id}: save it under "
-                f"{self.checkpoints_dir}"
-            ) from None
+            raise RunError(f"checkpoint {path} is not inside the folder {self.path} of run {self.id}: save it under {self.checkpoints_dir}") from None
 
-    def add_checkpoint(
-        self, iteration: int, file: str | os.PathLike[str], scores: Mapping[str, float | None] | None = None
-    ) -> None:
+    def add_checkpoint(self, iteration: int, file: str | os.PathLike[str], scores: Mapping[str, float | None] | None = None) -> None:
         """Record a saved checkpoint (replacing an entry of the same iteration).
 
         Parameters
@@ -352,8 +342,7 @@ class RunFolder:
         if entry is None:
             listed = ", ".join(str(c["iteration"]) for c in checkpoints) or "none yet"
             raise RunError(
-                f"run {self.id} has no checkpoint of iteration {iteration} to mark as best "
-                f"(checkpoints: {listed}): add it with add_checkpoint first"
+                f"run {self.id} has no checkpoint of iteration {iteration} to mark as best (checkpoints: {listed}): add it with add_checkpoint first"
             )
         self.update(best={"iteration": iteration, "file": entry["file"], "scores": _scores(scores)})
 
@@ -386,9 +375,7 @@ def _training_iterations(config: Mapping[str, Any]) -> int:
     training = config.get("training") if isinstance(config, Mapping) else None
     iterations = training.get("iterations") if isinstance(training, Mapping) else None
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ConfigError(
-            f"the run's config needs training.iterations, a whole number >= 1, got {iterations!r}"
-        )
+        raise ConfigError(f"the run's config needs training.iterations, a whole number >= 1, got {iterations!r}")
     return iterations
 
 
@@ -396,18 +383,14 @@ class _ConfigDumper(yaml.SafeDumper):
     """Block style for sections, flow style for lists: ``input_size_voxels: [204, 204, 204]``."""
 
 
-_ConfigDumper.add_representer(
-    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
-)
+_ConfigDumper.add_representer(list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True))
 
 
 def _config_yaml(config: Mapping[str, Any]) -> str:
     try:
         return yaml.dump(dict(config), Dumper=_ConfigDumper, sort_keys=False, width=1000)
     except yaml.YAMLError as error:
-        raise ConfigError(
-            f"the run's config holds a value YAML cannot store ({error}): pass plain data (TrainingConfig.to_dict())"
-        ) from None
+        raise ConfigError(f"the run's config holds a value YAML cannot store ({error}): pass plain data (TrainingConfig.to_dict())") from None
 
 
 def _data_file(path: str | os.PathLike[str], role: str) -> Path:
@@ -485,19 +468,22 @@ def create_run(
     for folder in (run.checkpoints_dir, run.snapshots_dir, run.tensorboard_dir):
         folder.mkdir()
     atomic_write_text(run.config_path, config_text)
-    _write_json(run.record_path, {
-        "id": run.id,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": [str(word) for word in command],
-        "status": "running",
-        "iteration": 0,
-        "iterations": iterations,
-        "train_data": str(sources["train"].resolve()),
-        "val_data": str(sources["val"].resolve()) if "val" in sources else None,
-        "start_from": None if start_from is None else str(start_from),
-        "checkpoints": [],
-        "best": None,
-    })
+    _write_json(
+        run.record_path,
+        {
+            "id": run.id,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": [str(word) for word in command],
+            "status": "running",
+            "iteration": 0,
+            "iterations": iterations,
+            "train_data": str(sources["train"].resolve()),
+            "val_data": str(sources["val"].resolve()) if "val" in sources else None,
+            "start_from": None if start_from is None else str(start_from),
+            "checkpoints": [],
+            "best": None,
+        },
+    )
     return run
 
 
@@ -583,10 +569,7 @@ def _at_iteration(run: RunFolder, record: Mapping[str, Any], iteration: int) -> 
     entry = next((c for c in checkpoints if c["iteration"] == iteration), None)
     if entry is None:
         listed = ", ".join(str(c["iteration"]) for c in checkpoints) or "none yet"
-        raise RunError(
-            f"run {run.id} has no checkpoint of iteration {iteration} (checkpoints: {listed}): "
-            f"name one of those, or the run alone for its best"
-        )
+        raise RunError(f"run {run.id} has no checkpoint of iteration {iteration} (checkpoints: {listed}): name one of those, or the run alone for its best")
     return entry
 
 
@@ -662,7 +645,5 @@ def read_metrics(run: RunFolder) -> list[dict[str, Any]]:
     lines = metrics_lines(run)
     for number, text, parsed in lines[:-1]:
         if parsed is None:
-            raise RunError(
-                f"line {number} of {run.metrics_path} is not a JSON object ({text[:60]!r}): fix or remove that line"
-            )
+            raise RunError(f"line {number} of {run.metrics_path} is not a JSON object ({text[:60]!r}): fix or remove that line")
     return [parsed for _, _, parsed in lines if parsed is not None]

@@ -16,7 +16,7 @@ from incasem.postprocess.instances import instances_in_memory
 from incasem.predict import PredictOptions, predict_container
 from incasem.preprocess.equalize import equalize_volume
 from incasem.preprocess.masks import create_metric_mask, metric_mask_array
-from tests.conftest import LUCCHI, QUIET, error_line, read_stack
+from tests.helpers import LUCCHI, QUIET, error_line, read_stack
 
 DEMO_MODEL = SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt"
 OFFSET_NM = (100, 50, 25)
@@ -31,11 +31,9 @@ def write(container: Path, name: str, data: np.ndarray, voxel_size=(5, 5, 5), of
 
 @pytest.fixture(scope="module")
 def predicted(tmp_path_factory):
-    """Real raw and labels (Lucchi++ sections 60-91, 160 x 176 voxels), the demo model's prediction of the
-    CLAHE-equalised raw, a metric mask."""
-    if not LUCCHI.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI}")
-    region = (slice(60, 92), slice(180, 340), slice(250, 426))
+    """Real raw and labels (Lucchi++ sections 60-91, 160 x 176 voxels: rows 180-339, columns 250-425; held
+    out from the demo model's training), the demo model's prediction of the CLAHE-equalised raw, a metric mask."""
+    region = (slice(8, 40), slice(52, 212), slice(26, 202))
     raw, labels = read_stack(LUCCHI / "image", *region), read_stack(LUCCHI / "labels" / "mito", *region)
     container = tmp_path_factory.mktemp("evaluate") / "cell.zarr"
     write(container, "volumes/raw", raw)
@@ -92,10 +90,20 @@ def test_region_and_cell_mask(predicted, tmp_path):
     write(container, "volumes/mask_test", cell)
     roi = open_volume(container, "volumes/labels/mito").roi
     inner = type(roi)((roi.offset[0] + 4, roi.offset[1] + 10, roi.offset[2] + 20), (20, 100, 120))
-    result = evaluate(container, f"{group}/segmentation", LABELS, mask="volumes/mask_test", roi=inner, run=QUIET)
+    result = evaluate(container, f"{group}/segmentation", LABELS, mask="volumes/mask_test", metric_masks=(), roi=inner, run=QUIET)
     crop = inner.relative_to(roi.offset).to_slices()
     assert result.classes[0].regions["plain"].counts == metrics.confusion_counts(segmentation[crop], labels[crop], cell[crop])
     assert set(result.classes[0].regions) == {"plain"}, "no metric masks: no exclusion-zone row"
+
+
+def test_python_without_labels_scores_like_the_cli(predicted, capsys):
+    """The API's defaults are the CLI's: every labels dataset, the metric mask of each where it exists."""
+    container, group, labels, _, segmentation, zone = predicted
+    result = evaluate(container, group, run=QUIET)
+    assert main(["evaluate", str(container), "-p", group, "--json", "-", "-q"]) == 0
+    assert result.to_json() == json.loads(capsys.readouterr().out)
+    counts = result.classes[0].regions["exclusion_zone"].counts
+    assert counts == metrics.confusion_counts(segmentation, labels, zone)
 
 
 def test_cli_table_and_json(predicted, tmp_path, capsys):
@@ -117,9 +125,21 @@ def test_evaluation_with_a_data_config(predicted, tmp_path, capsys):
     container, group, labels, _, segmentation, zone = predicted
     roi = open_volume(container, "volumes/labels/mito").roi
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"crop": {
-        "file": str(container), "offset": list(roi.offset), "shape": list(roi.shape), "voxel_size": [5, 5, 5],
-        "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}, "metric_masks": ["volumes/metric_masks/mito"]}}))
+    config.write_text(
+        json.dumps(
+            {
+                "crop": {
+                    "file": str(container),
+                    "offset": list(roi.offset),
+                    "shape": list(roi.shape),
+                    "voxel_size": [5, 5, 5],
+                    "raw": "volumes/raw",
+                    "labels": {"volumes/labels/mito": 1},
+                    "metric_masks": ["volumes/metric_masks/mito"],
+                }
+            }
+        )
+    )
     assert main(["evaluate", str(config), "-p", group, "--json", "-", "-q"]) == 0
     scores = json.loads(capsys.readouterr().out)["classes"]["mito"]
     assert scores["exclusion_zone"]["tp"] == metrics.confusion_counts(segmentation, labels, zone).tp
@@ -160,12 +180,12 @@ def test_missing_dataset_lists_what_exists(predicted, capsys):
 
 def test_default_labels_leave_out_what_incasem_derived_from_them(predicted, capsys):
     """Without --labels, every labels dataset is scored, but not the instances or pyramid levels made from one."""
-    from incasem.io.volume import label_datasets, open_container
+    from incasem.io.defaults import label_datasets
     from incasem.postprocess.foreground import foreground_of
     from incasem.postprocess.instances import label_instances
 
     container, group, *_ = predicted
     label_instances(foreground_of(container, "volumes/labels/mito"), run=QUIET)
-    assert label_datasets(open_container(container), container) == ["volumes/labels/mito"]
+    assert label_datasets(container) == ["volumes/labels/mito"]
     assert main(["evaluate", str(container), "-p", group, "--json", "-", "-q"]) == 0
     assert list(json.loads(capsys.readouterr().out)["classes"]) == ["mito"]

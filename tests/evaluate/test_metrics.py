@@ -1,10 +1,7 @@
 """Metrics: hand-computed cases, independent numpy computations on real labels, additivity."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import tifffile
 from scipy import ndimage
 
 from incasem.evaluate.metrics import (
@@ -17,23 +14,20 @@ from incasem.evaluate.metrics import (
     scores_from_probabilities,
 )
 from incasem.geometry import Roi
+from tests.helpers import LUCCHI, read_stack
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-LUCCHI_MITO = DATA / "lucchi_pp_fibsem" / "labels" / "mito"
 SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
 
 
 @pytest.fixture(scope="module")
 def mito():
-    """Real manual mitochondria labels (Lucchi++), slices 40..71, full 512 x 640 plane: bool (z, y, x)."""
-    if not LUCCHI_MITO.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI_MITO} (the shared data folder sits next to the repository)")
-    return tifffile.imread([LUCCHI_MITO / f"{z:04d}.tif" for z in range(40, 72)]) != 0
+    """Real manual mitochondria labels (the whole Lucchi++ crop: 64 x 224 x 224): bool (z, y, x)."""
+    return read_stack(LUCCHI / "labels" / "mito") != 0
 
 
 @pytest.fixture(scope="module")
 def crop(mito):
-    return mito[:, 100:356, 200:456]
+    return mito[:32]
 
 
 def _metric_mask(labels, width):

@@ -161,7 +161,8 @@ def test_full_entry_resolves_paths_roi_and_datasets(config_path, cell):
 
 
 @pytest.mark.parametrize(
-    "text", [ORIGINAL_TRAIN_ER, ORIGINAL_PREDICT_CELL6, ORIGINAL_MITO_HELA, ORIGINAL_SVGA_WITH_NAME],
+    "text",
+    [ORIGINAL_TRAIN_ER, ORIGINAL_PREDICT_CELL6, ORIGINAL_MITO_HELA, ORIGINAL_SVGA_WITH_NAME],
     ids=["train_er", "predict_cell6", "mito_hela_4nm", "svga_with_name"],
 )
 def test_original_configs_are_accepted_unchanged(tmp_path, text):
@@ -253,7 +254,11 @@ BAD_DATA = {
     "missing_labels": (_entry(labels={"volumes/labels/golgi": 1}), DatasetNotFoundError, ["key 'labels[volumes/labels/golgi]'"]),
     "missing_mask": (_entry(mask="volumes/cell_mask"), DatasetNotFoundError, ["key 'mask'"]),
     "missing_metric_mask": (_entry(metric_masks=["volumes/metric_masks/er", "volumes/metric_masks/x"]), DatasetNotFoundError, ["key 'metric_masks[1]'"]),
-    "roi_outside_raw": (_entry(labels={}, mask=None, metric_masks=[], offset=[5, 20, 0], shape=[10, 10, 10]), RoiError, ["key 'raw'", "reaches outside", "[5:15, 20:30, 0:10]"]),
+    "roi_outside_raw": (
+        _entry(labels={}, mask=None, metric_masks=[], offset=[5, 20, 0], shape=[10, 10, 10]),
+        RoiError,
+        ["key 'raw'", "reaches outside", "[5:15, 20:30, 0:10]"],
+    ),
     "roi_outside_labels": (_entry(offset=[15, 32, 12]), RoiError, ["key 'labels[volumes/labels/er]'", "reaches outside"]),
     "roi_outside_mask": (_entry(labels={}, metric_masks=[], offset=[12, 22, 2]), RoiError, ["key 'mask'"]),
     "voxel_size_vs_datasets": (_entry(voxel_size=[4, 4, 4]), VoxelSizeError, ["key 'raw'", "[5, 5, 5] nm", "[4, 4, 4] nm"]),

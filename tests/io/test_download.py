@@ -26,26 +26,24 @@ from incasem.errors import DownloadError, InvalidValueError, NotAContainerError
 from incasem.io.bucket import BucketObject
 from incasem.io.download import INCOMPLETE_MARKER, STATE_FOLDER, cell_name, download_cell, list_cell, list_cells
 from incasem.io.volume import open_volume
-from tests.conftest import LUCCHI, read_stack
 from tests.fake_bucket import Bucket, serve, unreachable_url
+from tests.helpers import LUCCHI, read_stack, require
 
 PAGE_SIZE = 7  # keys per listing page: the cell's ~50 keys span several pages
-CROP = (slice(10, 30), slice(100, 164), slice(200, 280))  # z, y, x voxels of the Lucchi++ stack
+CROP = (slice(10, 30), slice(100, 164), slice(100, 180))  # z, y, x voxels of the Lucchi++ test crop
 CELL = "datasets/cell_6/"
 
 
 @pytest.fixture(scope="module")
 def bucket_root(tmp_path_factory) -> Path:
     """The bucket's files: cell_6 (a real zarr container, raw + labels), cell_1, a README."""
-    if not LUCCHI.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI}")
+    require(LUCCHI)
     root = tmp_path_factory.mktemp("bucket")
     container = root / CELL / "cell_6.zarr"
     crop = [f"--{axis}={s.start}:{s.stop}" for axis, s in zip("zyx", CROP)]
     common = [*crop, "--voxel-size", "5", "--chunks", "8,32,32", "-q"]
     assert main(["convert", str(LUCCHI / "image"), str(container), *common]) == 0
-    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/mito",
-                 "--like", str(container), *crop, "-q"]) == 0
+    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/mito", "--like", str(container), *crop, "-q"]) == 0
     (root / "datasets" / "cell_1").mkdir()
     (root / "datasets" / "cell_1" / "notes.txt").write_text("another cell")
     (root / "datasets" / "README.txt").write_text("example cells of incasem")
@@ -110,7 +108,7 @@ def test_interrupted_download_resumes_with_only_the_missing_files(bucket, tmp_pa
     server, base_url = bucket
     keys = cell_keys(server)
     server.fail_after = 5  # the server answers HTTP 503 from the sixth file on
-    with pytest.raises(DownloadError, match="HTTP 503.*resumes the incomplete download") as info:
+    with pytest.raises(DownloadError, match=r"HTTP 503.*resumes the incomplete download") as info:
         download_cell("cell_6", tmp_path, base_url, progress=False)
     assert "\n" not in str(info.value)
     folder = tmp_path / "cell_6"
@@ -242,7 +240,7 @@ def test_unreachable_server_and_bad_url(tmp_path) -> None:
 
 
 def test_full_disk_is_one_line_and_leaves_the_download_incomplete(bucket, tmp_path, monkeypatch) -> None:
-    server, base_url = bucket
+    _server, base_url = bucket
 
     class FullDisk:
         def __init__(self, path, mode) -> None:
@@ -313,8 +311,9 @@ def test_console_script_downloads_a_cell(bucket, tmp_path) -> None:
     if not script.exists():
         pytest.skip(f"console script {script} is not installed (pip install -e .)")
     _, base_url = bucket
-    result = subprocess.run([str(script), "download", "cell_1", str(tmp_path), "--base-url", base_url, "-q"],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [str(script), "download", "cell_1", str(tmp_path), "--base-url", base_url, "-q"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("cell_1: 1 files, ")
     assert (tmp_path / "cell_1" / "notes.txt").read_text() == "another cell"

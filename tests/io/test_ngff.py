@@ -59,9 +59,7 @@ def assert_image(node, name: str, shape, voxel_size, offset_nm) -> None:
     assert len(node.data) == 1 and node.data[0].shape == tuple(shape)
     transforms = node.metadata["coordinateTransformations"]
     ome_format.FormatV04().validate_coordinate_transformations(3, 1, transforms)  # raises if not spec-conformant
-    assert transforms == [
-        [{"type": "scale", "scale": list(voxel_size)}, {"type": "translation", "translation": list(offset_nm)}]
-    ]
+    assert transforms == [[{"type": "scale", "scale": list(voxel_size)}, {"type": "translation", "translation": list(offset_nm)}]]
 
 
 @pytest.fixture
@@ -146,9 +144,12 @@ def test_other_tools_entries_are_kept(tmp_path):
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     for level in ("0", "1"):
         group.create_array(f"pyramid/{level}", shape=(4, 4, 4), dtype="uint8")
-    foreign = {"version": "0.4", "name": "theirs", "axes": NANOMETRE_AXES, "datasets": [
-        {"path": level, "coordinateTransformations": [{"type": "scale", "scale": [s, s, s]}]} for level, s in (("0", 1), ("1", 2))
-    ]}
+    foreign = {
+        "version": "0.4",
+        "name": "theirs",
+        "axes": NANOMETRE_AXES,
+        "datasets": [{"path": level, "coordinateTransformations": [{"type": "scale", "scale": [s, s, s]}]} for level, s in (("0", 1), ("1", 2))],
+    }
     group["pyramid"].attrs["multiscales"] = [foreign]
     write(path, "pyramid/ours", (4, 4, 4), "uint8", (5, 5, 5), (0, 0, 0))
     entries = json.loads((path / "pyramid" / ".zattrs").read_text())["multiscales"]
@@ -180,9 +181,21 @@ def test_original_container_is_published_as_a_whole(tmp_path):
 
 def test_read_geometry_reads_an_old_array_level_entry_and_the_originals_attributes_win():
     ref = DatasetRef(Path("old.zarr"), "volumes/raw")
-    old = {"multiscales": [{"version": "0.4", "name": "volumes/raw", "axes": NANOMETRE_AXES, "datasets": [
-        {"path": ".", "coordinateTransformations": [
-            {"type": "scale", "scale": [50, 4.6, 4.6]}, {"type": "translation", "translation": [0, 460, 32.2]}]}]}]}
+    old = {
+        "multiscales": [
+            {
+                "version": "0.4",
+                "name": "volumes/raw",
+                "axes": NANOMETRE_AXES,
+                "datasets": [
+                    {
+                        "path": ".",
+                        "coordinateTransformations": [{"type": "scale", "scale": [50, 4.6, 4.6]}, {"type": "translation", "translation": [0, 460, 32.2]}],
+                    }
+                ],
+            }
+        ]
+    }
     assert read_geometry(old, ref) == ((50, 4.6, 4.6), (0, 460, 32.2))
     assert read_geometry({**old, "resolution": [5, 5, 5], "offset": [10, 10, 10]}, ref) == ((5, 5, 5), (10, 10, 10))
     assert read_geometry({**old, "resolution": [5, 5, 5]}, ref) == ((5, 5, 5), (0, 0, 0))
@@ -193,9 +206,16 @@ def test_old_container_with_array_level_entries_opens(tmp_path):
     path = tmp_path / "old.zarr"
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     array = group.create_array("volumes/raw", shape=(4, 6, 8), dtype="uint8")
-    array.attrs["multiscales"] = [{"version": "0.4", "name": "volumes/raw", "axes": NANOMETRE_AXES, "datasets": [
-        {"path": ".", "coordinateTransformations": [
-            {"type": "scale", "scale": [50, 4.6, 4.6]}, {"type": "translation", "translation": [0, 460, 32.2]}]}]}]
+    array.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": "volumes/raw",
+            "axes": NANOMETRE_AXES,
+            "datasets": [
+                {"path": ".", "coordinateTransformations": [{"type": "scale", "scale": [50, 4.6, 4.6]}, {"type": "translation", "translation": [0, 460, 32.2]}]}
+            ],
+        }
+    ]
     volume = open_volume(path, "volumes/raw")
     assert volume.voxel_size == (50, 4.6, 4.6) and volume.offset_nm == (0, 460, 32.2)
     publish_container_ngff(open_container(path, "r+"))

@@ -10,18 +10,13 @@ import tifffile
 
 from incasem.errors import InputFileError
 from incasem.io.tiff import open_stack
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-LUCCHI = DATA / "lucchi_pp_fibsem"
+from tests.helpers import LUCCHI, read_stack
 
 
 @pytest.fixture(scope="module")
 def planes() -> np.ndarray:
     """Eight real FIB-SEM slices of Lucchi++ (uint8), cropped to 40 x 48."""
-    files = sorted((LUCCHI / "image").glob("*.tif"))[60:68]
-    if len(files) < 8:
-        pytest.skip(f"real data not found at {LUCCHI}")
-    return np.stack([tifffile.imread(f)[200:240, 300:348] for f in files])
+    return read_stack(LUCCHI / "image", slice(8, 16), slice(72, 112), slice(76, 124))  # slices 60-67, rows 200-239, columns 300-347
 
 
 def _append(path: Path, images, **kwargs) -> Path:
@@ -201,13 +196,13 @@ def test_corrupt_page_is_named_and_ranges_without_it_read(tmp_path, planes):
     stack = open_stack(path)  # headers are fine
     np.testing.assert_array_equal(stack.read(0, 4), planes[:4])
     np.testing.assert_array_equal(stack.read(5, 8), planes[5:])
-    with pytest.raises(InputFileError, match="pages.tif is corrupt .*: replace or remove it"):
+    with pytest.raises(InputFileError, match=r"pages\.tif is corrupt .*: replace or remove it"):
         stack.read(3, 6)
 
 
 def test_page_by_page_file_converts_to_zarr(tmp_path, planes):
     from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
-    from tests.conftest import QUIET
+    from tests.helpers import QUIET
 
     path = _append(tmp_path / "pages.tif", planes)
     options = ConvertOptions(crop=(slice(1, 7), slice(None), slice(5, 48)), chunks=(2, 20, 20))

@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from incasem.errors import CheckpointError
+from incasem.model.card import FORMAT_VERSION, ModelCard
 from incasem.model.checkpoint import (
     CHECKPOINT_FORMAT,
-    FORMAT_VERSION,
-    ModelCard,
     checkpoint_sha256,
     import_published_checkpoint,
     load_checkpoint,
@@ -50,18 +49,17 @@ class PlainObject:
 
 
 def card(config: UNetConfig = SMALL, **overrides) -> ModelCard:
-    values = dict(
-        voxel_size_nm=(5, 5, 5),
-        class_names=["background", "mito", "er"][: config.num_classes]
-        + [f"c{i}" for i in range(3, config.num_classes)],
-        organelle="mito",
-        source="test",
-        architecture=config,
-        preparation="chemical fixation",
-        training={"iterations": 10, "loss": "cross_entropy", "lr": 3e-5, "tags": ["a", "b"]},
-        iteration=10,
-        validation_scores={"dice": 0.9},
-    )
+    values = {
+        "voxel_size_nm": (5, 5, 5),
+        "class_names": ["background", "mito", "er"][: config.num_classes] + [f"c{i}" for i in range(3, config.num_classes)],
+        "organelle": "mito",
+        "source": "test",
+        "architecture": config,
+        "preparation": "chemical fixation",
+        "training": {"iterations": 10, "loss": "cross_entropy", "lr": 3e-5, "tags": ["a", "b"]},
+        "iteration": 10,
+        "validation_scores": {"dice": 0.9},
+    }
     values.update(overrides)
     return ModelCard(**values)
 
@@ -143,17 +141,14 @@ def _truncated(path: Path) -> None:
 
 
 def _random_bytes(path: Path) -> None:
-    path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(7),
-                                   dtype=torch.uint8).numpy().tobytes())
+    path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(7), dtype=torch.uint8).numpy().tobytes())
 
 
 def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
-@pytest.mark.parametrize(
-    "damage", [_truncated, _random_bytes, _empty], ids=["truncated", "random", "empty"]
-)
+@pytest.mark.parametrize("damage", [_truncated, _random_bytes, _empty], ids=["truncated", "random", "empty"])
 def test_corrupt_files(tmp_path: Path, damage) -> None:
     path = tmp_path / "bad.pt"
     damage(path)
@@ -259,9 +254,7 @@ def test_import_published_checkpoint(tmp_path: Path) -> None:
     published = UNet(standard_config())
     src = tmp_path / "model_checkpoint_1847"
     _published(src, published)
-    metadata = card(
-        standard_config(), class_names=["background", "mito"], source="incasem-published:1847"
-    )
+    metadata = card(standard_config(), class_names=["background", "mito"], source="incasem-published:1847")
 
     with pytest.raises(CheckpointError, match="incasem models import") as info:
         load_checkpoint(src)
@@ -301,8 +294,7 @@ def test_model_card_validation_and_dict_round_trip() -> None:
     metadata = card()
     data = json.loads(json.dumps(metadata.to_dict()))
     assert ModelCard.from_dict(data) == metadata
-    minimal = ModelCard(voxel_size_nm=(5, 5, 5), class_names=["background", "mito"],
-                        organelle="mito", source="x")
+    minimal = ModelCard(voxel_size_nm=(5, 5, 5), class_names=["background", "mito"], organelle="mito", source="x")
     assert minimal.architecture == standard_config()
     assert ModelCard.from_dict(minimal.to_dict()) == minimal
     with pytest.raises(ValueError, match="background"):
@@ -467,8 +459,7 @@ def test_fractional_voxel_sizes_round_trip(tmp_path: Path) -> None:
     assert loaded == metadata and [type(v) for v in loaded.voxel_size_nm] == [int, float, float]
     assert card(voxel_size_nm=[5.0, 5, 5]).voxel_size_nm == (5.0, 5, 5)
 
-    for bad in [(True, 5, 5), (0, 5, 5), (-4.6, 5, 5), (float("nan"), 5, 5), (float("inf"), 5, 5),
-                ("5", 5, 5), (5, 5), "555", None]:
+    for bad in [(True, 5, 5), (0, 5, 5), (-4.6, 5, 5), (float("nan"), 5, 5), (float("inf"), 5, 5), ("5", 5, 5), (5, 5), "555", None]:
         with pytest.raises(ValueError, match="voxel_size_nm must be three positive finite numbers"):
             card(voxel_size_nm=bad)
 

@@ -82,16 +82,13 @@ def expected_published_keys(num_levels: int = 4) -> set[str]:
 # --------------------------------------------------------------------- reference
 
 
-def reference_forward(
-    state: dict[str, torch.Tensor], config: UNetConfig, x: torch.Tensor
-) -> torch.Tensor:
+def reference_forward(state: dict[str, torch.Tensor], config: UNetConfig, x: torch.Tensor) -> torch.Tensor:
     """The original network written out with torch.nn.functional (the spec)."""
 
     def conv_pass(prefix: str, h: torch.Tensor, relu: bool = True) -> torch.Tensor:
         conv = 0
         while f"{prefix}.conv_pass.{conv}.weight" in state:
-            h = F.conv3d(h, state[f"{prefix}.conv_pass.{conv}.weight"],
-                         state[f"{prefix}.conv_pass.{conv}.bias"])
+            h = F.conv3d(h, state[f"{prefix}.conv_pass.{conv}.weight"], state[f"{prefix}.conv_pass.{conv}.bias"])
             if relu:
                 h = F.relu(h)
             conv += 2
@@ -117,10 +114,7 @@ def reference_forward(
             h = h.repeat_interleave(factors[level][d], dim=2 + d)
         crop_factor = [math.prod(f[d] for f in factors[level:]) for d in range(3)]
         conv_crop = [sum(k[d] - 1 for k in config.kernel_size_up[level]) for d in range(3)]
-        target = [
-            ((h.shape[2 + d] - conv_crop[d]) // crop_factor[d]) * crop_factor[d] + conv_crop[d]
-            for d in range(3)
-        ]
+        target = [((h.shape[2 + d] - conv_crop[d]) // crop_factor[d]) * crop_factor[d] + conv_crop[d] for d in range(3)]
         h = center_crop(h, target)
         h = torch.cat([center_crop(skips[level], target), h], dim=1)
         h = conv_pass(f"unet.r_conv.0.{level}", h)
@@ -180,7 +174,7 @@ def test_forward_rejects_bad_inputs() -> None:
     model = seeded_model(SMALL)
     with pytest.raises(ValueError, match="not valid"):
         model(torch.zeros(1, 1, 106, 100, 100))
-    with pytest.raises(ValueError, match="channels|shaped"):
+    with pytest.raises(ValueError, match=r"channels|shaped"):
         model(torch.zeros(1, 2, 100, 100, 100))
     with pytest.raises(ValueError, match="shaped"):
         model(torch.zeros(1, 100, 100, 100))
@@ -260,20 +254,18 @@ def test_translation_equivariance(config: UNetConfig) -> None:
     x = torch.randn(1, config.in_channels, *big)
     out_big = predict(model, x)
     out_a = predict(model, x[..., : sub[0], : sub[1], : sub[2]])
-    out_b = predict(model, x[..., shift[0]:, shift[1]:, shift[2]:])
+    out_b = predict(model, x[..., shift[0] :, shift[1] :, shift[2] :])
     stitched = torch.zeros_like(out_big)
     oa = out_a.shape[2:]
     stitched[..., : oa[0], : oa[1], : oa[2]] = out_a
-    stitched[..., shift[0]:, shift[1]:, shift[2]:] = out_b
+    stitched[..., shift[0] :, shift[1] :, shift[2] :] = out_b
     assert out_b.shape[2:] == tuple(o - s for o, s in zip(out_big.shape[2:], shift))
     # together the two blocks cover the corners of the big output; compare both
     torch.testing.assert_close(stitched[..., : oa[0], : oa[1], : oa[2]], out_a)
+    torch.testing.assert_close(out_big[..., : oa[0], : oa[1], : oa[2]], out_a, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(
-        out_big[..., : oa[0], : oa[1], : oa[2]], out_a, rtol=1e-5, atol=1e-5
-    )
-    torch.testing.assert_close(
-        out_big[..., shift[0]:, shift[1]:, shift[2]:],
-        stitched[..., shift[0]:, shift[1]:, shift[2]:],
+        out_big[..., shift[0] :, shift[1] :, shift[2] :],
+        stitched[..., shift[0] :, shift[1] :, shift[2] :],
         rtol=1e-5,
         atol=1e-5,
     )
@@ -373,6 +365,6 @@ def test_foreground_threshold_moves_the_argmax_to_that_threshold(quantile: float
 def test_foreground_threshold_refuses_what_it_cannot_mean(classes: int, threshold: float) -> None:
     model = UNet(UNetConfig(num_fmaps=2, num_classes=classes))
     bias = model.final_conv_pass.conv_pass[0].bias.clone()
-    with pytest.raises(ValueError, match="two-class|between 0 and 1"):
+    with pytest.raises(ValueError, match=r"two-class|between 0 and 1"):
         model.set_foreground_threshold(threshold)
     assert torch.equal(model.final_conv_pass.conv_pass[0].bias, bias)

@@ -192,7 +192,7 @@ def test_unreachable_server(cache, unreachable) -> None:
         fetch_published_model("1847", cache, unreachable, progress=False)
     message = str(info.value)
     assert "\n" not in message and "check the connection" in message and "incasem models import" in message
-    with pytest.raises(DownloadError, match="cannot reach .*list-type=2"):  # 1675 needs the listing
+    with pytest.raises(DownloadError, match=r"cannot reach .*list-type=2"):  # 1675 needs the listing
         fetch_published_model("1675", cache, unreachable, progress=False)
     with pytest.raises(DownloadError, match="http:// or https://"):
         fetch_published_model("1847", cache, "file:///etc", progress=False)
@@ -200,7 +200,7 @@ def test_unreachable_server(cache, unreachable) -> None:
 
 
 def test_unknown_names(cache, tmp_path) -> None:
-    with pytest.raises(ModelNotFoundError, match="unknown published model id '1234'.*1847, 1837, 1841, 1675"):
+    with pytest.raises(ModelNotFoundError, match=r"unknown published model id '1234'.*1847, 1837, 1841, 1675"):
         fetch_published_model("1234", cache)
     with pytest.raises(ModelNotFoundError, match="neither a checkpoint file, a shipped model"):
         resolve_model("mito-best", cache)
@@ -245,7 +245,12 @@ def test_import_of_an_arbitrary_original_checkpoint(cache, published_file, publi
     assert_weights(model, published_state)
     entry = list_models(cache)[-1]
     assert (entry.model_id, entry.organelle, entry.preparation, entry.voxel_size_nm, entry.file_name, entry.path) == (
-        "golgi_run_17", "golgi", "HPF", (8, 4, 4), "golgi_run_17.pt", path
+        "golgi_run_17",
+        "golgi",
+        "HPF",
+        (8, 4, 4),
+        "golgi_run_17.pt",
+        path,
     )
     assert resolve_model("golgi_run_17", cache) == path
 
@@ -257,7 +262,7 @@ def test_import_refuses_unclear_or_bad_input(cache, published_file, tmp_path) ->
     shutil.copy(published_file, plain)
     with pytest.raises(ConfigError, match="give its published id"):
         import_model(plain, cache_dir=cache)
-    with pytest.raises(ConfigError, match="needs both --organelle and --voxel-size"):
+    with pytest.raises(ConfigError, match="needs both organelle and voxel_size_nm"):
         import_model(plain, organelle="mito", cache_dir=cache)
     with pytest.raises(ConfigError, match="voxel_size_nm"):
         import_model(plain, organelle="mito", voxel_size_nm=(0, 5, 5), cache_dir=cache)
@@ -281,7 +286,15 @@ def test_list_models_before_fetching(cache) -> None:
         threshold = (card.training or {}).get("decision_threshold")
         assert threshold is None or f"foreground threshold {threshold['threshold']:g}" in entry.summary
         assert card.seed_threshold is None or f"reach probability {card.seed_threshold:g}" in entry.summary
-    entries = everything[len(shipped):]
+        # how it was chosen: trained on, selected on, held out (in this order), the held-out scores shown
+        training = card.training or {}
+        said = [
+            entry.summary.index(f"{part} {training[key]}") for part, key in (("trained on", "data"), ("selected on", "selected_on"), ("held out", "held_out"))
+        ]
+        assert said == sorted(said)
+        held_out = card.validation_scores["held_out"]["plain"]
+        assert f"F1 {held_out['f1']:.3f} IoU {held_out['iou']:.3f} (all voxels)" in entry.summary
+    entries = everything[len(shipped) :]
     assert [e.model_id for e in entries] == ["1847", "1837", "1841", "1675", "1669", "1986", "2000"]
     assert all(e.path is None for e in entries)
     by_id = {e.model_id: e for e in entries}
@@ -306,7 +319,7 @@ def test_models_dir_precedence(tmp_path, monkeypatch) -> None:
 def test_corrupt_index_is_reported(cache) -> None:
     cache.mkdir()
     (cache / "index.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="index.json is not valid JSON: delete it"):
+    with pytest.raises(ConfigError, match=r"index\.json is not valid JSON: delete it"):
         list_models(cache)
 
 
@@ -314,7 +327,7 @@ def test_corrupt_index_is_reported(cache) -> None:
 
 
 def test_cli_fetch_list_and_import(bucket, cache, published_file, capsys, monkeypatch) -> None:
-    server, base_url = bucket
+    _server, base_url = bucket
     assert main(["models", "fetch", "1847", "1675", "--base-url", base_url, "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"1847: {cache / 'published' / '1847_mito_CF.pt'}", f"1675: {cache / 'published' / '1675_mito_HPF.pt'}"]
@@ -328,15 +341,14 @@ def test_cli_fetch_list_and_import(bucket, cache, published_file, capsys, monkey
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     if lines[0].startswith("shipped with incasem"):
-        shipped_lines = lines[1:lines.index(f"models folder: {cache}")]
+        shipped_lines = lines[1 : lines.index(f"models folder: {cache}")]
         assert [line.split()[0] for line in shipped_lines] == sorted(shipped_models())  # by name, the full model first
         assert all("held out" in line for line in shipped_lines)
-        lines = lines[len(shipped_lines) + 1:]
+        lines = lines[len(shipped_lines) + 1 :]
     assert lines[0] == f"models folder: {cache}"
     assert lines[1].split() == ["id", "organelle", "prep", "voxel", "nm", "file", "cached"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert rows["1847"] == ["1847", "mito", "CF", "5,5,5", "model_checkpoint_1847_mito_CF.pt",
-                            str(cache / "published" / "1847_mito_CF.pt")]
+    assert rows["1847"] == ["1847", "mito", "CF", "5,5,5", "model_checkpoint_1847_mito_CF.pt", str(cache / "published" / "1847_mito_CF.pt")]
     assert rows["1675"][4] == "model_checkpoint_1675_mito_HPF.pt"
     assert rows["1669"][-2:] == ["not", "fetched"]
     assert rows["er_run"] == ["er_run", "er", "-", "5,5,5", "er_run.pt", str(cache / "imported" / "er_run.pt")]
@@ -371,8 +383,7 @@ def test_console_script_lists_models(cache) -> None:
     script = Path(sys.executable).parent / "incasem"
     if not script.exists():
         pytest.skip(f"console script {script} is not installed (pip install -e .)")
-    result = subprocess.run([str(script), "models", "list", "--cache-dir", str(cache)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(script), "models", "list", "--cache-dir", str(cache)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "1847  mito" in result.stdout and "not fetched" in result.stdout
 
@@ -399,7 +410,7 @@ def test_models_folder_files_incasem_did_not_write_are_kept(bucket, cache, publi
     users.write_bytes(b"the user's own file")
     with pytest.raises(ConfigError, match="was not written by incasem"):
         import_model(published_file, "1847", cache_dir=cache)
-    with pytest.raises(ConfigError, match="move that file away or use another --cache-dir"):
+    with pytest.raises(ConfigError, match="move that file away or use another cache_dir"):
         fetch_published_model("1847", cache, base_url, progress=False)
     assert server.downloads() == 0
     assert users.read_bytes() == b"the user's own file" and files_in(cache) == ["published/1847_mito_CF.pt"]

@@ -16,8 +16,7 @@ from incasem.postprocess import threshold as threshold_module
 from incasem.postprocess.foreground import foreground_of
 from incasem.postprocess.instances import SCRATCH_FOLDER, instances_in_memory, label_instances
 from incasem.postprocess.threshold import threshold_probabilities
-from tests.conftest import QUIET, error_line
-from tests.postprocess.test_instances import Crash, _fail_after, real_labels, write  # noqa: F401 - fixture
+from tests.helpers import QUIET, Crash, error_line, fail_after, write_volume
 
 PROBABILITIES = "volumes/predictions/m/0001/prob_maps/class_1"
 
@@ -28,7 +27,7 @@ def hysteresis(probabilities: np.ndarray, low: float, high: float) -> np.ndarray
 
 
 @pytest.fixture
-def probability_map(real_labels) -> np.ndarray:  # noqa: F811 - the fixture imported above
+def probability_map(real_labels) -> np.ndarray:
     """Real mitochondria blurred into certain objects, plus blurred noise: uncertain objects that never reach 0.9."""
     certain = ndimage.gaussian_filter(real_labels.astype(np.float32), 2)
     noise = ndimage.gaussian_filter(np.random.default_rng(3).random(real_labels.shape, np.float32), 3)
@@ -36,10 +35,10 @@ def probability_map(real_labels) -> np.ndarray:  # noqa: F811 - the fixture impo
     return np.rint(np.maximum(certain, uncertain) * 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("chunks", [(16, 40, 48), (48, 200, 240), (7, 33, 61)])
+@pytest.mark.parametrize("chunks", [(16, 40, 48), (48, 200, 224), (7, 33, 61)])  # the middle one: one block
 def test_seeded_threshold_equals_whole_volume_hysteresis(tmp_path, probability_map, chunks):
     container = tmp_path / "cell.zarr"
-    write(container, PROBABILITIES, probability_map, chunks)
+    write_volume(container, PROBABILITIES, probability_map, chunks)
     output = threshold_probabilities(foreground_of(container, PROBABILITIES, threshold=0.5, seed_threshold=0.9), run=QUIET)
     expected = hysteresis(probability_map, 0.5, 0.9)
     plain = probability_map >= 128
@@ -52,10 +51,10 @@ def test_seeded_threshold_equals_whole_volume_hysteresis(tmp_path, probability_m
 
 def test_seeded_instances_with_mask(tmp_path, probability_map):
     container = tmp_path / "cell.zarr"
-    write(container, PROBABILITIES, probability_map)
+    write_volume(container, PROBABILITIES, probability_map)
     cell = np.zeros(probability_map.shape, np.uint8)
     cell[:, 30:170, 20:] = 1
-    write(container, "volumes/mask", cell)
+    write_volume(container, "volumes/mask", cell)
     foreground = foreground_of(container, PROBABILITIES, threshold=0.61, mask="volumes/mask", seed_threshold=0.95)
     output = label_instances(foreground, "volumes/objects", run=QUIET)
     expected = hysteresis(np.where(cell != 0, probability_map, 0), 0.61, 0.95)
@@ -71,17 +70,17 @@ def test_seeded_instances_with_mask(tmp_path, probability_map):
 def test_seeded_threshold_of_random_volumes_any_block_shape(tmp_path_factory, shape, chunks, seed):
     data = np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
     container = tmp_path_factory.mktemp("random") / "cell.zarr"
-    write(container, "volumes/prob", data, chunks, (0, 0, 0))
+    write_volume(container, "volumes/prob", data, chunks, (0, 0, 0))
     output = threshold_probabilities(foreground_of(container, "volumes/prob", threshold=0.41, seed_threshold=0.85), run=QUIET)
     np.testing.assert_array_equal(output.read(), hysteresis(data, 0.41, 0.85).astype(np.uint8))
 
 
 def test_interrupted_seeded_threshold_resumes_to_the_same_result(tmp_path, probability_map, monkeypatch):
     container = tmp_path / "cell.zarr"
-    write(container, PROBABILITIES, probability_map)
+    write_volume(container, PROBABILITIES, probability_map)
     foreground = foreground_of(container, PROBABILITIES, seed_threshold=0.9)
     with monkeypatch.context() as patch:
-        _fail_after(patch, threshold_module, "_seeded_block", 5)
+        fail_after(patch, threshold_module, "_seeded_block", 5)
         with pytest.raises(Crash):
             threshold_probabilities(foreground, run=RunOptions(progress=False, workers=1))
     name = "volumes/predictions/m/0001/threshold_0.5_seed_0.9/class_1"
@@ -90,10 +89,10 @@ def test_interrupted_seeded_threshold_resumes_to_the_same_result(tmp_path, proba
     np.testing.assert_array_equal(output.read(), hysteresis(probability_map, 0.5, 0.9).astype(np.uint8))
 
 
-def test_cli_seed_threshold_and_refusals(tmp_path: Path, probability_map, real_labels, capsys):  # noqa: F811
+def test_cli_seed_threshold_and_refusals(tmp_path: Path, probability_map, real_labels, capsys):
     container = tmp_path / "cell.zarr"
-    write(container, PROBABILITIES, probability_map)
-    write(container, "volumes/labels/mito", real_labels)
+    write_volume(container, PROBABILITIES, probability_map)
+    write_volume(container, "volumes/labels/mito", real_labels)
     assert main(["threshold", str(container), "-i", PROBABILITIES, "--seed-threshold", "0.9", "-q"]) == 0
     written = open_volume(container, "volumes/predictions/m/0001/threshold_0.5_seed_0.9/class_1").read()
     np.testing.assert_array_equal(written, hysteresis(probability_map, 0.5, 0.9))

@@ -18,58 +18,15 @@ from incasem.cli import main
 from incasem.errors import DatasetExistsError, RoiError, VoxelSizeError
 from incasem.evaluate.metrics import confusion_counts
 from incasem.geometry import Roi
-from incasem.io.volume import create_volume, open_volume
-from incasem.model.checkpoint import ModelCard, load_checkpoint, save_checkpoint
-from incasem.model.unet import UNet, UNetConfig
+from incasem.io.layout import encode_probability
+from incasem.io.volume import open_volume
+from incasem.model.checkpoint import load_checkpoint
+from incasem.model.unet import UNetConfig
 from incasem.predict import PredictOptions, predict_roi
-from incasem.predict.device import balanced_block_shape, input_bytes, output_chunk_shape
 from incasem.predict.core import input_roi, predict_array
-from incasem.predict.job import probability_to_uint8
+from incasem.predict.device import balanced_block_shape, input_bytes, output_chunk_shape
 from incasem.predict.outputs import allocate_prediction_id
-from tests.conftest import QUIET
-
-#: The standard architecture's depth (4 levels), narrow: for the equality with a whole pass.
-TINY = UNetConfig(num_fmaps=4)
-#: Three levels (context 21), fast enough for tests that run hundreds of blocks.
-SMALL = UNetConfig(num_fmaps=4, downsample_factors=((2, 2, 2), (2, 2, 2)))
-#: For anisotropic stacks: no pooling and 1x3x3 kernels along z.
-ANISOTROPIC = UNetConfig(
-    num_fmaps=4,
-    downsample_factors=((1, 2, 2), (1, 2, 2)),
-    kernel_size_down=(((1, 3, 3), (1, 3, 3)),) * 3,
-    kernel_size_up=(((1, 3, 3), (1, 3, 3)),) * 2,
-)
-
-
-def make_checkpoint(path: Path, config: UNetConfig = SMALL, voxel_size=(5, 5, 5), seed: int = 0) -> Path:
-    """A model with He-initialised random weights, so every level shapes the output."""
-    torch.manual_seed(seed)
-    model = UNet(config)
-    for name, parameter in model.named_parameters():
-        if name.endswith("weight"):
-            torch.nn.init.kaiming_normal_(parameter, nonlinearity="relu")
-        else:
-            torch.nn.init.normal_(parameter, std=0.1)
-    card = ModelCard(voxel_size_nm=voxel_size, class_names=("background", "mito"), organelle="mito", source="test", architecture=config)
-    return save_checkpoint(path, model, card)
-
-
-def write_raw(container: Path, data: np.ndarray, voxel_size=(5, 5, 5), name="volumes/raw_equalized_0.02", offset_nm=(0, 0, 0)):
-    volume = create_volume(container, name, data.shape, data.dtype, voxel_size, offset_nm, chunks=(16, 32, 32))
-    volume.write(volume.roi, data)
-    volume.mark_complete()
-    return volume
-
-
-@pytest.fixture
-def setup(tmp_path, lucchi_crop):
-    raw, labels = lucchi_crop
-    container = tmp_path / "cell.zarr"
-    write_raw(container, raw, offset_nm=(50, 100, 0))
-    labels_volume = create_volume(container, "volumes/labels/mito", labels.shape, "uint8", (5, 5, 5), (50, 100, 0))
-    labels_volume.write(labels_volume.roi, labels)
-    labels_volume.mark_complete()
-    return container, make_checkpoint(tmp_path / "tiny.pt")
+from tests.helpers import ANISOTROPIC, QUIET, SMALL, TINY, make_checkpoint
 
 
 def whole_region_in_memory(checkpoint: Path, container: Path, roi: Roi) -> np.ndarray:
@@ -103,7 +60,7 @@ def test_blockwise_equals_predict_array_on_the_whole_region(setup, tmp_path, con
     probabilities = open_volume(container, output.probabilities[0]).read()
     segmentation = open_volume(container, output.segmentation).read()
     assert probabilities.shape == roi.shape
-    assert np.abs(probabilities.astype(int) - probability_to_uint8(reference[1]).astype(int)).max() <= 1
+    assert np.abs(probabilities.astype(int) - encode_probability(reference[1]).astype(int)).max() <= 1
     decided = np.abs(reference[1] - 0.5) > 1e-4
     np.testing.assert_array_equal(segmentation[decided], np.argmax(reference, axis=0)[decided])
     assert np.ptp(probabilities) > 50 and probabilities.std() > 5, "the test network must not be trivially constant"
@@ -112,7 +69,15 @@ def test_blockwise_equals_predict_array_on_the_whole_region(setup, tmp_path, con
 def test_cli_predicts_config_prints_and_stores_scores(setup, tmp_path, capsys):
     container, checkpoint = setup
     config = tmp_path / "predict.json"
-    config.write_text(json.dumps({"crop": {"file": container.name, "offset": [12, 24, 4], "shape": [30, 64, 80], "voxel_size": [5, 5, 5], "raw": "volumes/raw_equalized_0.02", "labels": {"volumes/labels/mito": 1}}}))
+    crop = {
+        "file": container.name,
+        "offset": [12, 24, 4],
+        "shape": [30, 64, 80],
+        "voxel_size": [5, 5, 5],
+        "raw": "volumes/raw_equalized_0.02",
+        "labels": {"volumes/labels/mito": 1},
+    }
+    config.write_text(json.dumps({"crop": crop}))
     assert main(["predict", str(config), "--model", str(checkpoint), "--block-size", "16,32,40", "--device", "cpu", "-q"]) == 0
     out = capsys.readouterr().out
     assert "crop: " in out and "mito: F1" in out
@@ -233,9 +198,7 @@ def test_dask_cluster_gives_the_same_output(setup, dask_cluster):
     roi = Roi((10, 20, 0), (24, 64, 64))
     options = PredictOptions((8, 32, 32), "cpu")
     local = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, run=QUIET)
-    remote = predict_roi(
-        checkpoint, container, "volumes/raw_equalized_0.02", roi, options, run=RunOptions(scheduler=dask_cluster, progress=False)
-    )
+    remote = predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, options, run=RunOptions(scheduler=dask_cluster, progress=False))
     for local_name, remote_name in ((local.segmentation, remote.segmentation), (local.probabilities[0], remote.probabilities[0])):
         np.testing.assert_array_equal(open_volume(container, local_name).read(), open_volume(container, remote_name).read())
     from distributed import Client

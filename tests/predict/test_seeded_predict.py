@@ -12,14 +12,13 @@ from incasem.cli import main
 from incasem.errors import InvalidValueError
 from incasem.geometry import Roi
 from incasem.io.volume import open_volume
-from incasem.model.checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
+from incasem.model.card import ModelCard
+from incasem.model.checkpoint import load_checkpoint, read_card, save_checkpoint
 from incasem.model.unet import UNet, UNetConfig
 from incasem.postprocess import threshold as threshold_module
 from incasem.postprocess.instances import SCRATCH_FOLDER
 from incasem.predict import PredictOptions, predict_roi
-from tests.conftest import QUIET, error_line
-from tests.postprocess.test_instances import Crash, _fail_after
-from tests.predict.test_predict import setup  # noqa: F401 - fixture
+from tests.helpers import QUIET, Crash, error_line, fail_after
 
 RAW = "volumes/raw_equalized_0.02"
 ROI = Roi((10, 20, 0), (40, 96, 112))
@@ -40,7 +39,7 @@ def middle_seed(probabilities: np.ndarray) -> float:
     return (float(np.median(peaks)) - 0.5) / 255
 
 
-def test_model_seed_threshold_keeps_only_seeded_objects(setup):  # noqa: F811
+def test_model_seed_threshold_keeps_only_seeded_objects(setup):
     container, checkpoint = setup
     plain = predict_roi(checkpoint, container, RAW, ROI, BLOCKS, run=QUIET)
     probabilities = open_volume(container, plain.probabilities[0]).read()
@@ -59,13 +58,13 @@ def test_model_seed_threshold_keeps_only_seeded_objects(setup):  # noqa: F811
     np.testing.assert_array_equal(open_volume(container, unseeded.segmentation).read(), open_volume(container, plain.segmentation).read())
 
 
-def test_interrupted_seeding_resumes_to_the_same_segmentation(setup, monkeypatch):  # noqa: F811
+def test_interrupted_seeding_resumes_to_the_same_segmentation(setup, monkeypatch):
     container, checkpoint = setup
     plain = predict_roi(checkpoint, container, RAW, ROI, BLOCKS, run=QUIET)
     probabilities = open_volume(container, plain.probabilities[0]).read()
     options = replace(BLOCKS, seed_threshold=middle_seed(probabilities))
     with monkeypatch.context() as patch:
-        _fail_after(patch, threshold_module, "_seeded_block", 3)
+        fail_after(patch, threshold_module, "_seeded_block", 3)
         with pytest.raises(Crash):
             predict_roi(checkpoint, container, RAW, ROI, options, run=RunOptions(progress=False, workers=1))
     interrupted = "volumes/predictions/tiny/0002/segmentation"
@@ -76,7 +75,7 @@ def test_interrupted_seeding_resumes_to_the_same_segmentation(setup, monkeypatch
     np.testing.assert_array_equal(open_volume(container, resumed.segmentation).read(), expected.astype(np.uint8))
 
 
-def test_seed_threshold_refusals(setup, tmp_path, capsys):  # noqa: F811
+def test_seed_threshold_refusals(setup, tmp_path, capsys):
     container, checkpoint = setup
     for value in ("0.3", "high", "1.5"):
         assert main(["predict", str(container), "--model", str(checkpoint), "--seed-threshold", value, "-q"]) == 1

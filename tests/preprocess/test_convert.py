@@ -16,15 +16,7 @@ from incasem.errors import DatasetExistsError, DatasetMismatchError, RoiError, V
 from incasem.io.ngff import ngff_geometry
 from incasem.io.volume import open_volume
 from incasem.preprocess.convert import ConvertOptions, crop_region, tiff_to_zarr, to_uint8
-from tests.conftest import QUIET, error_line, expected_uint8
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-LUCCHI = DATA / "lucchi_pp_fibsem"
-DROSOPHILA = DATA / "drosophila_vnc_sstem"
-needs_lucchi = pytest.mark.skipif(not LUCCHI.is_dir(), reason="real data ../shared/data/lucchi_pp_fibsem is missing")
-needs_drosophila = pytest.mark.skipif(
-    not DROSOPHILA.is_dir(), reason="real data ../shared/data/drosophila_vnc_sstem is missing"
-)
+from tests.helpers import DROSOPHILA, LUCCHI, QUIET, error_line, expected_uint8, require, stack_shape
 
 
 def _stack(folder: Path, data: np.ndarray) -> Path:
@@ -66,40 +58,59 @@ def test_to_uint8_binary_probabilities_and_nan():
 
 def test_crop_region_refuses_ranges_outside():
     assert crop_region((10, 20, 30), (slice(2, None), slice(None), slice(5, 9))).shape == (8, 20, 4)
-    for cut in (slice(5, 11), slice(-1, 4), slice(4, 4)):
+    for cut in (slice(5, 11), slice(-1, 4)):
         with pytest.raises(RoiError, match=r"z range .* is not inside the data's 0:10"):
+            crop_region((10, 20, 30), (cut, slice(None), slice(None)))
+    for cut in (slice(4, 4), slice(10, None)):  # empty, also once clipped to the data: said so
+        with pytest.raises(RoiError, match=r"z range \d+:\d+ is empty \(the data's is 0:10\)"):
             crop_region((10, 20, 30), (cut, slice(None), slice(None)))
 
 
 # --- TIFF -> zarr ------------------------------------------------------------------------------
 
 
-@needs_lucchi
 def test_real_crop_equals_tifffile_with_geometry(tmp_path, capsys):
-    files = sorted((LUCCHI / "image").glob("*.tif"))
+    files = sorted((require(LUCCHI) / "image").glob("*.tif"))
+    width = tifffile.imread(files[0]).shape[1]  # all columns: more than one chunk of 128
     code = main(
-        ["convert", str(LUCCHI / "image"), str(tmp_path / "c.zarr"), "--voxel-size", "5", "--offset", "100,0,0",
-         "--z", "20:40", "--y", "100:356", "--chunks", "8,128,128"]
+        [
+            "convert",
+            str(LUCCHI / "image"),
+            str(tmp_path / "c.zarr"),
+            "--voxel-size",
+            "5",
+            "--offset",
+            "100,0,0",
+            "--z",
+            "20:40",
+            "--y",
+            "40:190",
+            "--chunks",
+            "8,128,128",
+        ]
     )
     assert code == 0
-    assert "volumes/raw  shape=[20, 256, 640]  dtype=uint8" in capsys.readouterr().out
+    assert f"volumes/raw  shape=[20, 150, {width}]  dtype=uint8" in capsys.readouterr().out
     volume = open_volume(tmp_path / "c.zarr", "volumes/raw")
-    np.testing.assert_array_equal(volume.read(), tifffile.imread(files[20:40])[:, 100:356])
+    np.testing.assert_array_equal(volume.read(), tifffile.imread(files[20:40])[:, 40:190])
     assert volume.voxel_size == (5, 5, 5) and volume.chunks == (8, 128, 128)
-    assert volume.offset_nm == (100 + 20 * 5, 100 * 5, 0), "a crop keeps its world position"
+    assert volume.offset_nm == (100 + 20 * 5, 40 * 5, 0), "a crop keeps its world position"
     attrs = json.loads((tmp_path / "c.zarr" / "volumes" / "raw" / ".zattrs").read_text())
-    assert attrs["resolution"] == [5, 5, 5] and attrs["offset"] == [200, 500, 0]
+    assert attrs["resolution"] == [5, 5, 5] and attrs["offset"] == [200, 200, 0]
     group = json.loads((tmp_path / "c.zarr" / "volumes" / ".zattrs").read_text())
-    assert ngff_geometry(group, "raw") == ((5, 5, 5), (200, 500, 0))
-    assert attrs["incasem_job"]["crop"] == [[20, 40], [100, 356], [0, 640]]
+    assert ngff_geometry(group, "raw") == ((5, 5, 5), (200, 200, 0))
+    assert attrs["incasem_job"]["crop"] == [[20, 40], [40, 190], [0, width]]
 
 
-@needs_lucchi
 def test_real_labels_like_raw(tmp_path, capsys):
     container = tmp_path / "c.zarr"
-    tiff_to_zarr(LUCCHI / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=(slice(30, 42), slice(None), slice(None)), chunks=(4, 256, 256)), run=QUIET)
-    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/mito",
-                 "--like", f"{container}:volumes/raw", "--z", "30:42"]) == 0
+    _, height, width = stack_shape(LUCCHI / "image")
+    crop = (slice(30, 42), slice(None), slice(None))
+    tiff_to_zarr(LUCCHI / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=crop, chunks=(4, 256, 256)), run=QUIET)
+    assert (
+        main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/mito", "--like", f"{container}:volumes/raw", "--z", "30:42"])
+        == 0
+    )
     labels = open_volume(container, "volumes/labels/mito")
     raw = open_volume(container, "volumes/raw")
     assert (labels.voxel_size, labels.offset_nm, labels.chunks) == (raw.voxel_size, raw.offset_nm, raw.chunks)
@@ -108,18 +119,16 @@ def test_real_labels_like_raw(tmp_path, capsys):
     assert set(np.unique(labels.read())) == {0, 1}
     capsys.readouterr()
     # a label stack whose shape differs from the raw is refused, and nothing is written
-    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/other",
-                 "--like", str(container), "--z", "30:43"]) == 1
+    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(container), "-d", "volumes/labels/other", "--like", str(container), "--z", "30:43"]) == 1
     line = error_line(capsys)
-    assert "has shape [13, 512, 640] but" in line and "volumes/raw has [12, 512, 640]" in line
+    assert f"has shape [13, {height}, {width}] but" in line and f"volumes/raw has [12, {height}, {width}]" in line
     assert not (container / "volumes" / "labels" / "other").exists()
 
 
-@needs_drosophila
 def test_real_full_stack(tmp_path):
-    files = sorted((DROSOPHILA / "image").glob("*.tif"))
+    files = sorted((require(DROSOPHILA) / "image").glob("*.tif"))
     volume = tiff_to_zarr(DROSOPHILA / "image", tmp_path / "d.zarr", options=ConvertOptions(voxel_size=(50, 5, 5)), run=QUIET)
-    assert volume.shape == (20, 640, 1024) and volume.complete
+    assert volume.shape == (len(files), *tifffile.imread(files[0]).shape) and volume.complete
     np.testing.assert_array_equal(volume.read(), tifffile.imread(files))
 
 
@@ -155,7 +164,8 @@ def test_minmax_range_is_found_on_the_dask_cluster(tmp_path, uint16_stack, dask_
 def test_multipage_input(tmp_path):
     data = np.random.default_rng(4).integers(0, 255, (7, 10, 12), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", data, photometric="minisblack")
-    volume = tiff_to_zarr(tmp_path / "stack.tif", tmp_path / "c.zarr", options=ConvertOptions(crop=(slice(2, 7), slice(None), slice(3, 12)), chunks=(2, 5, 5)), run=QUIET)
+    crop = (slice(2, 7), slice(None), slice(3, 12))
+    volume = tiff_to_zarr(tmp_path / "stack.tif", tmp_path / "c.zarr", options=ConvertOptions(crop=crop, chunks=(2, 5, 5)), run=QUIET)
     np.testing.assert_array_equal(volume.read(), data[2:7, :, 3:])
 
 
@@ -186,7 +196,7 @@ def test_interrupted_conversion_leaves_an_incomplete_dataset_and_resumes(tmp_pat
         open_volume(container, "volumes/raw")
     assert not open_volume(container, "volumes/raw", require_complete=False).complete
     corrupt.write_bytes(whole)
-    assert main(args + ["--resume"]) == 0
+    assert main([*args, "--resume"]) == 0
     np.testing.assert_array_equal(open_volume(container, "volumes/raw").read(), data)
 
 
@@ -246,16 +256,16 @@ def test_bad_options_one_line_error_nothing_written(tmp_path, capsys, uint16_sta
 # --- round trips (the export tests are in test_export.py) --------------------------------------
 
 
-@needs_lucchi
 def test_real_round_trip_zarr_tiff_zarr(tmp_path, capsys):
     container = tmp_path / "c.zarr"
-    crop = (slice(60, 75), slice(None), slice(None))
+    _, height, width = stack_shape(LUCCHI / "image")
+    crop = (slice(40, 55), slice(None), slice(None))
     raw = tiff_to_zarr(LUCCHI / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=crop, chunks=(8, 128, 128)), run=QUIET)
     tiff_to_zarr(LUCCHI / "labels" / "mito", container, "volumes/labels/mito", options=ConvertOptions(like=(container, "volumes/raw"), crop=crop), run=QUIET)
     assert main(["export", str(container), str(tmp_path / "raw")]) == 0
     assert main(["export", str(container), str(tmp_path / "mito"), "-d", "volumes/labels/mito"]) == 0
     out = capsys.readouterr().out
-    assert "15 slices 512x640 uint8 (uint8 values unchanged)" in out
+    assert f"15 slices {height}x{width} uint8 (uint8 values unchanged)" in out
     assert "(uint8 0..1 -> uint8 0..255" in out
     assert sorted(p.name for p in (tmp_path / "raw").glob("*.tif"))[:2] == ["0000.tif", "0001.tif"]
     back = tiff_to_zarr(tmp_path / "raw", tmp_path / "back.zarr", options=ConvertOptions(like=(container, "volumes/raw")), run=QUIET)
@@ -275,7 +285,7 @@ def test_console_script_round_trip(tmp_path):
 
 
 def test_like_takes_the_raw_geometry_and_refuses_another(tmp_path, uint16_stack):
-    folder, data = uint16_stack
+    folder, _data = uint16_stack
     container = tmp_path / "c.zarr"
     tiff_to_zarr(folder, container, options=ConvertOptions(voxel_size=(40, 4, 4), offset_nm=(80, 8, 0), chunks=(2, 3, 5)), run=QUIET)
     labels = tiff_to_zarr(folder, container, "volumes/labels/x", options=ConvertOptions(like=(container, "volumes/raw")), run=QUIET)
@@ -288,15 +298,15 @@ def test_like_takes_the_raw_geometry_and_refuses_another(tmp_path, uint16_stack)
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"chunks": (0, 8, 8)}, "--chunks must be positive"),
-        ({"voxel_size": (0, 5, 5)}, "--voxel-size must be positive"),
-        ({"offset_nm": (float("inf"), 0, 0)}, "--offset"),
-        ({"rescale": (5, 1)}, "--to-uint8 needs finite LOW < HIGH"),
-        ({"rescale": "auto"}, "--to-uint8 auto is for incasem export"),
-        ({"crop": (slice(5, 2), slice(None), slice(None))}, "--z range 5:2"),
-        ({"crop": (slice(None), slice(-1, None), slice(None))}, "--y range -1:"),
+        ({"chunks": (0, 8, 8)}, "chunks must be positive"),
+        ({"voxel_size": (0, 5, 5)}, "voxel_size must be positive"),
+        ({"offset_nm": (float("inf"), 0, 0)}, "offset_nm"),
+        ({"rescale": (5, 1)}, "rescale needs finite LOW < HIGH"),
+        ({"rescale": "auto"}, "rescale auto is for incasem export"),
+        ({"crop": (slice(5, 2), slice(None), slice(None))}, "crop[0] range 5:2"),
+        ({"crop": (slice(None), slice(-1, None), slice(None))}, "crop[1] range -1:"),
         ({"like": ("c.zarr", "../raw")}, "'..'"),
-        ({"pattern": ""}, "--pattern"),
+        ({"pattern": ""}, "pattern"),
     ],
 )
 def test_convert_options_refuse_bad_values_in_one_line(fields, message):

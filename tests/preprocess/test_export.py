@@ -16,18 +16,14 @@ import numpy as np
 import pytest
 import tifffile
 
+from incasem.blockwise import RunOptions
 from incasem.cli import main
-from incasem.errors import DatasetExistsError, IncasemError, NotAContainerError
+from incasem.errors import DatasetExistsError, ExportFolderError, IncasemError, NotAContainerError
 from incasem.io.volume import create_volume, open_volume
 from incasem.preprocess import export as export_module
-from incasem.blockwise import RunOptions
 from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
-from tests.conftest import QUIET, error_line, expected_uint8
-from incasem.errors import ExportFolderError
 from incasem.preprocess.export import MANIFEST, zarr_to_tiff
-
-LUCCHI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lucchi_pp_fibsem"
-needs_lucchi = pytest.mark.skipif(not LUCCHI.is_dir(), reason="real data ../shared/data/lucchi_pp_fibsem is missing")
+from tests.helpers import LUCCHI, QUIET, error_line, expected_uint8, require
 
 
 def _dataset(container: Path, name: str, data: np.ndarray, chunks=(3, 8, 8)) -> None:
@@ -82,8 +78,7 @@ def test_export_mappings(tmp_path):
     np.testing.assert_array_equal(exported, np.floor(255 * probabilities.astype(np.float64) + 0.5))
     assert summary.dtype == np.uint8 and summary.files == 5
     zarr_to_tiff(container, "raw16", tmp_path / "r", run=QUIET)
-    np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "r").glob("*.tif"))),
-                                  open_volume(container, "raw16").read())
+    np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "r").glob("*.tif"))), open_volume(container, "raw16").read())
     zarr_to_tiff(container, "binary64", tmp_path / "b", run=QUIET)
     assert set(np.unique(tifffile.imread(sorted((tmp_path / "b").glob("*.tif"))))) == {0, 255}
     zarr_to_tiff(container, "probabilities", tmp_path / "kept", rescale=None, run=QUIET)
@@ -157,9 +152,18 @@ def _folder_cases(container: Path) -> dict[str, tuple[Path, str, str]]:
 
 
 CASES = [
-    "container", "container, trailing slash", "container, relative", "container via ..", "holds the container",
-    "holds it two levels up", "dot, cwd holds the container", "dot-dot from inside", "inside the container, new",
-    "inside the container, a group", "inside the container, an array", "user files",
+    "container",
+    "container, trailing slash",
+    "container, relative",
+    "container via ..",
+    "holds the container",
+    "holds it two levels up",
+    "dot, cwd holds the container",
+    "dot-dot from inside",
+    "inside the container, new",
+    "inside the container, a group",
+    "inside the container, an array",
+    "user files",
 ]
 
 
@@ -363,7 +367,7 @@ def test_a_file_added_during_the_export_is_kept(cell, tmp_path, monkeypatch):
         return write(*args, **kwargs)
 
     monkeypatch.setattr(export_module, "write_slices", write_and_meddle)
-    with pytest.raises(DatasetExistsError, match="holds late.txt"):
+    with pytest.raises(DatasetExistsError, match=r"holds late\.txt"):
         zarr_to_tiff(cell, "volumes/raw", out, mode="overwrite", run=QUIET)
     assert (out / "late.txt").read_text() == "added while exporting"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "work"]
@@ -382,17 +386,16 @@ def test_a_file_added_during_the_export_is_kept(cell, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late", "out", "work"]
 
 
-@needs_lucchi
 def test_real_overwrite_equals_fresh_export(tmp_path, capsys):
     container = tmp_path / "lucchi.zarr"
-    tiff_to_zarr(LUCCHI / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=(slice(60, 70), slice(0, 200), slice(0, 300))), run=QUIET)
+    crop = (slice(8, 18), slice(0, 200), slice(0, 224))  # Lucchi++ slices 60-69, rows 128-327, columns 224-447
+    tiff_to_zarr(require(LUCCHI) / "image", container, options=ConvertOptions(voxel_size=(5, 5, 5), crop=crop), run=QUIET)
     before = _snapshot(container)
     assert main(["export", str(container), str(tmp_path / "out"), "--to-uint8", "minmax"]) == 0
     assert main(["export", str(container), str(tmp_path / "out"), "--overwrite"]) == 0
     assert main(["export", str(container), str(tmp_path / "fresh")]) == 0
     assert _slices(tmp_path / "out") == _slices(tmp_path / "fresh")
-    np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "out").glob("*.tif"))),
-                                  open_volume(container, "volumes/raw").read())
+    np.testing.assert_array_equal(tifffile.imread(sorted((tmp_path / "out").glob("*.tif"))), open_volume(container, "volumes/raw").read())
     assert main(["export", str(container), str(tmp_path), "--overwrite"]) == 1
     assert "holds the container" in error_line(capsys)
     assert _snapshot(container) == before

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -26,34 +25,38 @@ from incasem.preprocess.masks import (
     metric_mask_array,
     threshold_mask_array,
 )
-from tests.conftest import QUIET
+from tests.helpers import CDEEP3M, DROSOPHILA, LUCCHI, QUIET, read_stack
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 CROSS = ndimage.generate_binary_structure(3, 1)
 
 
-def _stack(folder: str, zs: slice, ys: slice, xs: slice) -> np.ndarray:
-    files = sorted((DATA / folder).glob("*.tif"))[zs]
-    if not files:
-        pytest.skip(f"real data {DATA / folder} not found (expected <repo>/../shared/data)")
-    return np.stack([tifffile.imread(f)[ys, xs] for f in files])
+#: 40 x 200 x 200 of the Lucchi++ crop (slices 76-115, rows 152-351, columns 248-447 of Lucchi++).
+LUCCHI_REGION = (slice(24, 64), slice(24, 224), slice(24, 224))
 
 
 @pytest.fixture(scope="module")
 def lucchi_labels():
     """Lucchi++ mitochondria (5 nm isotropic), uint8 0/1, 40 x 200 x 200, objects cut by every border."""
-    return _stack("lucchi_pp_fibsem/labels/mito", slice(0, 40), slice(200, 400), slice(250, 450))
+    labels = read_stack(LUCCHI / "labels" / "mito", *LUCCHI_REGION)
+    assert all(np.take(labels, i, axis).any() for axis in range(3) for i in (0, -1)), "objects cut by every border"
+    return labels
 
 
 @pytest.fixture(scope="module")
 def lucchi_raw():
-    return _stack("lucchi_pp_fibsem/image", slice(0, 40), slice(200, 400), slice(250, 450))
+    return read_stack(LUCCHI / "image", *LUCCHI_REGION)
 
 
 @pytest.fixture(scope="module")
 def drosophila_labels():
     """Drosophila VNC mitochondria (ssTEM, 50 x 4.6 x 4.6 nm), all 20 sections, 160 x 160 in-plane."""
-    return _stack("drosophila_vnc_sstem/labels/mito", slice(0, 20), slice(0, 160), slice(0, 160))
+    return read_stack(DROSOPHILA / "labels" / "mito", slice(0, 20), slice(0, 160), slice(0, 160))
+
+
+@pytest.fixture(scope="module")
+def cdeep3m_labels():
+    """CDeep3M SBEM mitochondria (thick sections), all 20 sections of the crop, 128 x 128 in-plane."""
+    return read_stack(CDEEP3M / "labels" / "mito")
 
 
 def _put(container, name, data, voxel_size=(5, 5, 5), offset_nm=(0, 0, 0), chunks=(10, 24, 24)):
@@ -83,7 +86,7 @@ def test_metric_mask_array_equals_direct_scipy(lucchi_labels, inwards, outwards)
 
 
 @pytest.mark.parametrize("inwards, outwards", [(4, 4), (1, 2), (3, 0)])
-@pytest.mark.parametrize("crop", ["lucchi_labels", "drosophila_labels"])
+@pytest.mark.parametrize("crop", ["lucchi_labels", "drosophila_labels", "cdeep3m_labels"])
 def test_excluded_zone_is_the_boundary_band(crop, inwards, outwards, request):
     """Excluded = object voxels <= inwards 6-connected steps from background (outside the
     array is background), and background voxels <= outwards steps from an object."""
@@ -104,13 +107,13 @@ def test_zero_widths_exclude_nothing():
 
 
 def test_bad_widths_and_ranges_are_refused_in_memory():
-    with pytest.raises(ValueError, match="--exclude-inwards"):
+    with pytest.raises(ValueError, match="exclude_inwards_voxels"):
         metric_mask_array(np.zeros((2, 2, 2), np.uint8), -1, 2)
-    with pytest.raises(ValueError, match="--closing"):
+    with pytest.raises(ValueError, match="closing_voxels"):
         threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, closing_voxels=-1)
-    with pytest.raises(ValueError, match="--opening .* 64"):  # ball(10**4) alone would need 8e12 voxels
+    with pytest.raises(ValueError, match=r"opening_voxels .* 64"):  # ball(10**4) alone would need 8e12 voxels
         threshold_mask_array(np.zeros((2, 2, 2), np.uint8), 0, 1, opening_voxels=10**4)
-    with pytest.raises(ValueError, match="--min must be a finite"):  # NaN compares false: an all-zero mask
+    with pytest.raises(ValueError, match="min_grey must be a finite"):  # NaN compares false: an all-zero mask
         threshold_mask_array(np.zeros((2, 2, 2), np.uint8), float("nan"), 1)
 
 
@@ -167,7 +170,7 @@ def test_exclusion_widths(labels, organelle, inwards, outwards, expected):
     [
         ("volumes/labels/x", None, None, 2, "no default exclusion widths"),
         ("volumes/labels/mito", "mitochondria", 1, 1, "unknown organelle 'mitochondria'"),
-        ("volumes/labels/mito", None, -1, None, "--exclude-inwards must be a whole number of voxels from 0"),
+        ("volumes/labels/mito", None, -1, None, "exclude_inwards_voxels must be a whole number of voxels from 0"),
     ],
 )
 def test_exclusion_widths_refused(labels, organelle, inwards, outwards, message):
@@ -182,7 +185,13 @@ def test_blockwise_metric_mask_equals_in_memory_isotropic(tmp_path, lucchi_label
     """Instance ids (uint64), world offset, 16^3 output chunks, widths larger than half a chunk."""
     labels = ndimage.label(lucchi_labels[:, :96, -96:])[0].astype(np.uint64)  # objects thicker than 20 voxels
     source = _put(tmp_path / "c.zarr", "volumes/labels/mito", labels, offset_nm=(50, 100, 150))
-    out = create_metric_mask(tmp_path / "c.zarr", "volumes/labels/mito", chunks=(16, 16, 16), options=MetricMaskOptions(exclude_inwards_voxels=10, exclude_outwards_voxels=9), run=RunOptions(workers=2, progress=False))  # fmt: skip
+    out = create_metric_mask(
+        tmp_path / "c.zarr",
+        "volumes/labels/mito",
+        chunks=(16, 16, 16),
+        options=MetricMaskOptions(exclude_inwards_voxels=10, exclude_outwards_voxels=9),
+        run=RunOptions(workers=2, progress=False),
+    )
     assert out.name == "volumes/metric_masks/mito" and out.chunks == (16, 16, 16) and out.complete
     assert (out.voxel_size, out.offset_nm, out.dtype) == (source.voxel_size, source.offset_nm, np.uint8)
     np.testing.assert_array_equal(out.read(), metric_mask_array(labels, 10, 9))
@@ -225,7 +234,13 @@ def test_blockwise_equals_in_memory_property(shape, chunks, widths, radii, seed)
         _put(container, "volumes/labels/x", labels, offset_nm=(5, 10, 15), chunks=(3, 4, 5))
         _put(container, "volumes/raw", raw, offset_nm=(5, 10, 15), chunks=(3, 4, 5))
         inwards, outwards = widths
-        metric = create_metric_mask(container, "volumes/labels/x", chunks=chunks, options=MetricMaskOptions(exclude_inwards_voxels=inwards, exclude_outwards_voxels=outwards), run=QUIET)  # fmt: skip
+        metric = create_metric_mask(
+            container,
+            "volumes/labels/x",
+            chunks=chunks,
+            options=MetricMaskOptions(exclude_inwards_voxels=inwards, exclude_outwards_voxels=outwards),
+            run=QUIET,
+        )
         cell = create_mask(container, "volumes/raw", chunks=chunks, options=MaskOptions(60, 200, opening_voxels=radii[0], closing_voxels=radii[1]), run=QUIET)
         np.testing.assert_array_equal(metric.read(), metric_mask_array(labels, *widths))
         np.testing.assert_array_equal(cell.read(), threshold_mask_array(raw, 60, 200, *radii))
@@ -259,7 +274,14 @@ def test_overwrite_replaces_the_output(tmp_path, lucchi_labels):
     create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), run=QUIET)
     with pytest.raises(DatasetExistsError):
         create_metric_mask(container, "volumes/labels/mito", options=MetricMaskOptions(exclude_inwards_voxels=1, exclude_outwards_voxels=2), run=QUIET)
-    out = create_metric_mask(container, "volumes/labels/mito", chunks=(16, 16, 16), options=MetricMaskOptions(exclude_inwards_voxels=1, exclude_outwards_voxels=2), mode="overwrite", run=QUIET)  # fmt: skip
+    out = create_metric_mask(
+        container,
+        "volumes/labels/mito",
+        chunks=(16, 16, 16),
+        options=MetricMaskOptions(exclude_inwards_voxels=1, exclude_outwards_voxels=2),
+        mode="overwrite",
+        run=QUIET,
+    )
     np.testing.assert_array_equal(out.read(), metric_mask_array(labels, 1, 2))
 
 
@@ -338,12 +360,12 @@ def test_cli_existing_output_is_kept(cell, capsys):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: MaskOptions(float("nan"), 1), "--min must be a finite"),
-        (lambda: MaskOptions(5, 1), "--min 5 is above --max 1"),
-        (lambda: MaskOptions(0, 1, opening_voxels=-1), "--opening"),
-        (lambda: MaskOptions(0, 1, closing_voxels=1.5), "--closing"),
-        (lambda: MetricMaskOptions(exclude_inwards_voxels=65), "--exclude-inwards"),
-        (lambda: MetricMaskOptions(exclude_outwards_voxels=-1), "--exclude-outwards"),
+        (lambda: MaskOptions(float("nan"), 1), "min_grey must be a finite"),
+        (lambda: MaskOptions(5, 1), "min_grey 5 is above max_grey 1"),
+        (lambda: MaskOptions(0, 1, opening_voxels=-1), "opening_voxels"),
+        (lambda: MaskOptions(0, 1, closing_voxels=1.5), "closing_voxels"),
+        (lambda: MetricMaskOptions(exclude_inwards_voxels=65), "exclude_inwards_voxels"),
+        (lambda: MetricMaskOptions(exclude_outwards_voxels=-1), "exclude_outwards_voxels"),
         (lambda: MetricMaskOptions(organelle="mitos"), "unknown organelle 'mitos'"),
     ],
 )

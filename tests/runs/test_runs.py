@@ -133,7 +133,7 @@ def test_open_and_list_runs(tmp_path, data):
         open_run(root, "abc")
     with pytest.raises(RunError, match="not a whole number"):
         open_run(root, "-1")
-    with pytest.raises(RunError, match="has no run.json"):
+    with pytest.raises(RunError, match=r"has no run\.json"):
         open_run(root, 9)
     with pytest.raises(RunError, match="unreadable"):
         open_run(root, 10)
@@ -211,7 +211,7 @@ def test_resolve_run_checkpoint(tmp_path, data):
 def test_run_model_names_resolve_to_loadable_checkpoints(tmp_path, data, monkeypatch):
     from incasem.model.checkpoint import load_checkpoint
     from incasem.model.zoo import resolve_model
-    from tests.predict.test_predict import make_checkpoint
+    from tests.helpers import make_checkpoint
 
     run = new_run(tmp_path / "runs", data)
     for iteration, seed in ((1000, 0), (2000, 1)):

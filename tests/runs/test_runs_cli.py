@@ -13,9 +13,7 @@ from incasem.runs import RUNS_DIR_ENV, RunFolder, create_run
 CONFIG = {"training": {"iterations": 3000}, "optimizer": {"lr": 0.0001}}
 
 
-def make_run(
-    root: Path, tmp_path: Path, checkpoints: dict[int, float | None] | None = None, best: int | None = None
-) -> RunFolder:
+def make_run(root: Path, tmp_path: Path, checkpoints: dict[int, float | None] | None = None, best: int | None = None) -> RunFolder:
     """A run with fake checkpoint files scored ``checkpoints`` (iteration -> F1), ``best`` marked."""
     data = tmp_path / "mito_train.json"
     data.write_text("{}")

@@ -18,7 +18,7 @@ from incasem.train.augment import (
     mirror_transpose,
     source_shape,
 )
-from tests.conftest import LUCCHI, read_stack
+from tests.helpers import LUCCHI, read_stack
 
 #: Elastic settings that leave a sample unchanged.
 STILL = AugmentConfig(jitter_sigma=(0, 0, 0), rotation_interval=(0, 0), prob_shift=0.0)
@@ -33,9 +33,7 @@ def seeded(seed: int) -> torch.Generator:
 @pytest.fixture(scope="module")
 def sample() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """A 40 × 64 × 64 source crop: channel 0 real EM, channel 1 a function of the labels; a uint8 mask."""
-    if not LUCCHI.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI}")
-    region = (slice(60, 100), slice(96, 160), slice(320, 384))
+    region = (slice(8, 48), slice(0, 64), slice(0, 64))  # Lucchi++ slices 60-99, rows 128-191, columns 224-287
     em = torch.from_numpy(read_stack(LUCCHI / "image", *region).astype(np.float32))
     labels = torch.from_numpy(read_stack(LUCCHI / "labels" / "mito", *region).astype(np.int64))
     assert 0.1 < labels.float().mean() < 0.9
@@ -115,10 +113,7 @@ def test_section_slip_moves_each_section_rigidly(sample):
     shifts = []
     for z in range(40):
         found = [
-            (dy, dx)
-            for dy in range(-2, 3)
-            for dx in range(-2, 3)
-            if torch.allclose(out_raw[:, z], raw[:, z, 2 + dy : 62 + dy, 2 + dx : 62 + dx], atol=1e-5)
+            (dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if torch.allclose(out_raw[:, z], raw[:, z, 2 + dy : 62 + dy, 2 + dx : 62 + dx], atol=1e-5)
         ]
         assert len(found) == 1, z
         dy, dx = found[0]
@@ -172,7 +167,17 @@ def test_augment_is_deterministic_and_zero_strength_is_a_crop(sample):
     first, again, other = (augment(*args, seeded(s), (16, 32, 32), (8, 24, 24)) for s in (11, 11, 12))
     assert all(torch.equal(a, b) for a, b in zip(first[:2], again[:2]))
     assert not torch.equal(first[0], other[0])
-    still = AugmentConfig(mirror_only=(), transpose_only=(), jitter_sigma=(0, 0, 0), rotation_interval=(0, 0), prob_shift=0.0, scale_min=1.0, scale_max=1.0, shift_min=0.0, shift_max=0.0)
+    still = AugmentConfig(
+        mirror_only=(),
+        transpose_only=(),
+        jitter_sigma=(0, 0, 0),
+        rotation_interval=(0, 0),
+        prob_shift=0.0,
+        scale_min=1.0,
+        scale_max=1.0,
+        shift_min=0.0,
+        shift_max=0.0,
+    )
     out_raw, out_labels, out_masks = augment(raw, labels, masks, still, seeded(0), (16, 32, 32), (8, 24, 24))
     torch.testing.assert_close(out_raw, centre_crop(raw, (16, 32, 32)), atol=1e-5, rtol=0)
     assert torch.equal(out_labels, centre_crop(labels, (8, 24, 24))) and torch.equal(out_masks[0], centre_crop(masks[0], (8, 24, 24)))

@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from incasem.errors import ConfigError
-from incasem.train.augment import AugmentConfig
+from incasem.train.config import AugmentConfig, TrainingConfig, dotted_keys, load_training_config
 from incasem.train.sampling import TrainingSampler
-from incasem.train.config import TrainingConfig, dotted_keys, load_training_config
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -53,7 +52,7 @@ def test_defaults_are_those_of_design_section_6():
     assert c.model.downsample_factors == ((2, 2, 2),) * 3
     assert (c.loss.clip_min, c.loss.clip_max) == (0.01, 0.99)
     # The config's defaults are those of the classes it feeds.
-    assert c.augment_config() == AugmentConfig()
+    assert c.augmentation == AugmentConfig()
 
 
 def test_config_is_frozen():
@@ -257,7 +256,7 @@ def test_augment_config_and_sampler_kwargs_come_from_the_config():
             "reject.foreground_reject_probability=0.8",
         ],
     )
-    augment = config.augment_config()
+    augment = config.augmentation
     assert isinstance(augment, AugmentConfig)
     assert augment == AugmentConfig(
         control_point_spacing=(8, 16, 16),

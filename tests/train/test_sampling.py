@@ -13,7 +13,7 @@ from incasem.geometry import Roi
 from incasem.io.data_config import load_data_config
 from incasem.io.volume import create_volume
 from incasem.train.sampling import Sample, TrainingSampler
-from tests.conftest import LUCCHI, read_stack
+from tests.helpers import LUCCHI, read_stack
 
 #: World offset (voxels) of the datasets: not zero, so world and array coordinates differ.
 ORIGIN = (10, 20, 0)
@@ -25,15 +25,14 @@ LABELS = {"volumes/labels/mito": 1, "volumes/labels/shifted": 2}
 ROIS = {"roi_a": ((10, 20, 0), (20, 40, 40)), "roi_b": ((30, 60, 30), (20, 40, 80))}
 
 
-#: A 40 × 96 × 112 crop of Lucchi++ where mitochondria fill some blocks and miss others.
-REGION = (slice(60, 100), slice(144, 240), slice(192, 304))
+#: A 40 × 96 × 112 crop of Lucchi++ where mitochondria fill some blocks and miss others
+#: (Lucchi++ slices 60-99, rows 160-255, columns 224-335).
+REGION = (slice(8, 48), slice(32, 128), slice(0, 112))
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
     """The arrays written to the container ``cell.zarr`` (array coordinates) and its ``folder``."""
-    if not LUCCHI.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI}")
     raw, mito = read_stack(LUCCHI / "image", *REGION), read_stack(LUCCHI / "labels" / "mito", *REGION)
     mito = (mito != 0).astype(np.uint8)
     shifted = np.roll(mito, 3, axis=2)  # a second class that overlaps the first in places
@@ -59,8 +58,16 @@ def data(tmp_path_factory) -> dict:
 
 def write_config(folder: Path, name: str, rois=ROIS, labels=LABELS, mask="volumes/mask") -> Path:
     entries = {
-        roi: {"file": "cell.zarr", "offset": list(offset), "shape": list(shape), "voxel_size": [5, 5, 5],
-              "raw": "volumes/raw", "labels": labels, "mask": mask, "metric_masks": []}
+        roi: {
+            "file": "cell.zarr",
+            "offset": list(offset),
+            "shape": list(shape),
+            "voxel_size": [5, 5, 5],
+            "raw": "volumes/raw",
+            "labels": labels,
+            "mask": mask,
+            "metric_masks": [],
+        }
         for roi, (offset, shape) in rois.items()
     }
     path = folder / name

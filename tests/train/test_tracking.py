@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from incasem.errors import ConfigError, InvalidValueError, RunError
-from incasem.runs import RunFolder, create_run
-from incasem.runs import read_metrics
+from incasem.runs import RunFolder, create_run, read_metrics
 from incasem.train.tracking import Tracker
 
 CONFIG = {"training": {"iterations": 5000}, "optimizer": {"lr": 3.0e-5}, "model": {"downsample_factors": [[2, 2, 2]]}}
@@ -83,7 +82,7 @@ def test_resume_drops_what_came_after_the_checkpoint(run):
 
 def test_damaged_metrics_line(run):
     run.metrics_path.write_text('{"iteration": 1}\nnot json\n{"iteration": 2}\n')
-    with pytest.raises(RunError, match="line 2 of .*metrics.jsonl is not a JSON object"):
+    with pytest.raises(RunError, match=r"line 2 of .*metrics\.jsonl is not a JSON object"):
         read_metrics(run)
 
 

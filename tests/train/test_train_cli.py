@@ -12,14 +12,30 @@ import time
 from incasem.cli.app import main
 from incasem.model.checkpoint import checkpoint_sha256
 from incasem.runs import RUNS_DIR_ENV, open_run
-from tests.train.test_trainer import TINY, cell  # noqa: F401 - the fixture
+from tests.helpers import TINY_TRAINING
 
 
-def test_train_then_follow_and_predict_by_run_id(cell, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_train_then_follow_and_predict_by_run_id(cell, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
-    status = main(["train", "--train-data", str(cell / "train.json"), "--val-data", str(cell / "val.json"),
-                   "--runs-dir", str(runs), "--device", "cpu", "--no-mlflow", "-q", *TINY,
-                   "training.iterations=4", "intervals.validate_every=2", "intervals.save_every=2"])
+    status = main(
+        [
+            "train",
+            "--train-data",
+            str(cell / "train.json"),
+            "--val-data",
+            str(cell / "val.json"),
+            "--runs-dir",
+            str(runs),
+            "--device",
+            "cpu",
+            "--no-mlflow",
+            "-q",
+            *TINY_TRAINING,
+            "training.iterations=4",
+            "intervals.validate_every=2",
+            "intervals.save_every=2",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 0, err
     assert "iteration 2: validation F1" in err and "run 1 finished" in err and "--model run:1" in err
@@ -32,20 +48,56 @@ def test_train_then_follow_and_predict_by_run_id(cell, tmp_path, capsys, monkeyp
     assert main(["runs", "show", "1", "--runs-dir", str(runs)]) == 0
     assert "iteration_0000004.pt" in capsys.readouterr().out
 
-    monkeypatch.setenv(RUNS_DIR_ENV, str(runs))
+    monkeypatch.chdir(tmp_path / "runs")  # ./runs does not exist here: run:1 is found only through --runs-dir
+    monkeypatch.delenv(RUNS_DIR_ENV, raising=False)
     best = open_run(runs, 1).record()["best"]
-    status = main(["predict", str(cell / "val.json"), "--model", "run:1", "--device", "cpu", "-q"])
+    status = main(["predict", str(cell / "val.json"), "--model", "run:1", "--runs-dir", str(runs), "--device", "cpu", "-q"])
     out = capsys.readouterr().out
     assert status == 0 and "F1" in out
     segmentations = (cell / "cell.zarr" / "volumes" / "predictions").rglob("segmentation/.zattrs")
     used = {json.loads(p.read_text())["incasem_provenance"]["checkpoint_sha256"] for p in segmentations}
     assert checkpoint_sha256(runs / "1" / best["file"]) in used  # the best checkpoint, found by run id
 
+    status = main(
+        [
+            "train",
+            "--train-data",
+            str(cell / "train.json"),
+            "--runs-dir",
+            str(runs),
+            "--start-from",
+            "run:1",
+            "--device",
+            "cpu",
+            "--no-mlflow",
+            "-q",
+            *TINY_TRAINING[:3],
+            "training.iterations=1",
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    assert open_run(runs, 2).record()["start_from"] == "run:1"  # fine-tuned from run 1 of --runs-dir, not of ./runs
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(cell, tmp_path):  # noqa: F811
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(cell, tmp_path):
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "incasem", "train", "--train-data", str(cell / "train.json"), "--runs-dir", str(runs),
-               "--device", "cpu", "--no-mlflow", "-q", *TINY, "training.iterations=100000", "intervals.save_every=100000"]
+    command = [
+        sys.executable,
+        "-m",
+        "incasem",
+        "train",
+        "--train-data",
+        str(cell / "train.json"),
+        "--runs-dir",
+        str(runs),
+        "--device",
+        "cpu",
+        "--no-mlflow",
+        "-q",
+        *TINY_TRAINING,
+        "training.iterations=100000",
+        "intervals.save_every=100000",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = runs / "1" / "metrics.jsonl"
     deadline = time.monotonic() + 120
@@ -61,8 +113,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(cell, tmp_path): 
     assert f"interrupted at iteration {saved}" in err and "incasem train --resume 1" in err
     assert "Traceback" not in err
 
-    status = main(["train", "--resume", "1", "--runs-dir", str(runs), "--device", "cpu", "--no-mlflow", "-q",
-                   f"training.iterations={saved + 2}"])
+    status = main(["train", "--resume", "1", "--runs-dir", str(runs), "--device", "cpu", "--no-mlflow", "-q", f"training.iterations={saved + 2}"])
     assert status == 0
     record = run.record()
     assert record["status"] == "finished" and record["iteration"] == saved + 2

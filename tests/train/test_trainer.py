@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from incasem.errors import ConfigError, IncasemError, RunError
-from incasem.io.volume import create_volume
+from incasem.io.volume import create_volume, open_volume
 from incasem.model.checkpoint import load_checkpoint, read_card
 from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.runs import open_run
@@ -24,50 +24,7 @@ from incasem.train import trainer as trainer_module
 from incasem.train.config import load_training_config
 from incasem.train.data import SampleStream, TrainingSamples
 from incasem.train.trainer import TrainOptions, resume_training, train
-from tests.conftest import LUCCHI, read_stack
-
-#: A crop of Lucchi++ rich in mitochondria: 105 × 256 × 320 voxels (z 60-165, y 128-384, x 160-480).
-REGION = (slice(60, 165), slice(128, 384), slice(160, 480))
-#: Training ROI: the first 60 sections; validation ROI: sections 70-105 (never trained on).
-TRAIN_ROI = ((0, 0, 0), (60, 256, 320))
-VAL_ROI = ((70, 0, 0), (35, 256, 320))
-
-#: A tiny network and short blocks: a few hundred iterations take seconds.
-TINY = [
-    "training.input_size_voxels=[44,44,44]",
-    "training.output_size_voxels=[26,26,26]",
-    "training.num_workers=0",
-    "training.seed=7",
-    "model.num_fmaps=4",
-    "model.downsample_factors=[[2,2,2]]",
-    "optimizer.lr=0.001",
-    "intervals.log_every=1",
-]
-
-
-@pytest.fixture(scope="module")
-def cell(tmp_path_factory) -> Path:
-    """Folder with ``cell.zarr`` (raw, labels, metric mask) and ``train.json`` / ``val.json``."""
-    if not LUCCHI.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI}")
-    folder = tmp_path_factory.mktemp("training")
-    raw = read_stack(LUCCHI / "image", *REGION)
-    mito = (read_stack(LUCCHI / "labels" / "mito", *REGION) != 0).astype(np.uint8)
-    from scipy import ndimage
-
-    boundary = ndimage.binary_dilation(mito, iterations=2) & ~ndimage.binary_erosion(mito, iterations=2)
-    for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito, "volumes/metric_masks/mito": (~boundary).astype(np.uint8) * 255}.items():
-        volume = create_volume(folder / "cell.zarr", name, array.shape, "uint8", (5, 5, 5), (0, 0, 0), chunks=(64, 128, 128))
-        volume.write(volume.roi, array)
-        volume.mark_complete()
-    for config_name, (offset, shape), extra in (
-        ("train.json", TRAIN_ROI, {}),
-        ("val.json", VAL_ROI, {"metric_masks": ["volumes/metric_masks/mito"]}),
-    ):
-        entry = {"file": "cell.zarr", "offset": list(offset), "shape": list(shape), "voxel_size": [5, 5, 5],
-                 "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}, **extra}
-        (folder / config_name).write_text(json.dumps({config_name.split(".")[0]: entry}))
-    return folder
+from tests.helpers import DROSOPHILA, TINY_TRAINING, read_stack
 
 
 def options(tmp_path: Path, **changes) -> TrainOptions:
@@ -79,9 +36,11 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores; the other tests here train for a few iterations only
 def test_training_learns_mitochondria_on_held_out_data(cell, tmp_path):
     """A few hundred iterations of a tiny U-Net: validation F1 on unseen sections far above the untrained net's."""
-    config = load_training_config(None, [*TINY, "training.iterations=300", "intervals.validate_every=100", "intervals.save_every=100", "intervals.snapshot_every=300"])
+    intervals = ["intervals.validate_every=100", "intervals.save_every=100", "intervals.snapshot_every=300"]
+    config = load_training_config(None, [*TINY_TRAINING, "training.iterations=300", *intervals])
     run = train(cell / "train.json", cell / "val.json", config, options=options(tmp_path))
     record = run.record()
     untrained = record["initial_validation"]["f1"] or 0.0
@@ -94,13 +53,13 @@ def test_training_learns_mitochondria_on_held_out_data(cell, tmp_path):
     for name in ("iteration_0000300_train", "iteration_0000300_validation", "iteration_0000000_validation"):
         assert (run.snapshots_dir / f"{name}.png").is_file() and (run.snapshots_dir / f"{name}.zarr").is_dir()
     lines = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
-    assert [l["iteration"] for l in lines if l["split"] == "train"] == list(range(1, 301))
-    assert all(0 <= l["data_wait_fraction"] <= 1 for l in lines if l["split"] == "train")
+    assert [entry["iteration"] for entry in lines if entry["split"] == "train"] == list(range(1, 301))
+    assert all(0 <= entry["data_wait_fraction"] <= 1 for entry in lines if entry["split"] == "train")
 
 
 def test_killed_run_resumes_to_the_same_weights(cell, tmp_path, monkeypatch):
     """Ctrl-C saves a checkpoint; resuming replays the same data stream and optimizer state."""
-    config = load_training_config(None, [*TINY, "training.iterations=6", "intervals.save_every=3", "training.batch_size=2"])
+    config = load_training_config(None, [*TINY_TRAINING, "training.iterations=6", "intervals.save_every=3", "training.batch_size=2"])
     straight = train(cell / "train.json", None, config, options=options(tmp_path / "a"))
 
     original_step = trainer_module._Trainer._step
@@ -125,14 +84,14 @@ def test_killed_run_resumes_to_the_same_weights(cell, tmp_path, monkeypatch):
     a, b = weights(straight.checkpoint_path(6)), weights(resumed.checkpoint_path(6))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
-    iterations = [json.loads(l)["iteration"] for l in resumed.metrics_path.read_text().splitlines()]
+    iterations = [json.loads(line)["iteration"] for line in resumed.metrics_path.read_text().splitlines()]
     assert iterations == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_refuses_a_changed_recipe_but_may_train_longer(cell, tmp_path):
-    config = load_training_config(None, [*TINY, "training.iterations=2"])
+    config = load_training_config(None, [*TINY_TRAINING, "training.iterations=2"])
     run = train(cell / "train.json", None, config, options=options(tmp_path))
-    with pytest.raises(ConfigError, match="optimizer.lr"):
+    with pytest.raises(ConfigError, match=r"optimizer\.lr"):
         resume_training(run.id, ["training.iterations=4", "optimizer.lr=0.01"], options=options(tmp_path))
     with pytest.raises(RunError, match="already trained 2 of 2"):
         resume_training(run.id, options=options(tmp_path))
@@ -141,23 +100,33 @@ def test_resume_refuses_a_changed_recipe_but_may_train_longer(cell, tmp_path):
 
 
 def test_fine_tuning_takes_the_models_architecture_and_refuses_a_mismatch(cell, tmp_path):
-    config = load_training_config(None, [*TINY, "training.iterations=2"])
+    config = load_training_config(None, [*TINY_TRAINING, "training.iterations=2"])
     base = train(cell / "train.json", None, config, options=options(tmp_path))
     # the recipe's model section is ignored: the architecture comes from the checkpoint
-    wide = load_training_config(None, [*TINY, "training.iterations=2", "model.num_fmaps=16"])
+    wide = load_training_config(None, [*TINY_TRAINING, "training.iterations=2", "model.num_fmaps=16"])
     tuned = train(cell / "train.json", None, wide, start_from=str(base.checkpoint_path(2)), options=options(tmp_path))
     assert load_checkpoint(tuned.checkpoint_path(2))[0].config == load_checkpoint(base.checkpoint_path(2))[0].config
-    with pytest.raises(ConfigError, match="data.voxel_size"):
-        train(cell / "train.json", None, load_training_config(None, [*TINY, "data.voxel_size=[4,4,4]"]),
-              start_from=str(base.checkpoint_path(2)), options=options(tmp_path))
-    with pytest.raises(ConfigError, match="data.num_classes"):
-        train(cell / "train.json", None, load_training_config(None, [*TINY, "data.num_classes=3"]),
-              start_from=str(base.checkpoint_path(2)), options=options(tmp_path))
+    with pytest.raises(ConfigError, match=r"data\.voxel_size"):
+        train(
+            cell / "train.json",
+            None,
+            load_training_config(None, [*TINY_TRAINING, "data.voxel_size=[4,4,4]"]),
+            start_from=str(base.checkpoint_path(2)),
+            options=options(tmp_path),
+        )
+    with pytest.raises(ConfigError, match=r"data\.num_classes"):
+        train(
+            cell / "train.json",
+            None,
+            load_training_config(None, [*TINY_TRAINING, "data.num_classes=3"]),
+            start_from=str(base.checkpoint_path(2)),
+            options=options(tmp_path),
+        )
 
 
 def write_entry(folder: Path, name: str, **changes) -> Path:
-    entry = {"file": "cell.zarr", "offset": [0, 0, 0], "shape": [60, 256, 320], "voxel_size": [5, 5, 5],
-             "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}, **changes}
+    """The training ROI of ``folder/train.json`` with ``changes`` (None: leave the key out) as ``folder/name``."""
+    entry = {**json.loads((folder / "train.json").read_text())["train"], **changes}
     path = folder / name
     path.write_text(json.dumps({"roi": {k: v for k, v in entry.items() if v is not None}}))
     return path
@@ -168,31 +137,48 @@ def write_entry(folder: Path, name: str, **changes) -> Path:
     [
         ({"labels": {"volumes/labels/mito": 1, "volumes/metric_masks/mito": 2}}, [], "class id 2, but the model has 2 classes"),
         ({"labels": None}, [], "has no 'labels'"),
-        ({"shape": [20, 256, 320]}, [], "smaller than the training output block"),
-        ({}, ["training.input_size_voxels=[45,45,45]", "training.output_size_voxels=[27,27,27]"], "[45, 45, 45] is not a valid input of the network: use [46, 46, 46]"),
+        ({"shape": [20, 224, 224]}, [], "smaller than the training output block"),
+        (
+            {},
+            ["training.input_size_voxels=[45,45,45]", "training.output_size_voxels=[27,27,27]"],
+            "[45, 45, 45] is not a valid input of the network: use [46, 46, 46]",
+        ),
         ({}, ["training.output_size_voxels=[20,20,20]"], "output_size_voxels' must be [26, 26, 26]"),
         ({"voxel_size": [5, 5, 6]}, [], "voxel"),
-        ({}, ["training.input_size_voxels=[4004,4004,4004]", "training.output_size_voxels=[3986,3986,3986]", "model.num_fmaps=32"], "GB are free on this device: use a smaller block"),
+        (
+            {},
+            ["training.input_size_voxels=[4004,4004,4004]", "training.output_size_voxels=[3986,3986,3986]", "model.num_fmaps=32"],
+            "GB are free on this device: use a smaller block",
+        ),
     ],
-    ids=["class id out of range", "no labels", "ROI smaller than output", "invalid input size", "wrong output size", "voxel size", "block too large for memory"],
+    ids=[
+        "class id out of range",
+        "no labels",
+        "ROI smaller than output",
+        "invalid input size",
+        "wrong output size",
+        "voxel size",
+        "block too large for memory",
+    ],
 )
 def test_bad_training_data_is_refused_before_a_run_exists(cell, tmp_path, changes, overrides, message):
     path = write_entry(cell, f"bad_{tmp_path.name}.json", **changes)
     with pytest.raises(IncasemError, match=re.escape(message)):
-        train(path, None, load_training_config(None, [*TINY, *overrides]), options=options(tmp_path))
+        train(path, None, load_training_config(None, [*TINY_TRAINING, *overrides]), options=options(tmp_path))
     assert not (tmp_path / "runs").exists()
 
 
 def test_no_foreground_anywhere_stops_with_a_message(cell, tmp_path):
-    empty = create_volume(cell / "cell.zarr", "volumes/labels/none", (105, 256, 320), "uint8", (5, 5, 5), (0, 0, 0), chunks=(64, 128, 128))
+    shape = open_volume(cell / "cell.zarr", "volumes/raw").shape
+    empty = create_volume(cell / "cell.zarr", "volumes/labels/none", shape, "uint8", (5, 5, 5), (0, 0, 0), chunks=(64, 128, 128))
     empty.mark_complete()
     path = write_entry(cell, "none.json", labels={"volumes/labels/none": 1})
     with pytest.raises(ConfigError, match="no labels dataset has any foreground"):
-        train(path, None, load_training_config(None, TINY), options=options(tmp_path))
+        train(path, None, load_training_config(None, TINY_TRAINING), options=options(tmp_path))
 
 
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(cell, tmp_path, monkeypatch):
-    config = load_training_config(None, [*TINY, "training.iterations=4", "intervals.save_every=2"])
+    config = load_training_config(None, [*TINY_TRAINING, "training.iterations=4", "intervals.save_every=2"])
     real_save = trainer_module.save_checkpoint
 
     def save(path, *args, **kwargs):
@@ -211,11 +197,19 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(cell, tmp_path, 
 
 def test_the_data_stream_does_not_depend_on_loader_processes_or_where_augmentation_runs(cell):
     """Workers or not, augmentation in the loader (CPU) or after the transfer (the GPU path): the same samples."""
-    config = load_training_config(None, TINY)
+    config = load_training_config(None, TINY_TRAINING)
     from incasem.io.data_config import load_data_config
 
     def samples(augment_here: bool) -> TrainingSamples:
-        return TrainingSamples(load_data_config(cell / "train.json"), config.augment_config(), (44, 44, 44), (26, 26, 26), config.sampler_kwargs(), 3, augment_here=augment_here)
+        return TrainingSamples(
+            load_data_config(cell / "train.json"),
+            config.augmentation,
+            (44, 44, 44),
+            (26, 26, 26),
+            config.sampler_kwargs(),
+            3,
+            augment_here=augment_here,
+        )
 
     batches = []
     for workers, augment_here in ((0, True), (2, True), (1, False)):
@@ -234,14 +228,19 @@ def test_the_data_stream_does_not_depend_on_loader_processes_or_where_augmentati
 
 def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(cell, tmp_path):
     """DDP on gloo: 2 processes × batch 1 give the weights of 1 process × batch 2."""
-    overrides = [*TINY, "training.iterations=3", "training.batch_size=2"]
+    overrides = [*TINY_TRAINING, "training.iterations=3", "training.batch_size=2"]
     common = ["train", "--train-data", str(cell / "train.json"), "--device", "cpu", "--precision", "fp32", "--no-mlflow", "-q", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "incasem", *common, "--runs-dir", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "incasem", *common, "--runs-dir", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert single.returncode == 0, single.stderr
     double = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "incasem", *common, "--runs-dir", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert double.returncode == 0, double.stderr[-3000:]
     assert [p.name for p in (tmp_path / "two").iterdir() if p.is_dir()] == ["1"]  # one run folder, written by rank 0
@@ -254,11 +253,21 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(cel
 def test_fine_tuning_the_bundled_demo_model(cell, tmp_path):
     """--start-from a shipped checkpoint: its weights are the starting point (validated at iteration 0)."""
     demo = SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt"
-    config = load_training_config(None, [
-        "training.iterations=2", "training.num_workers=0", "training.seed=3", "intervals.validate_every=2",
-        "training.input_size_voxels=[108,108,108]", "training.output_size_voxels=[14,14,14]", "reject.min_masked=0",
-    ])
-    run = train(cell / "train.json", cell / "val.json", config, start_from=str(demo), options=options(tmp_path))
+    config = load_training_config(
+        None,
+        [
+            "training.iterations=2",
+            "training.num_workers=0",
+            "training.seed=3",
+            "intervals.validate_every=2",
+            "training.input_size_voxels=[108,108,108]",
+            "training.output_size_voxels=[14,14,14]",
+            "reject.min_masked=0",
+        ],
+    )
+    # validated on the crop's last 18 sections, rich in mitochondria (Lucchi++ slices 98-115, never seen by the demo model)
+    val = write_entry(cell, f"val_{tmp_path.name}.json", offset=[46, 0, 0], shape=[18, 224, 224], metric_masks=["volumes/metric_masks/mito"])
+    run = train(cell / "train.json", val, config, start_from=str(demo), options=options(tmp_path))
     demo_model, demo_card = load_checkpoint(demo)
     tuned_model, tuned_card = load_checkpoint(run.checkpoint_path(2))
     assert tuned_model.config == demo_model.config and tuned_card.class_names == demo_card.class_names
@@ -270,7 +279,7 @@ def test_fine_tuning_the_bundled_demo_model(cell, tmp_path):
 
 def test_a_run_trains_in_one_process_at_a_time(cell, tmp_path):
     """A second --resume while the run trains is refused; the lock of a killed process is not."""
-    config = load_training_config(None, [*TINY, "training.iterations=2"])
+    config = load_training_config(None, [*TINY_TRAINING, "training.iterations=2"])
     run = train(cell / "train.json", None, config, options=options(tmp_path))
     assert not run.lock_path.exists()  # released at the end
     run.lock_path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live trainer
@@ -284,27 +293,37 @@ def test_a_run_trains_in_one_process_at_a_time(cell, tmp_path):
     assert resumed.record()["iteration"] == 3 and not run.lock_path.exists()
 
 
-SSTEM = LUCCHI.parent / "drosophila_vnc_sstem"
-
-
-@pytest.mark.skipif(not SSTEM.is_dir(), reason="real ssTEM data not found")
 def test_the_shipped_anisotropic_config_trains_on_real_sstem(tmp_path):
     """The `anisotropic` config end to end on 50 × 4.6 × 4.6 nm ssTEM: (1,2,2) pooling, y/x-only transposes."""
     region = (slice(0, 20), slice(0, 160), slice(0, 320))
-    raw = read_stack(SSTEM / "image", *region)
-    mito = (read_stack(SSTEM / "labels" / "mito", *region) != 0).astype(np.uint8)
+    raw = read_stack(DROSOPHILA / "image", *region)
+    mito = (read_stack(DROSOPHILA / "labels" / "mito", *region) != 0).astype(np.uint8)
     for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito}.items():
         volume = create_volume(tmp_path / "sstem.zarr", name, array.shape, "uint8", (50, 4.6, 4.6), (0, 0, 0))
         volume.write(volume.roi, array)
         volume.mark_complete()
     for name, (offset, shape) in {"train": ((0, 0, 0), (20, 160, 200)), "val": ((0, 0, 220), (20, 160, 100))}.items():
-        entry = {"file": "sstem.zarr", "offset": list(offset), "shape": list(shape), "voxel_size": [50, 4.6, 4.6],
-                 "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}}
+        entry = {
+            "file": "sstem.zarr",
+            "offset": list(offset),
+            "shape": list(shape),
+            "voxel_size": [50, 4.6, 4.6],
+            "raw": "volumes/raw",
+            "labels": {"volumes/labels/mito": 1},
+        }
         (tmp_path / f"{name}.json").write_text(json.dumps({name: entry}))
-    config = load_training_config("anisotropic", [
-        "model.num_fmaps=2", "training.input_size_voxels=[20,116,116]", "training.output_size_voxels=[6,22,22]",
-        "training.iterations=3", "training.num_workers=0", "training.seed=5", "reject.min_foreground=0",
-    ])
+    config = load_training_config(
+        "anisotropic",
+        [
+            "model.num_fmaps=2",
+            "training.input_size_voxels=[20,116,116]",
+            "training.output_size_voxels=[6,22,22]",
+            "training.iterations=3",
+            "training.num_workers=0",
+            "training.seed=5",
+            "reject.min_foreground=0",
+        ],
+    )
     run = train(tmp_path / "train.json", tmp_path / "val.json", config, options=options(tmp_path))
     model, card = load_checkpoint(run.checkpoint_path(3))
     assert card.voxel_size_nm == (50, 4.6, 4.6)  # taken from the data

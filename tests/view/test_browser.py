@@ -13,7 +13,6 @@ the grid, world voxel ``v`` lands on pixel ``v - position + size // 2``.
 
 import shutil
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from incasem.cli import main
 from incasem.geometry import Roi
 from incasem.io.volume import create_volume
 from incasem.view.neuroglancer import MAX_READ_VOXELS, open_viewer, stop_server
+from tests.helpers import LUCCHI, require
 from tests.view.viewer_cells import (
     CUBE_CENTRE,
     CUBE_WORLD,
@@ -34,7 +34,6 @@ from tests.view.viewer_cells import (
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the test extra) drives the browser test")
 
-LUCCHI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lucchi_pp_fibsem"
 
 #: Canvas of the screenshots, pixels (width, height): odd, see the module's docstring.
 CANVAS = (201, 161)
@@ -132,7 +131,8 @@ def test_raw_is_drawn_at_its_voxel_size_and_offset(browser, tmp_path, zarr_forma
 
 def test_layers_of_other_grids_overlay_the_raw(browser, tmp_path):
     """Labels on a twice coarser grid, a probability map and a segmentation at another offset
-    all cover the raw's bright cube, pixel for pixel; the heat map is red where p = 1."""
+    all cover the raw's bright cube, pixel for pixel; the heat map is red where p = 1, the labels
+    green and the prediction magenta (segment 1 of each, told apart)."""
     cell = synthetic_cell(tmp_path / "cell.zarr", 3)
     viewer = open_viewer(cell, ["volumes/raw", "volumes/labels/mito", PROB, SEGMENTATION], position=CUBE_CENTRE)
     cube = _expected(CUBE_WORLD, CUBE_CENTRE)
@@ -141,9 +141,13 @@ def test_layers_of_other_grids_overlay_the_raw(browser, tmp_path):
         _show(browser, viewer, visible={layer})
         pixels = _screenshot(viewer).astype(int)
         np.testing.assert_array_equal(pixels.max(-1) > 0, cube, err_msg=layer)
+        red, green, blue = np.moveaxis(pixels[cube], -1, 0)
         if layer == heat_map:
-            red, green, blue = np.moveaxis(pixels[cube], -1, 0)
             assert (red > 100).all() and not green.any() and not blue.any()
+        elif layer == "labels/mito":  # the labels' own colour, green (LABELS_COLOR)
+            assert (green > 60).all() and not red.any() and not blue.any()
+        else:  # the prediction's, magenta (PREDICTION_COLOR): not the labels' colour for the same segment id
+            assert (red > 60).all() and (blue > 60).all() and not green.any()
 
 
 def test_the_browser_loads_everything_from_the_viewer_itself(browser, tmp_path):
@@ -178,7 +182,6 @@ def test_a_zoomed_out_view_of_a_huge_dataset_reads_little(browser, tmp_path):
     assert volume.data.voxels_read <= 8 * MAX_READ_VOXELS < 512 * 8192**2 / 100
 
 
-@pytest.mark.skipif(not LUCCHI.is_dir(), reason="real data ../shared/data/lucchi_pp_fibsem is missing")
 def test_real_em_and_its_labels_are_drawn_aligned(browser, tmp_path):
     """A crop of the Lucchi++ FIB-SEM (5 nm) converted with `incasem convert`: at the
     default position (the centre) the screen shows the centre slice's raw values and
@@ -186,15 +189,18 @@ def test_real_em_and_its_labels_are_drawn_aligned(browser, tmp_path):
     import tifffile
 
     cell = tmp_path / "lucchi.zarr"
-    crop = ["--z", "0:16", "--y", "320:448", "--x", "384:512", "-q"]
-    assert main(["convert", str(LUCCHI / "image"), str(cell), "--voxel-size", "5", "--offset", "100,200,300", *crop]) == 0
+    lucchi = require(LUCCHI)
+    z, y, x = 0, 16, 96  # a 16 x 128 x 128 crop with mitochondria (Lucchi++ slices 52-67, rows 144-271, columns 320-447)
+    crop = ["--z", f"{z}:{z + 16}", "--y", f"{y}:{y + 128}", "--x", f"{x}:{x + 128}", "-q"]
+    assert main(["convert", str(lucchi / "image"), str(cell), "--voxel-size", "5", "--offset", "100,200,300", *crop]) == 0
     labels = ["-d", "volumes/labels/mito", "--like", f"{cell}:volumes/raw"]  # its voxel size and offset
-    assert main(["convert", str(LUCCHI / "labels" / "mito"), str(cell), *labels, *crop]) == 0
+    assert main(["convert", str(lucchi / "labels" / "mito"), str(cell), *labels, *crop]) == 0
     viewer = open_viewer(cell)
     position = viewer.state.position
-    assert [round(p - 0.5) for p in position] == [20 + 8, 40 + 320 + 64, 60 + 384 + 64]  # offset + crop + centre
-    raw_slice = tifffile.imread(LUCCHI / "image" / "0008.tif")[320:448, 384:512]
-    labels_slice = tifffile.imread(LUCCHI / "labels" / "mito" / "0008.tif")[320:448, 384:512] > 0
+    assert [round(p - 0.5) for p in position] == [20 + z + 8, 40 + y + 64, 60 + x + 64]  # offset + crop + centre
+    raw_slice = tifffile.imread(lucchi / "image" / f"{z + 8:04d}.tif")[y : y + 128, x : x + 128]
+    labels_slice = tifffile.imread(lucchi / "labels" / "mito" / f"{z + 8:04d}.tif")[y : y + 128, x : x + 128] > 0
+    assert labels_slice.any() and not labels_slice.all()
     on_screen = (slice(80 - 64, 80 + 64), slice(100 - 64, 100 + 64))  # the crop around the canvas centre
     _show(browser, viewer, visible={"raw"})
     grey = _screenshot(viewer)[..., 0].astype(int)

@@ -16,7 +16,7 @@ from incasem.runs import RunFolder, create_run
 from incasem.train.config import TrainingConfig
 from incasem.train.tracking import Tracker
 from incasem.view.curves import CURVES_FILE, FIGURE_SIZE_PX, plot_run, read_curves
-from tests.conftest import error_line
+from tests.helpers import error_line
 
 TAB_GREEN = (44, 160, 44)  # the validation F1 line
 TAB_RED = (214, 39, 40)  # the best checkpoint's star
@@ -116,8 +116,9 @@ def test_console_script(run, tmp_path):
     script = Path(sys.executable).parent / "incasem"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "incasem"]
     output = tmp_path / "curves.png"
-    result = subprocess.run([*command, "runs", "plot", "1", "--runs-dir", str(run.path.parent), "-o", str(output)],
-                            check=False, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*command, "runs", "plot", "1", "--runs-dir", str(run.path.parent), "-o", str(output)], check=False, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"wrote {output}\n"
     colours(output)

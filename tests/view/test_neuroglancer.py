@@ -37,13 +37,12 @@ from incasem.view.neuroglancer import (
     MAX_READ_VOXELS,
     default_datasets,
     describe_view,
-    layer_kind,
     open_viewer,
     served_volume,
     start_server,
     stop_server,
 )
-from tests.conftest import error_line
+from tests.helpers import error_line
 from tests.view.viewer_cells import (
     CUBE_CENTRE,
     PROB,
@@ -84,34 +83,9 @@ def _get(url: str) -> bytes:
 # --- the layer description ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("name", "dtype", "kind"),
-    [
-        ("volumes/raw", "uint8", "image"),
-        ("volumes/raw_equalized_0.02", "uint8", "image"),
-        ("volumes/raw", "uint16", "image"),
-        ("volumes/raw", "float32", "image"),
-        ("volumes/labels/mito", "uint8", "segmentation"),
-        ("volumes/labels/er", "uint64", "segmentation"),
-        ("volumes/labels/er", "int32", "segmentation"),
-        ("volumes/mask", "uint8", "segmentation"),
-        ("volumes/metric_masks/mito", "uint8", "segmentation"),
-        ("volumes/instances/mito", "uint32", "segmentation"),
-        ("volumes/predictions/1847/0001/segmentation", "uint8", "segmentation"),
-        ("volumes/predictions/1847/0001/prob_maps/class_1", "uint8", "probabilities"),
-        ("volumes/predictions/1847/0001/probabilities", "float32", "probabilities"),
-        ("//volumes/predictions/1847/0001/prob_maps/class_1/", "float32", "probabilities"),
-        ("volumes/other", "uint32", "segmentation"),
-        ("volumes/probabilities", "float32", "image"),  # not under predictions: plain float data
-    ],
-)
-def test_layer_kind_follows_the_name_then_the_dtype(name, dtype, kind):
-    assert layer_kind(name, np.dtype(dtype)) == kind
-
-
 def test_layers_have_their_kind_voxel_size_and_offset(cell):
     spec = describe_view(cell, ["volumes/raw", "volumes/labels/mito", PROB, SEGMENTATION])
-    described = [(l.name, l.kind, l.voxel_size, l.voxel_offset, l.volume.shape) for l in spec.layers]
+    described = [(layer.name, layer.kind, layer.voxel_size, layer.voxel_offset, layer.volume.shape) for layer in spec.layers]
     assert described == [
         ("raw", "image", (10, 4, 4), (4, 10, 6), (20, 60, 80)),
         ("labels/mito", "segmentation", (20, 8, 8), (2, 5, 3), (10, 30, 40)),
@@ -135,7 +109,7 @@ def test_grid_and_position_follow_the_first_dataset(cell):
 
 def test_the_same_dataset_twice_is_one_layer(cell):
     spec = describe_view(cell, ["volumes/raw", "volumes//raw/", "volumes/labels/mito"])
-    assert [l.name for l in spec.layers] == ["raw", "labels/mito"]
+    assert [layer.name for layer in spec.layers] == ["raw", "labels/mito"]
 
 
 def test_non_uint8_images_get_a_range_from_a_central_sample(tmp_path):
@@ -199,7 +173,7 @@ def test_a_folder_that_is_no_container(tmp_path):
 
 
 def test_a_position_outside_every_dataset_is_refused(cell):
-    with pytest.raises(InvalidValueError, match=r"--position 0,0,0 .* lies outside every dataset shown; volumes/raw covers"):
+    with pytest.raises(InvalidValueError, match=r"position 0,0,0 .* lies outside every dataset shown; volumes/raw covers .*leave position out"):
         describe_view(cell, ["volumes/raw"], position=(0, 0, 0))
     # outside the raw but inside the labels is fine
     labels_only_voxel = (RAW_WORLD.end[0] - 1, RAW_WORLD.offset[1], RAW_WORLD.offset[2])
@@ -214,20 +188,22 @@ def test_a_port_in_use_is_named(cell):
             open_viewer(cell, ["volumes/raw"], port=port)
     finally:
         sock.close()
-    assert str(caught.value) == f"port {port} on 127.0.0.1 is in use: pick another with --port or leave it out"
+    assert str(caught.value) == f"port {port} on 127.0.0.1 is in use: pick another with port or leave it out"
+    assert caught.value.for_cli() == f"port {port} on 127.0.0.1 is in use: pick another with --port or leave it out"
 
 
 @pytest.mark.parametrize(
-    ("bind", "port", "message"),
+    ("bind", "port", "message", "flag"),
     [
-        ("127.0.0.1", 70000, "--port must be 0 (a free port) or 1..65535, got 70000"),
-        ("127.0.0.1", -1, "--port must be 0"),
-        ("203.0.113.7", 0, "--bind 203.0.113.7 is not an address of this machine"),
+        ("127.0.0.1", 70000, "port must be 0 (a free port) or 1..65535, got 70000", "--port"),
+        ("127.0.0.1", -1, "port must be 0", "--port"),
+        ("203.0.113.7", 0, "bind_address 203.0.113.7 is not an address of this machine", "--bind"),
     ],
 )
-def test_bad_port_or_address(bind, port, message):
-    with pytest.raises(InvalidValueError, match=re.escape(message)):
+def test_bad_port_or_address(bind, port, message, flag):
+    with pytest.raises(InvalidValueError, match="^" + re.escape(message)) as caught:
         start_server(bind, port)
+    assert caught.value.for_cli().startswith(flag + " ")  # the command line names its flag
 
 
 # --- serving ---------------------------------------------------------------------------------
@@ -252,7 +228,7 @@ def test_the_server_hands_out_the_data_at_its_geometry(cell):
     assert list(state.dimensions.scales) == pytest.approx([10e-9, 4e-9, 4e-9])  # metres
     assert list(state.position) == [13.5, 40.5, 46.5]
     assert list(state.display_dimensions) == ["x", "y", "z"]
-    assert [l.type for l in state.layers] == ["image", "segmentation"]
+    assert [layer.type for layer in state.layers] == ["image", "segmentation"]
     served = _served(viewer)
     info = json.loads(_get(served["labels/mito"][0]))
     assert [int(v) for v in info["voxelOffset"]] == [2, 5, 3] and [int(v) for v in info["shape"]] == [10, 30, 40]

@@ -26,19 +26,18 @@ from incasem.view.preview import (
     view_region,
     write_preview,
 )
-from tests.conftest import LUCCHI, SHARED_DATA, error_line, read_stack
+from tests.helpers import DROSOPHILA, LUCCHI, error_line, read_stack, require
 
-DROSOPHILA = SHARED_DATA / "drosophila_vnc_sstem"
-
-#: The Lucchi++ crop, world voxels (5 nm): z 60:100, y 128:256, x 352:512.
-CROP = Roi((60, 128, 352), (40, 128, 160))
+#: A crop of the Lucchi++ test data, world voxels (5 nm): z 8:48, y 16:144, x 64:224 (Lucchi++ slices 60-99,
+#: rows 144-271, columns 288-447).
+CROP = Roi((8, 16, 64), (40, 128, 160))
 LABELS = "volumes/labels/mito"
 #: A prediction on a grid twice as coarse (10 nm), covering only this region (world voxels of the 5 nm grid).
-PREDICTION_ROI = Roi((70, 160, 400), (20, 64, 80))
+PREDICTION_ROI = Roi(tuple(o + d for o, d in zip(CROP.offset, (10, 32, 48))), (20, 64, 80))
 PREDICTION = "volumes/predictions/unet/0001/segmentation"
 OLDER_PREDICTION = "volumes/predictions/unet/0002/segmentation"
 #: A position inside the prediction's region.
-POSITION = (80, 190, 432)
+POSITION = tuple(o + d for o, d in zip(CROP.offset, (20, 62, 100)))
 
 
 def _convert(source: Path, container: Path, *options: str) -> None:
@@ -55,12 +54,11 @@ def _write(container: Path, name: str, data: np.ndarray, voxel_size, offset_nm, 
 @pytest.fixture(scope="module")
 def lucchi(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
     """A converted Lucchi++ crop with mito labels and two predictions; raw and labels read from the TIFFs."""
-    if not LUCCHI.is_dir():
-        pytest.skip(f"real data not found at {LUCCHI}")
+    lucchi = require(LUCCHI)
     cell = tmp_path_factory.mktemp("lucchi") / "cell.zarr"
-    crop = ["--z", "60:100", "--y", "128:256", "--x", "352:512"]
-    _convert(LUCCHI / "image", cell, "--voxel-size", "5,5,5", *crop)
-    _convert(LUCCHI / "labels" / "mito", cell, "-d", LABELS, "--like", str(cell), *crop)
+    crop = [f"--{axis}={s.start}:{s.stop}" for axis, s in zip("zyx", CROP.to_slices())]
+    _convert(lucchi / "image", cell, "--voxel-size", "5,5,5", *crop)
+    _convert(lucchi / "labels" / "mito", cell, "-d", LABELS, "--like", str(cell), *crop)
     raw, labels = read_stack(LUCCHI / "image", *CROP.to_slices()), read_stack(LUCCHI / "labels" / "mito", *CROP.to_slices())
     coarse = labels[PREDICTION_ROI.relative_to(CROP.offset).to_slices()][::2, ::2, ::2] * 2
     offset_nm = tuple(5 * o for o in PREDICTION_ROI.offset)
@@ -169,11 +167,12 @@ def test_default_overlays_are_the_labels_and_the_newest_prediction(lucchi, tmp_p
 
 def test_default_position_is_the_centre_and_size_crops_around_it(lucchi):
     cell, raw, _ = lucchi
-    assert render_preview(cell, overlays=()).position == (80, 192, 432)
-    preview = render_preview(cell, overlays=(), position=(62, 138, 502), size_voxels=32)
+    z, y, x = CROP.offset
+    assert render_preview(cell, overlays=()).position == (z + 20, y + 64, x + 80)
+    preview = render_preview(cell, overlays=(), position=(z + 2, y + 10, x + 150), size_voxels=32)
     z_panel = preview.panels["z"]
-    assert z_panel.region == Roi((62, 128, 480), (1, 32, 32))  # centred, shifted to stay inside the raw
-    assert preview.panels["y"].region == Roi((60, 138, 480), (32, 1, 32))
+    assert z_panel.region == Roi((z + 2, y, x + 128), (1, 32, 32))  # centred, shifted to stay inside the raw
+    assert preview.panels["y"].region == Roi((z, y + 10, x + 128), (32, 1, 32))
     expected = raw[2, 0:32, 128:160]
     np.testing.assert_array_equal(preview.image[z_panel.slices][..., 0], expected)
 
@@ -186,18 +185,16 @@ def test_view_region_default_crop_rule():
     assert view_region(raw, (150, 100, 4990), voxel_size=(50, 5, 5)).shape == (51, 1024, DEFAULT_CROP_PIXELS)
     assert view_region(Roi((0, 0, 0), (102, 9, 9)), (0, 0, 0), voxel_size=(50, 5, 5)).shape == (102, 9, 9)
     assert view_region(raw, (150, 600, 2000), (10, 20, 30)) == Roi((145, 590, 1985), (10, 20, 30))
-    with pytest.raises(InvalidValueError, match="--size"):
+    with pytest.raises(InvalidValueError, match=r"^size_voxels must"):
         view_region(raw, (0, 0, 0), 0)
 
 
 @pytest.fixture(scope="module")
 def drosophila(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A crop of the ssTEM stack (50 × 4.6 × 4.6 nm) with its mito labels, those read from the TIFFs."""
-    if not DROSOPHILA.is_dir():
-        pytest.skip(f"real data not found at {DROSOPHILA}")
     cell = tmp_path_factory.mktemp("drosophila") / "cell.zarr"
     crop = ["--y", "0:200", "--x", "0:256"]
-    _convert(DROSOPHILA / "image", cell, "--voxel-size", "50,4.6,4.6", *crop)
+    _convert(require(DROSOPHILA) / "image", cell, "--voxel-size", "50,4.6,4.6", *crop)
     _convert(DROSOPHILA / "labels" / "mito", cell, "-d", LABELS, "--like", str(cell), *crop)
     return cell, read_stack(DROSOPHILA / "labels" / "mito", slice(None), slice(0, 200), slice(0, 256))
 
@@ -226,7 +223,8 @@ def test_refuses_an_existing_output_unless_told(lucchi, tmp_path, capsys):
     assert main(["preview", str(cell), "-o", str(output)]) == 1
     assert str(output) in error_line(capsys) and output.read_bytes() == b"mine"
     assert main(["preview", str(cell), "-o", str(output), "--overwrite", "--size", "16"]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote {output}: volumes/raw at z,y,x = 80,192,432 with {LABELS}")
+    centre = ",".join(str(o + s // 2) for o, s in zip(CROP.offset, CROP.shape))
+    assert capsys.readouterr().out.startswith(f"wrote {output}: volumes/raw at z,y,x = {centre} with {LABELS}")
     assert iio.imread(output).shape[2] in (3, 4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preview.png"]  # no temporary file left
 
@@ -237,7 +235,8 @@ def test_bad_input_is_one_line_naming_what_to_fix(lucchi, tmp_path, capsys):
     with pytest.raises(DatasetNotFoundError) as missing:
         render_preview(cell, overlays=["volumes/labels/er"])
     assert "volumes/labels/er" in str(missing.value) and f"{LABELS}, " in str(missing.value)
-    with pytest.raises(RoiError, match=r"lies outside .*volumes/raw, which covers \[60:100, 128:256, 352:512\]"):
+    covers = ", ".join(f"{s.start}:{s.stop}" for s in CROP.to_slices())
+    with pytest.raises(RoiError, match=rf"lies outside .*volumes/raw, which covers \[{covers}\]"):
         render_preview(cell, position=(0, 0, 0))
     cases = {
         ("--overlay", "volumes/labels/er"): "has no dataset 'volumes/labels/er' (it has: ",
@@ -257,7 +256,7 @@ def test_floating_point_overlays_are_refused(tmp_path):
     cell = tmp_path / "cell.zarr"
     for name, dtype in (("volumes/raw", np.uint8), ("volumes/probabilities", np.float32)):
         create_volume(cell, name, (4, 8, 8), dtype, (5, 5, 5)).mark_complete()
-    with pytest.raises(InvalidValueError, match="floating-point .* overlay a label or segmentation dataset"):
+    with pytest.raises(InvalidValueError, match=r"floating-point .* overlay a label or segmentation dataset"):
         render_preview(cell, overlays=["volumes/probabilities"])
 
 
@@ -266,7 +265,8 @@ def test_console_script(lucchi, tmp_path):
     script = Path(sys.executable).parent / "incasem"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "incasem"]
     output = tmp_path / "out" / "preview.png"
-    result = subprocess.run([*command, "preview", str(cell), "-o", str(output), "--overlay", LABELS, "--size", "48"],
-                            check=False, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*command, "preview", str(cell), "-o", str(output), "--overlay", LABELS, "--size", "48"], check=False, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert iio.imread(output).shape[:2] == render_preview(cell, overlays=[LABELS], size_voxels=48).image.shape[:2]

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Retrain the shipped FIB-SEM mitochondria model (mito-fibsem-5nm) with one command:
-# prepare the Lucchi++ data (../shared/data/lucchi_pp_fibsem) into DATA_FOLDER, then
-# `incasem train` with this folder's config and data configs.
+# Train the FIB-SEM mitochondria model (mito-fibsem-5nm) with one command: prepare the
+# whole Lucchi++ training volume (../shared/data/lucchi_pp_fibsem) into DATA_FOLDER, split
+# three ways (prepare.sh: train.json trains, val.json selects the checkpoint, heldout.json
+# is scored only, by training/ship_model.py), then `incasem train` with this folder's
+# config and data configs. Fine-tune the shipped model instead of starting afresh with
+# `--start-from mito-fibsem-5nm` among the extra arguments.
 # Usage: bash training/mito_fibsem_5nm/train.sh [DATA_FOLDER] [RUNS_FOLDER] [key=value ...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

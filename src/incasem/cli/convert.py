@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import typer
 
@@ -10,8 +11,9 @@ from incasem.blockwise import RunOptions
 from incasem.cli.app import app
 from incasem.cli.options import job_options, parse_nm_triple, parse_range, parse_triple
 from incasem.io.inspect import describe_volume
-from incasem.io.tiff import DEFAULT_PATTERN
+from incasem.io.layout import RAW
 from incasem.io.metadata import JOB_KEY
+from incasem.io.tiff import DEFAULT_PATTERN
 from incasem.io.volume import WriteMode
 from incasem.preprocess.convert import CHUNKS, ConvertOptions, Crop, tiff_to_zarr
 from incasem.preprocess.export import MANIFEST, zarr_to_tiff
@@ -47,10 +49,14 @@ def _crop(z: str | None, y: str | None, x: str | None) -> Crop | None:
     return (cuts[0], cuts[1], cuts[2])
 
 
-def _rescale(text: str) -> tuple[float, float] | str | None:
+def _rescale(text: str) -> tuple[float, float] | Literal["auto", "minmax"] | None:
     """``none``, ``auto``, ``minmax`` or ``LOW:HIGH`` (numbers) for ``--to-uint8``."""
-    if text in ("none", "auto", "minmax"):
-        return None if text == "none" else text
+    if text == "none":
+        return None
+    if text == "auto":
+        return "auto"
+    if text == "minmax":
+        return "minmax"
     low, _, high = text.partition(":")
     try:
         bounds = [float(low), float(high)]
@@ -64,7 +70,7 @@ def _like(text: str | None) -> tuple[str, str] | None:
     """``CONTAINER:DATASET`` (or ``CONTAINER`` for its volumes/raw) for ``--like``."""
     if text is None:
         return None
-    container, _, dataset = text.rpartition(":") if ":" in text else (text, "", "volumes/raw")
+    container, _, dataset = text.rpartition(":") if ":" in text else (text, "", RAW)
     return (container, dataset)
 
 
@@ -77,27 +83,25 @@ _RANGE = "voxels START:STOP (stop exclusive; an empty end is open)"
 def convert(
     source: Path = typer.Argument(..., help="Folder of 2D TIFF slices, or a multi-page TIFF file."),
     container: Path = typer.Argument(..., help="Output .zarr container (created when missing)."),
-    dataset: str = typer.Option(
-        "volumes/raw", "--dataset", "-d", help="Output dataset, e.g. volumes/raw or volumes/labels/mito."
-    ),
+    dataset: str = typer.Option(RAW, "--dataset", "-d", help="Output dataset, e.g. volumes/raw or volumes/labels/mito."),
     pattern: str = typer.Option(DEFAULT_PATTERN, "--pattern", help="Glob selecting the slices of a folder (any case)."),
-    voxel_size: str | None = typer.Option(
-        None, "--voxel-size", help="Voxel size, nm: Z,Y,X (default 1; decimals allowed, e.g. 50,4.6,4.6)."
-    ),
+    voxel_size: str | None = typer.Option(None, "--voxel-size", help="Voxel size, nm: Z,Y,X (default 1; decimals allowed, e.g. 50,4.6,4.6)."),
     offset: str | None = typer.Option(None, "--offset", help="World position of the stack's first voxel, nm: Z,Y,X."),
     like: str | None = typer.Option(
-        None, "--like", help="CONTAINER:DATASET of the raw these labels belong to: same shape required; "
-        "voxel size, offset and chunks are copied (DATASET defaults to volumes/raw)."
+        None,
+        "--like",
+        help="CONTAINER:DATASET of the raw these labels belong to: same shape required; "
+        "voxel size, offset and chunks are copied (DATASET defaults to volumes/raw).",
     ),
     z: str | None = typer.Option(None, "--z", help=f"Slices to convert, {_RANGE}."),
     y: str | None = typer.Option(None, "--y", help=f"Rows to convert, {_RANGE}."),
     x: str | None = typer.Option(None, "--x", help=f"Columns to convert, {_RANGE}."),
-    chunks: str | None = typer.Option(
-        None, "--chunks", help=f"Chunk shape, voxels: Z,Y,X (default {_CHUNKS}). Memory ~ workers x Z x slice size."
-    ),
+    chunks: str | None = typer.Option(None, "--chunks", help=f"Chunk shape, voxels: Z,Y,X (default {_CHUNKS}). Memory ~ workers x Z x slice size."),
     to_uint8: str = typer.Option(
-        "none", "--to-uint8", help=f"none: keep the dtype. LOW:HIGH: out = {_LINEAR} as uint8. "
-        "minmax: the same with LOW, HIGH = the converted region's minimum and maximum (one extra pass)."
+        "none",
+        "--to-uint8",
+        help=f"none: keep the dtype. LOW:HIGH: out = {_LINEAR} as uint8. "
+        "minmax: the same with LOW, HIGH = the converted region's minimum and maximum (one extra pass).",
     ),
     *,
     mode: WriteMode = "create",
@@ -115,38 +119,36 @@ def convert(
     )
     volume = tiff_to_zarr(source, container, dataset, options=options, mode=mode, run=run)
     typer.echo(describe_volume(volume))
-    typer.echo(f"values: {volume.array.attrs[JOB_KEY]['mapping']}")
+    job = cast(dict[str, Any], volume.array.attrs[JOB_KEY])  # the job record tiff_to_zarr wrote: a mapping
+    typer.echo(f"values: {job['mapping']}")
     if voxel_size is None and like is None:
         typer.echo(
-            f"note: no --voxel-size given, recorded 1,1,1 nm; set it with "
-            f"`incasem info {container} --dataset {dataset} --voxel-size Z,Y,X`",
+            f"note: no --voxel-size given, recorded 1,1,1 nm; set it with `incasem info {container} --dataset {dataset} --voxel-size Z,Y,X`",
             err=True,
         )
 
 
 @app.command("export", help=_EXPORT_HELP)
-@job_options(
-    resume=False, overwrite_help="Replace a previous `incasem export` in FOLDER (refused if FOLDER holds any other file)."
-)
+@job_options(resume=False, overwrite_help="Replace a previous `incasem export` in FOLDER (refused if FOLDER holds any other file).")
 def export(
     container: Path = typer.Argument(..., help="A .zarr container."),
     folder: Path = typer.Argument(..., help="Output folder of TIFF slices."),
-    dataset: str = typer.Option("volumes/raw", "--dataset", "-d", help="Dataset to export."),
+    dataset: str = typer.Option(RAW, "--dataset", "-d", help="Dataset to export."),
     z: str | None = typer.Option(None, "--z", help=f"Slices to export, {_RANGE}, from the dataset's first slice."),
     y: str | None = typer.Option(None, "--y", help=f"Rows to export, {_RANGE}."),
     x: str | None = typer.Option(None, "--x", help=f"Columns to export, {_RANGE}."),
     to_uint8: str = typer.Option(
-        "auto", "--to-uint8", help="auto: binary labels 0/1 -> 0/255 uint8; float probabilities [0, 1] -> "
+        "auto",
+        "--to-uint8",
+        help="auto: binary labels 0/1 -> 0/255 uint8; float probabilities [0, 1] -> "
         "round_half_up(255 * p) uint8 (other floats refused); other integer data (uint8, uint16 raw, label ids) "
         f"unchanged. none: values unchanged. LOW:HIGH: out = {_LINEAR} as uint8. minmax: the same with the "
-        "region's minimum and maximum."
+        "region's minimum and maximum.",
     ),
     *,
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> None:
     """Write a zarr dataset as TIFF slices (help text: ``_EXPORT_HELP``)."""
-    summary = zarr_to_tiff(
-        container, dataset, folder, crop=_crop(z, y, x), rescale=_rescale(to_uint8), mode=mode, run=run
-    )  # type: ignore[arg-type]
+    summary = zarr_to_tiff(container, dataset, folder, crop=_crop(z, y, x), rescale=_rescale(to_uint8), mode=mode, run=run)
     typer.echo(str(summary))

@@ -16,9 +16,7 @@ from incasem.io.volume import set_geometry
 def info(
     container: Path = typer.Argument(..., help="A .zarr container."),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Show (or set the geometry of) only this dataset."),
-    voxel_size: str | None = typer.Option(
-        None, "--voxel-size", help="Set the voxel size, nm: Z,Y,X (decimals allowed, e.g. 50,4.6,4.6)."
-    ),
+    voxel_size: str | None = typer.Option(None, "--voxel-size", help="Set the voxel size, nm: Z,Y,X (decimals allowed, e.g. 50,4.6,4.6)."),
     offset: str | None = typer.Option(None, "--offset", help="Set the world offset, nm: Z,Y,X."),
 ) -> None:
     """List the datasets of CONTAINER (shape, dtype, chunks, voxel size, offset), or set a dataset's geometry."""

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from incasem.blockwise import RunOptions
 from incasem.cli.app import app
 from incasem.cli.evaluate import format_evaluation
 from incasem.demo import DEFAULT_MODEL, run_demo
-from incasem.blockwise import RunOptions
 
 
 @app.command()

@@ -9,7 +9,12 @@ from tqdm import tqdm
 
 from incasem.cli.app import app
 from incasem.io.bucket import DEFAULT_BASE_URL
-from incasem.io.download import DATASETS_PREFIX, INCOMPLETE_MARKER, download_cell, list_cell
+from incasem.io.download import (
+    DATASETS_PREFIX,
+    INCOMPLETE_MARKER,
+    download_cell,
+    list_cell,
+)
 
 _HELP = (
     "Download an example cell of the original incasem (e.g. cell_6, or 6) into DEST/<cell>/.\n\n"
@@ -28,7 +33,9 @@ def _size(size_bytes: int) -> str:
 def download_command(
     cell: str = typer.Argument(..., help="Cell name or number, e.g. cell_6 or 6."),
     destination: Path = typer.Argument(Path("."), metavar="[DEST]", help="Folder receiving <cell>/ (default: here)."),
-    base_url: str = typer.Option(DEFAULT_BASE_URL, "--base-url", envvar="INCASEM_BASE_URL", help="Address of the bucket, or of a mirror (also $INCASEM_BASE_URL)."),
+    base_url: str = typer.Option(
+        DEFAULT_BASE_URL, "--base-url", envvar="INCASEM_BASE_URL", help="Address of the bucket, or of a mirror (also $INCASEM_BASE_URL)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cell's files and total size; download nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -36,7 +43,7 @@ def download_command(
     if dry_run:
         items = list_cell(cell, base_url)
         for item in items:
-            typer.echo(f"{_size(item.size):>9}  {destination / item.key[len(DATASETS_PREFIX):]}")
+            typer.echo(f"{_size(item.size):>9}  {destination / item.key[len(DATASETS_PREFIX) :]}")
         typer.echo(f"{len(items)} files, {_size(sum(item.size for item in items))}")
         return
     result = download_cell(cell, destination, base_url, progress=not quiet)

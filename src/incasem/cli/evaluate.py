@@ -11,12 +11,18 @@ import typer
 from incasem.blockwise import RunOptions
 from incasem.cli.app import app
 from incasem.cli.options import job_options, parse_triple
-from incasem.errors import DatasetExistsError, DatasetNotFoundError, InvalidValueError
-from incasem.evaluate.evaluate import Evaluation, EvaluationOptions, RegionScores, evaluate, evaluate_entry
+from incasem.errors import DatasetExistsError, InvalidValueError
+from incasem.evaluate.evaluate import (
+    Evaluation,
+    EvaluationOptions,
+    RegionScores,
+    evaluate,
+    evaluate_entry,
+)
 from incasem.files import atomic_write_text
 from incasem.geometry import Roi
 from incasem.io.data_config import LabelSource, load_data_config
-from incasem.io.volume import WriteMode, dataset_exists, label_datasets, open_container
+from incasem.io.volume import WriteMode, open_container
 
 _REGION_NAMES = {"plain": "all voxels", "exclusion_zone": "exclusion zone"}
 
@@ -29,7 +35,7 @@ def _region_row(name: str, scores: RegionScores) -> str:
     counts = scores.counts
     row = f"  {_REGION_NAMES[name]:<15} " + "  ".join(_number(v) for v in (counts.f1, counts.iou, counts.precision, counts.recall))
     best = scores.best()
-    if best is not None:
+    if best is not None and scores.histogram is not None:  # best() is None without a histogram
         row += f"  {_number(scores.histogram.average_precision())}  {best[0]:.3f} (F1 {best[1].f1:.4f}, IoU {best[1].iou:.4f})"
     return row
 
@@ -51,27 +57,22 @@ def format_evaluation(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def _labels(container: Path, given: list[str]) -> list[LabelSource]:
-    """``--labels DATASET[=ID]`` (ids 1.. in order by default), or every dataset under volumes/labels."""
-    if not given:
-        given = label_datasets(open_container(container), container)
-        if not given:
-            raise DatasetNotFoundError(f"{container} has no volumes/labels/*: give --labels DATASET")
+def _labels(given: list[str]) -> list[LabelSource] | None:
+    """``--labels DATASET[=ID]`` (ids 1.. in order by default); none given: the API's default labels."""
     sources = []
     for number, text in enumerate(given, start=1):
         dataset, _, class_id = text.partition("=")
         if class_id and not class_id.isdigit():
             raise InvalidValueError(f"--labels {text}: the class id after '=' must be a whole number")
         sources.append(LabelSource(dataset, int(class_id) if class_id else number))
-    return sources
+    return sources or None
 
 
-def _metric_masks(container: Path, labels: list[LabelSource], given: list[str]) -> list[str]:
-    """``--metric-mask`` as given, or volumes/metric_masks/<organelle> of each labels dataset where it exists."""
-    if given:
-        return [] if given == ["none"] else given
-    names = (f"volumes/metric_masks/{label.dataset.rstrip('/').rsplit('/', 1)[-1]}" for label in labels)
-    return [name for name in names if dataset_exists(container, name)]
+def _metric_masks(given: list[str]) -> list[str] | None:
+    """``--metric-mask`` as given, ``none`` for none; none given: the API's default metric masks."""
+    if not given:
+        return None
+    return [] if given == ["none"] else given
 
 
 def _write_json(path: Path, evaluations: list[Evaluation]) -> None:
@@ -90,13 +91,23 @@ def _iou_list(text: str) -> tuple[float, ...]:
 @job_options(resume=False, overwrite_help="Replace the --json file if it exists.")
 def evaluate_command(
     source: Path = typer.Argument(..., help="A .zarr container, or a data config JSON (its ROIs, labels, masks and metric masks)."),
-    prediction: str = typer.Option(..., "--prediction", "-p", help="Prediction group volumes/predictions/<model>/<id>, a segmentation dataset, or one probability map."),
-    labels: list[str] = typer.Option([], "--labels", "-l", help="Labels dataset[=class id], repeatable (container only; default: every volumes/labels/*, ids 1.. in order)."),
+    prediction: str = typer.Option(
+        ..., "--prediction", "-p", help="Prediction group volumes/predictions/<model>/<id>, a segmentation dataset, or one probability map."
+    ),
+    labels: list[str] = typer.Option(
+        [], "--labels", "-l", help="Labels dataset[=class id], repeatable (container only; default: every volumes/labels/*, ids 1.. in order)."
+    ),
     mask: str | None = typer.Option(None, "--mask", help="Cell mask: count only inside it (container only)."),
-    metric_masks: list[str] = typer.Option([], "--metric-mask", help="Metric mask (exclusion zone), repeatable; default volumes/metric_masks/<organelle> where it exists; 'none' for none (container only)."),
+    metric_masks: list[str] = typer.Option(
+        [],
+        "--metric-mask",
+        help="Metric mask (exclusion zone), repeatable; default volumes/metric_masks/<organelle> where it exists; 'none' for none (container only).",
+    ),
     roi_offset: str | None = typer.Option(None, "--roi-offset", help="Region start in voxels Z,Y,X (container only; default: where all datasets overlap)."),
     roi_shape: str | None = typer.Option(None, "--roi-shape", help="Region shape in voxels Z,Y,X."),
-    threshold: float | None = typer.Option(None, "--threshold", "-t", help="Score probability maps at this threshold (default: the prediction's segmentation)."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", "-t", help="Score probability maps at this threshold (default: the prediction's segmentation)."
+    ),
     sweep: bool = typer.Option(False, "--sweep", help="Also every threshold k/1000: best threshold and average precision (needs probability maps)."),
     instances: bool = typer.Option(False, "--instances", help="Also match connected components (instances) of prediction and labels."),
     iou: str = typer.Option("0.5,0.75", "--iou", help="IoU thresholds of instance matching."),
@@ -126,9 +137,7 @@ def evaluate_command(
         if (offset is None) != (shape is None):
             raise typer.BadParameter("give both --roi-offset and --roi-shape, or neither")
         roi = Roi(offset, shape) if offset is not None and shape is not None else None
-        sources = _labels(source, labels)
-        results = [evaluate(source, prediction, sources, mask=mask, metric_masks=_metric_masks(source, sources, metric_masks),
-                            roi=roi, options=options, run=run)]
+        results = [evaluate(source, prediction, _labels(labels), mask=mask, metric_masks=_metric_masks(metric_masks), roi=roi, options=options, run=run)]
     if json_path is not None and str(json_path) == "-":
         data = results[0].to_json() if len(results) == 1 else [r.to_json() for r in results]
         typer.echo(json.dumps(data, indent=2))

@@ -10,9 +10,9 @@ from incasem.blockwise import RunOptions
 from incasem.cli.app import app
 from incasem.cli.options import job_options, parse_triple
 from incasem.io.inspect import describe_volume
+from incasem.io.layout import CELL_MASK, EXCLUSION_WIDTHS_VOXELS, RAW
 from incasem.io.volume import WriteMode
 from incasem.preprocess.masks import (
-    EXCLUSION_WIDTHS,
     MaskOptions,
     MetricMaskOptions,
     create_mask,
@@ -22,7 +22,7 @@ from incasem.preprocess.masks import (
 _CONTAINER = typer.Argument(..., help="A .zarr container; the mask is written into it.")
 _CHUNKS = typer.Option(None, "--chunks", help="Output chunk shape = block shape, voxels: Z,Y,X (default 128).")
 
-_WIDTHS = ", ".join(f"{name} {i}/{o}" for name, (i, o) in EXCLUSION_WIDTHS.items())
+_WIDTHS = ", ".join(f"{name} {i}/{o}" for name, (i, o) in EXCLUSION_WIDTHS_VOXELS.items())
 _METRIC_MASK_HELP = (
     "Write the metric mask: 0 in a band around the labelled objects' boundaries, 255 elsewhere.\n\n"
     "The band is dilate(labels, outwards) minus erode(labels, inwards) with 6-connected steps; "
@@ -41,14 +41,10 @@ _MASK_HELP = (
 def metric_mask(
     container: Path = _CONTAINER,
     labels: str = typer.Option(..., "--labels", "-l", help="Integer labels dataset, e.g. volumes/labels/mito."),
-    output: str | None = typer.Option(
-        None, "--output", "-o", help="Output dataset (default: volumes/metric_masks/<labels name>)."
-    ),
+    output: str | None = typer.Option(None, "--output", "-o", help="Output dataset (default: volumes/metric_masks/<labels name>)."),
     exclude_inwards: int | None = typer.Option(None, "--exclude-inwards", help="Band inside objects, voxels."),
     exclude_outwards: int | None = typer.Option(None, "--exclude-outwards", help="Band outside objects, voxels."),
-    organelle: str | None = typer.Option(
-        None, "--organelle", help="Organelle whose default widths to use (default: guessed from --labels)."
-    ),
+    organelle: str | None = typer.Option(None, "--organelle", help="Organelle whose default widths to use (default: guessed from --labels)."),
     chunks: str | None = _CHUNKS,
     *,
     mode: WriteMode = "create",
@@ -65,10 +61,10 @@ def metric_mask(
 @job_options()
 def mask(
     container: Path = _CONTAINER,
-    raw: str = typer.Option("volumes/raw", "--input", "-i", help="Grey-value dataset."),
+    raw: str = typer.Option(RAW, "--input", "-i", help="Grey-value dataset."),
     min_grey: float = typer.Option(..., "--min", help="Lowest grey value inside the cell (inclusive)."),
     max_grey: float = typer.Option(..., "--max", help="Highest grey value inside the cell (inclusive)."),
-    output: str = typer.Option("volumes/mask", "--output", "-o", help="Output dataset."),
+    output: str = typer.Option(CELL_MASK, "--output", "-o", help="Output dataset."),
     opening: int = typer.Option(0, "--opening", help="Ball radius (voxels) of an opening removing specks; 0: none."),
     closing: int = typer.Option(0, "--closing", help="Ball radius (voxels) of a closing that fills gaps; 0: none."),
     chunks: str | None = _CHUNKS,

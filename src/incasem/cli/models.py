@@ -28,9 +28,7 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
-_CACHE_DIR = typer.Option(
-    None, "--cache-dir", help=f"Models folder (default: ${CACHE_ENV} or ~/.cache/incasem/models)."
-)
+_CACHE_DIR = typer.Option(None, "--cache-dir", help=f"Models folder (default: ${CACHE_ENV} or ~/.cache/incasem/models).")
 _LIST_HELP = (
     "List the shipped models (ready to use) and the published and imported ones, and where they are cached.\n\n"
     "Organelles: mito, golgi, er, ccp (clathrin-coated pits), np (nuclear pores); "
@@ -80,7 +78,9 @@ def list_command(cache_dir: Path | None = _CACHE_DIR) -> None:
 def fetch_command(
     model_ids: list[str] = typer.Argument(..., metavar="ID...", help="Published model ids, e.g. 1847."),
     cache_dir: Path | None = _CACHE_DIR,
-    base_url: str = typer.Option(DEFAULT_BASE_URL, "--base-url", envvar="INCASEM_BASE_URL", help="Address of the bucket, or of a mirror (also $INCASEM_BASE_URL)."),
+    base_url: str = typer.Option(
+        DEFAULT_BASE_URL, "--base-url", envvar="INCASEM_BASE_URL", help="Address of the bucket, or of a mirror (also $INCASEM_BASE_URL)."
+    ),
 ) -> None:
     """Fetch published models (help text: ``_FETCH_HELP``)."""
     for model_id in model_ids:
@@ -90,18 +90,10 @@ def fetch_command(
 @models_app.command("import", help=_IMPORT_HELP)
 def import_command(
     file: Path = typer.Argument(..., help="A checkpoint of the original incasem (model_state_dict only)."),
-    model_id: str | None = typer.Option(
-        None, "--id", help="Published id of FILE (default: read from a name model_checkpoint_<id>_...)."
-    ),
-    organelle: str | None = typer.Option(
-        None, "--organelle", help="For a non-published model: what it segments."
-    ),
-    voxel_size: str | None = typer.Option(
-        None, "--voxel-size", help="For a non-published model: training voxel size, nm: Z,Y,X."
-    ),
-    preparation: str | None = typer.Option(
-        None, "--preparation", help="For a non-published model: sample preparation."
-    ),
+    model_id: str | None = typer.Option(None, "--id", help="Published id of FILE (default: read from a name model_checkpoint_<id>_...)."),
+    organelle: str | None = typer.Option(None, "--organelle", help="For a non-published model: what it segments."),
+    voxel_size: str | None = typer.Option(None, "--voxel-size", help="For a non-published model: training voxel size, nm: Z,Y,X."),
+    preparation: str | None = typer.Option(None, "--preparation", help="For a non-published model: sample preparation."),
     cache_dir: Path | None = _CACHE_DIR,
 ) -> None:
     """Import an original-format checkpoint (help text: ``_IMPORT_HELP``)."""

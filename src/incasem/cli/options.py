@@ -21,19 +21,13 @@ from incasem.geometry import NmTriple, Triple, as_nm_triple
 from incasem.io.volume import WriteMode
 
 _OVERWRITE_HELP = "Replace the output an earlier run of this command wrote (never a group, an input or other data)."
-_RESUME = typer.Option(
-    False, "--resume", help="Finish an interrupted run with the same settings, computing only what is missing."
-)
+_RESUME = typer.Option(False, "--resume", help="Finish an interrupted run with the same settings, computing only what is missing.")
 _SCHEDULER = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: this machine.")
-_WORKERS = typer.Option(
-    None, "--workers", "-n", help="Local threads (default: all cores; predict: a few blocks in flight)."
-)
+_WORKERS = typer.Option(None, "--workers", "-n", help="Local threads (default: all cores; predict: a few blocks in flight).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
-def job_settings(
-    overwrite: bool, resume: bool, scheduler: str | None, workers: int | None, quiet: bool
-) -> tuple[WriteMode, RunOptions]:
+def job_settings(overwrite: bool, resume: bool, scheduler: str | None, workers: int | None, quiet: bool) -> tuple[WriteMode, RunOptions]:
     """The write mode and run options that the shared job flags ask for.
 
     Raises
@@ -44,17 +38,12 @@ def job_settings(
         For a bad ``--workers`` or ``--scheduler`` (from :class:`RunOptions`).
     """
     if overwrite and resume:
-        raise typer.BadParameter(
-            "--overwrite and --resume exclude each other: --overwrite starts afresh, --resume finishes "
-            "an interrupted run; give one"
-        )
+        raise typer.BadParameter("--overwrite and --resume exclude each other: --overwrite starts afresh, --resume finishes an interrupted run; give one")
     mode: WriteMode = "overwrite" if overwrite else "resume" if resume else "create"
     return mode, RunOptions(scheduler=scheduler, workers=workers, progress=not quiet)
 
 
-def job_options(
-    *, resume: bool = True, overwrite_help: str = _OVERWRITE_HELP
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def job_options(*, resume: bool = True, overwrite_help: str = _OVERWRITE_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command the shared job options; it receives them as keywords ``mode`` and ``run``.
 
     The decorated command declares keyword parameters ``mode`` (a
@@ -143,7 +132,5 @@ def parse_range(text: str | None, option: str) -> tuple[int | None, int | None] 
     except ValueError:
         raise typer.BadParameter(f"{option} needs START:STOP in voxels (stop exclusive), got '{text}'") from None
     if any(b is not None and b < 0 for b in bounds):
-        raise typer.BadParameter(
-            f"{option} needs START:STOP counted from 0 (no negative numbers; leave an end empty for open), got '{text}'"
-        )
+        raise typer.BadParameter(f"{option} needs START:STOP counted from 0 (no negative numbers; leave an end empty for open), got '{text}'")
     return (bounds[0], bounds[1])

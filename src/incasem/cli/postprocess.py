@@ -15,7 +15,6 @@ from incasem.postprocess.foreground import foreground_of
 from incasem.postprocess.instances import InstanceOptions, label_instances
 from incasem.postprocess.threshold import threshold_probabilities
 
-
 SEED_HELP = "Probability map: keep only objects that reach this probability somewhere (hysteresis; at least --threshold)."
 
 
@@ -65,6 +64,5 @@ def instances(
     ids renumbered 1..n in raster order.
     """
     foreground = foreground_of(container, dataset, threshold=value, class_id=class_id, mask=mask, seed_threshold=seed)
-    volume = label_instances(foreground, output, options=InstanceOptions(min_size, dtype),
-                             chunks=parse_triple(chunks, "--chunks"), mode=mode, run=run)
+    volume = label_instances(foreground, output, options=InstanceOptions(min_size, dtype), chunks=parse_triple(chunks, "--chunks"), mode=mode, run=run)
     typer.echo(f"wrote {volume.container}/{describe_volume(volume)}  {volume.array.attrs['instances']} objects")

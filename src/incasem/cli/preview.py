@@ -22,7 +22,7 @@ _HELP = (
 def preview(
     container: Path = typer.Argument(..., help="A .zarr container."),
     output: Path = typer.Option(..., "--output", "-o", help="The PNG file to write."),
-    raw: str | None = typer.Option(None, "--raw", help="Grey-level dataset (default volumes/raw, else volumes/raw_equalized_0.02)."),
+    raw: str | None = typer.Option(None, "--raw", help="Grey-level dataset (default: the equalised raw, else volumes/raw)."),
     overlay: list[str] | None = typer.Option(
         None, "--overlay", help="Label or segmentation dataset to overlay; repeat for several (default: labels + newest prediction)."
     ),

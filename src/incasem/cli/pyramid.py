@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -10,8 +11,9 @@ from incasem.blockwise import RunOptions
 from incasem.cli.app import app
 from incasem.cli.options import job_options
 from incasem.io.inspect import describe_volume
+from incasem.io.layout import RAW
 from incasem.io.volume import WriteMode
-from incasem.preprocess.pyramid import plan_pyramid, write_pyramid
+from incasem.preprocess.pyramid import Downsampling, plan_pyramid, write_pyramid
 
 _HELP = (
     "Write a multiscale pyramid of each dataset: <dataset>_s1, _s2, ... next to it, listed as the levels of "
@@ -27,23 +29,17 @@ _HELP = (
 @job_options()
 def pyramid(
     container: Path = typer.Argument(..., help="A .zarr container; the levels are written into it."),
-    datasets: list[str] = typer.Option(
-        ["volumes/raw"], "--dataset", "-d", help="Dataset to downsample (repeat for several)."
-    ),
-    levels: int | None = typer.Option(
-        None, "--levels", help="Most levels per dataset (default: until a level fits in one chunk)."
-    ),
-    downsampling: str | None = typer.Option(
-        None, "--downsampling", help="mean or stride (default: mean for raw, prob* and floats, stride otherwise)."
-    ),
+    datasets: list[str] = typer.Option([RAW], "--dataset", "-d", help="Dataset to downsample (repeat for several)."),
+    levels: int | None = typer.Option(None, "--levels", help="Most levels per dataset (default: until a level fits in one chunk)."),
+    downsampling: str | None = typer.Option(None, "--downsampling", help="mean or stride (default: mean for raw, prob* and floats, stride otherwise)."),
     *,
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> None:
     """Write pyramids (help text: ``_HELP``); every dataset is checked before any is written."""
-    plans = {plan.dataset: plan for plan in (
-        plan_pyramid(container, name, levels, downsampling=downsampling, mode=mode) for name in datasets
-    )}
+    # unchecked here: plan_pyramid refuses any value but mean and stride (InvalidValueError naming --downsampling)
+    method = cast("Downsampling | None", downsampling)
+    plans = {plan.dataset: plan for plan in (plan_pyramid(container, name, levels, downsampling=method, mode=mode) for name in datasets)}
     for plan in plans.values():
         for volume in write_pyramid(plan, run):
             typer.echo(describe_volume(volume))

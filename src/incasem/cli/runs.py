@@ -10,7 +10,14 @@ from typing import Any
 import typer
 
 from incasem.cli.app import app
-from incasem.runs import RUNS_DIR_ENV, RunFolder, list_runs, open_run, read_metrics, runs_dir
+from incasem.runs import (
+    RUNS_DIR_ENV,
+    RunFolder,
+    list_runs,
+    open_run,
+    read_metrics,
+    runs_dir,
+)
 from incasem.view.curves import CURVES_FILE, plot_run
 from incasem.view.preview import check_png_output
 
@@ -35,10 +42,7 @@ def _number(value: object) -> str:
 def _table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
     """Rows as left-aligned columns (the last column is not padded)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return [
-        indent + "  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
-        for row in rows
-    ]
+    return [indent + "  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip() for row in rows]
 
 
 def _best_f1(record: Mapping[str, Any]) -> str:
@@ -114,8 +118,7 @@ def _validation_lines(run: RunFolder) -> list[str]:
     scores = [{k: v for k, v in line.items() if k not in ("iteration", "split", "roi", "time")} for line in latest]
     names = _score_names(scores)
     rows = [("roi", *names)] + [
-        ("all" if line.get("roi") is None else str(line["roi"]), *(_number(s.get(n)) for n in names))
-        for line, s in zip(latest, scores, strict=True)
+        ("all" if line.get("roi") is None else str(line["roi"]), *(_number(s.get(n)) for n in names)) for line, s in zip(latest, scores, strict=True)
     ]
     return [f"latest validation (iteration {iteration}):", *_table(rows, "  ")]
 
@@ -147,10 +150,7 @@ def show_command(
     record = run.record()
     lines = [
         f"run {run.id}: {run.path}",
-        (
-            f"status: {_status(run, record)}, iteration {record.get('iteration', '-')} of "
-            f"{record.get('iterations', '-')}, created {record.get('created', '-')}"
-        ),
+        (f"status: {_status(run, record)}, iteration {record.get('iteration', '-')} of {record.get('iterations', '-')}, created {record.get('created', '-')}"),
         f"command: {shlex.join(str(word) for word in record.get('command') or [])}",
         f"training data: {record.get('train_data') or '-'}",
         f"validation data: {record.get('val_data') or '-'}",

@@ -29,9 +29,7 @@ def view(
         "(its offset included). Default: the first dataset's centre.",
     ),
     port: int = typer.Option(0, "--port", help="Port to serve on (0: a free one)."),
-    bind: str = typer.Option(
-        "127.0.0.1", "--bind", help="Address to listen on: 127.0.0.1 = this machine only; 0.0.0.0 = all interfaces."
-    ),
+    bind: str = typer.Option("127.0.0.1", "--bind", help="Address to listen on: 127.0.0.1 = this machine only; 0.0.0.0 = all interfaces."),
     browser: bool = typer.Option(False, "--browser", help="Also open the URL in the system's web browser."),
 ) -> None:
     """Show CONTAINER's datasets in neuroglancer: prints the URL and serves until Ctrl-C.

@@ -16,9 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from incasem.blockwise import RunOptions
-from incasem.errors import OutputExistsError
+from incasem.errors import OutputExistsError, VoxelSizeError
 from incasem.evaluate.evaluate import Evaluation, EvaluationOptions, evaluate
 from incasem.io.data_config import LabelSource
+from incasem.io.layout import (
+    RAW,
+    RAW_EQUALIZED,
+    labels_dataset,
+    metric_mask_dataset,
+    segmentation_of,
+)
+from incasem.model.checkpoint import check_checkpoint
 from incasem.model.zoo import resolve_model
 from incasem.predict import PredictOptions, predict_container
 from incasem.predict.device import select_device
@@ -53,9 +61,7 @@ class DemoResult:
 def _check_folder(folder: Path) -> None:
     """The folder must be new, empty, or an earlier demo's output."""
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / MARKER).is_file())):
-        raise OutputExistsError(
-            f"{folder} exists and is not the output of an earlier `incasem demo`: give a new folder"
-        )
+        raise OutputExistsError(f"{folder} exists and is not the output of an earlier `incasem demo`: give a new folder")
 
 
 def run_demo(
@@ -85,23 +91,30 @@ def run_demo(
     _check_folder(folder)
     select_device(device)
     checkpoint = resolve_model(model)
+    card = check_checkpoint(checkpoint)  # a model the prediction would refuse is refused before anything is written
+    if tuple(card.voxel_size_nm) != EXAMPLE_VOXEL_SIZE_NM:
+        raise VoxelSizeError(
+            f"model {model} was trained at voxel size {list(card.voxel_size_nm)} nm, the example has "
+            f"{list(EXAMPLE_VOXEL_SIZE_NM)} nm: use a model for 5 nm voxels (see `incasem models list`)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text(json.dumps({"example": "lucchi_crop", "model": model}) + "\n")
     cell = folder / "demo.zarr"
     say(f"1/6 convert the bundled FIB-SEM crop (48 x 192 x 192 voxels, 5 nm) and its labels -> {cell}")
     tiff_to_zarr(EXAMPLE / "image", cell, options=ConvertOptions(voxel_size=EXAMPLE_VOXEL_SIZE_NM), mode="overwrite", run=run)
-    tiff_to_zarr(EXAMPLE / "labels" / "mito", cell, "volumes/labels/mito",
-                 options=ConvertOptions(like=(cell, "volumes/raw")), mode="overwrite", run=run)
-    say("2/6 equalise (3D CLAHE) -> volumes/raw_equalized_0.02")
+    labels = labels_dataset("mito")
+    tiff_to_zarr(EXAMPLE / "labels" / "mito", cell, labels, options=ConvertOptions(like=(cell, RAW)), mode="overwrite", run=run)
+    say(f"2/6 equalise (3D CLAHE) -> {RAW_EQUALIZED}")
     equalize_volume(cell, mode="overwrite", run=run)
     say("3/6 metric mask (exclusion zone of 4 voxels around the labelled mitochondria)")
-    create_metric_mask(cell, "volumes/labels/mito", options=MetricMaskOptions(4, 4), mode="overwrite", run=run)
+    create_metric_mask(cell, labels, options=MetricMaskOptions(4, 4), mode="overwrite", run=run)
     say(f"4/6 predict with {model}")
     output = predict_container(cell, str(checkpoint), options=PredictOptions(device=device), run=run)
     say("5/6 evaluate against the manual labels")
-    evaluation = evaluate(cell, output.group, [LabelSource("volumes/labels/mito", 1)],
-                          metric_masks=["volumes/metric_masks/mito"], options=EvaluationOptions(instances=True), run=run)
+    evaluation = evaluate(
+        cell, output.group, [LabelSource(labels, 1)], metric_masks=[metric_mask_dataset(labels)], options=EvaluationOptions(instances=True), run=run
+    )
     preview = folder / "preview.png"
     say(f"6/6 preview picture -> {preview}")
-    write_preview(cell, preview, overlays=["volumes/labels/mito", f"{output.group}/segmentation"], overwrite=True)
+    write_preview(cell, preview, overlays=[labels, segmentation_of(output.group)], overwrite=True)
     return DemoResult(cell, output.group, evaluation, preview)

@@ -31,13 +31,37 @@ from typing import Any
 
 import numpy as np
 
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_run, plan_blocks, run_blockwise
-from incasem.errors import DatasetMismatchError, DatasetNotFoundError, InvalidValueError, RoiError
-from incasem.evaluate.metrics import ConfusionCounts, ProbabilityHistogram, confusion_counts, match_instances
-from incasem.geometry import Roi, Triple, as_positive_triple
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    check_run,
+    plan_blocks,
+    run_blockwise,
+)
+from incasem.errors import (
+    DatasetMismatchError,
+    DatasetNotFoundError,
+    InvalidValueError,
+    RoiError,
+    option,
+)
+from incasem.evaluate.metrics import (
+    ConfusionCounts,
+    ProbabilityHistogram,
+    confusion_counts,
+    match_instances,
+)
+from incasem.geometry import Roi, Triple, as_positive_triple, check_not_empty
 from incasem.io.data_config import LabelSource, RoiEntry
+from incasem.io.defaults import default_labels, default_metric_masks
+from incasem.io.layout import PROB_MAPS, organelle_of, probability_map, segmentation_of
 from incasem.io.volume import Volume, dataset_exists, open_volume
-from incasem.postprocess.components import ComponentMap, label_fragments, merge_fragments
+from incasem.postprocess.components import (
+    ComponentMap,
+    label_fragments,
+    merge_fragments,
+)
 from incasem.postprocess.foreground import Foreground, foreground_of
 
 #: Block edge (voxels) of evaluation reads.
@@ -139,19 +163,17 @@ class EvaluationOptions:
     def __post_init__(self) -> None:
         t = self.threshold
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1):
-            raise InvalidValueError(f"--threshold must be a probability in [0, 1], got {t!r}")
-        if not self.iou_thresholds or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in self.iou_thresholds
-        ):
-            raise InvalidValueError(f"--iou must be IoU thresholds in (0, 1], got {list(self.iou_thresholds)!r}")
+            raise InvalidValueError(f"{option('threshold', '--threshold')} must be a probability in [0, 1], got {t!r}")
+        if not self.iou_thresholds or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in self.iou_thresholds):
+            raise InvalidValueError(f"{option('iou_thresholds', '--iou')} must be IoU thresholds in (0, 1], got {list(self.iou_thresholds)!r}")
         size = self.min_size_voxels
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidValueError(f"--min-size must be a whole number of voxels, at least 0, got {size!r}")
+            raise InvalidValueError(f"{option('min_size_voxels', '--min-size')} must be a whole number of voxels, at least 0, got {size!r}")
         if isinstance(self.bins, bool) or not isinstance(self.bins, int) or not 2 <= self.bins <= 100_000:
             raise InvalidValueError(f"bins must be a whole number from 2 to 100000, got {self.bins!r}")
         if self.scratch_dir is not None and not Path(self.scratch_dir).is_dir():
-            raise InvalidValueError(f"--scratch {self.scratch_dir} is not a folder: give an existing folder for temporary files")
-        object.__setattr__(self, "block_voxels", as_positive_triple(self.block_voxels, "--block-size"))
+            raise InvalidValueError(f"{option('scratch_dir', '--scratch')} {self.scratch_dir} is not a folder: give an existing folder for temporary files")
+        object.__setattr__(self, "block_voxels", as_positive_triple(self.block_voxels, "block_voxels"))
 
 
 @dataclass(frozen=True)
@@ -172,7 +194,7 @@ class RegionScores:
         """Counts and scores; with a sweep also ``best_threshold``, ``best`` scores, ``average_precision``."""
         result: dict[str, Any] = self.counts.to_json()
         best = self.best()
-        if best is not None:
+        if best is not None and self.histogram is not None:  # best() is None without a histogram
             ap = self.histogram.average_precision()
             result.update(best_threshold=round(best[0], 6), best=best[1].to_json(), average_precision=None if math.isnan(ap) else ap)
         return result
@@ -190,8 +212,7 @@ class InstanceScores:
     def to_json(self) -> dict[str, Any]:
         """Counts and precision / recall / F1 of instances."""
         scores = {k: None if math.isnan(v) else v for k, v in self.counts.scores().items() if k != "iou"}
-        return {"iou_threshold": self.iou_threshold, **scores, "matched": self.counts.tp,
-                "predicted": self.predicted, "true": self.true}
+        return {"iou_threshold": self.iou_threshold, **scores, "matched": self.counts.tp, "predicted": self.predicted, "true": self.true}
 
 
 @dataclass(frozen=True)
@@ -224,7 +245,9 @@ class Evaluation:
     def to_json(self) -> dict[str, Any]:
         """Strict JSON (undefined scores are ``null``)."""
         return {
-            "container": str(self.container), "prediction": self.prediction, "scored": self.source,
+            "container": str(self.container),
+            "prediction": self.prediction,
+            "scored": self.source,
             "roi": {"offset": list(self.roi.offset), "shape": list(self.roi.shape)},
             "classes": {c.name: c.to_json() for c in self.classes},
         }
@@ -239,27 +262,23 @@ class _Predicted:
     source: str
 
 
-def _class_dataset(group: str, class_id: int) -> str:
-    return f"{group}/prob_maps/class_{class_id}"
-
-
 def resolve_prediction(container: Path, prediction: str, class_ids: Sequence[int], options: EvaluationOptions) -> _Predicted:
     """What counts as predicted organelle, per class: from a prediction group or one dataset."""
     group = prediction.rstrip("/")
-    if dataset_exists(container, f"{group}/segmentation"):
-        probabilities = {c: _class_dataset(group, c) for c in class_ids if dataset_exists(container, _class_dataset(group, c))}
+    if dataset_exists(container, segmentation_of(group)):
+        probabilities = {c: probability_map(group, c) for c in class_ids if dataset_exists(container, probability_map(group, c))}
         if options.sweep or options.threshold is not None:
             missing = [c for c in class_ids if c not in probabilities]
             if missing:
                 raise DatasetNotFoundError(
-                    f"{container}/{group} has no probability map for class {missing[0]} ({_class_dataset(group, missing[0])}): "
-                    "--threshold and --sweep need one; leave them out to score the segmentation"
+                    f"{container}/{group} has no probability map for class {missing[0]} ({probability_map(group, missing[0])}): "
+                    f"{option('threshold', '--threshold')} and {option('sweep', '--sweep')} need one; leave them out to score the segmentation"
                 )
         maps = {c: foreground_of(container, d, kind="probabilities", threshold=options.threshold or 0.5) for c, d in probabilities.items()}
         if options.threshold is not None:
-            return _Predicted(maps, maps if options.sweep else {}, f"{group}/prob_maps ≥ {options.threshold:g}")
-        segmentation = {c: foreground_of(container, f"{group}/segmentation", kind="segmentation", class_id=c) for c in class_ids}
-        return _Predicted(segmentation, maps if options.sweep else {}, f"{group}/segmentation")
+            return _Predicted(maps, maps if options.sweep else {}, f"{group}/{PROB_MAPS} ≥ {options.threshold:g}")
+        segmentation = {c: foreground_of(container, segmentation_of(group), kind="segmentation", class_id=c) for c in class_ids}
+        return _Predicted(segmentation, maps if options.sweep else {}, segmentation_of(group))
     single = foreground_of(container, prediction, threshold=0.5 if options.threshold is None else options.threshold)
     if single.kind == "probabilities":
         if len(class_ids) != 1:
@@ -269,7 +288,7 @@ def resolve_prediction(container: Path, prediction: str, class_ids: Sequence[int
             )
         return _Predicted({class_ids[0]: single}, {class_ids[0]: single} if options.sweep else {}, f"{prediction} ≥ {single.threshold:g}")
     if options.sweep:
-        raise InvalidValueError(f"{container}/{prediction} is a segmentation: --sweep needs a probability map")
+        raise InvalidValueError(f"{container}/{prediction} is a segmentation: {option('sweep', '--sweep')} needs a probability map")
     by_class = {c: Foreground(single.container, single.dataset, "segmentation", class_id=c if len(class_ids) > 1 else None) for c in class_ids}
     return _Predicted(by_class, {}, prediction)
 
@@ -281,7 +300,9 @@ class _BlockSources:
     reference: Reference
 
 
-def _open_block_sources(predicted: _Predicted, container: Path, labels: tuple[LabelSource, ...], mask: str | None, metric_masks: tuple[str, ...]) -> _BlockSources:
+def _open_block_sources(
+    predicted: _Predicted, container: Path, labels: tuple[LabelSource, ...], mask: str | None, metric_masks: tuple[str, ...]
+) -> _BlockSources:
     return _BlockSources(
         {c: f.open() for c, f in predicted.foregrounds.items()},
         {c: open_volume(f.container, f.dataset) for c, f in predicted.probabilities.items()},
@@ -322,16 +343,15 @@ def _check_geometry(container: Path, datasets: Sequence[str], roi: Roi | None) -
             roi = roi.intersect(volume.roi)
         if roi.empty:
             listing = ", ".join(f"{v.name} {v.roi}" for v in volumes)
-            raise RoiError(f"the prediction and the labels do not overlap ({listing}): nothing to evaluate")
+            raise RoiError(
+                f"the prediction and the labels do not overlap ({listing}): the region to evaluate is empty; give labels and masks that cover the prediction"
+            )
         return roi
+    check_not_empty(roi)
     for volume in volumes:
         if not volume.roi.contains(roi):
             raise RoiError(f"region {roi} (voxels) reaches outside {volume.label}, which covers {volume.roi}: choose a region inside it")
     return roi
-
-
-def _organelle(dataset: str) -> str:
-    return dataset.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _components(foreground: Foreground, blocks: list[Block], roi: Roi, scratch: Path, min_size: int, run: RunOptions) -> ComponentMap:
@@ -368,8 +388,9 @@ def _match(maps: tuple[ComponentMap, ComponentMap], parts: list[tuple[np.ndarray
     intersections = np.bincount(inverse.ravel(), weights=np.concatenate(shared), minlength=all_pairs.shape[1]).astype(np.int64)
     p, t = all_pairs.astype(np.int64)
     return tuple(
-        InstanceScores(thr, match_instances(pred_sizes, true_sizes, p, t, intersections, thr),
-                       int(np.count_nonzero(pred_sizes[1:])), int(np.count_nonzero(true_sizes[1:])))
+        InstanceScores(
+            thr, match_instances(pred_sizes, true_sizes, p, t, intersections, thr), int(np.count_nonzero(pred_sizes[1:])), int(np.count_nonzero(true_sizes[1:]))
+        )
         for thr in thresholds
     )
 
@@ -385,7 +406,9 @@ def _instance_scores(
             _components(true, blocks, roi, Path(scratch) / "true", 0, run),
         )
         task = BlockwiseTask(
-            f"match instances of {labels.dataset}", blocks, partial(_overlap_block, maps),
+            f"match instances of {labels.dataset}",
+            blocks,
+            partial(_overlap_block, maps),
             partial(_open_instance_sources, predicted, true, reference),
         )
         return _match(maps, run_blockwise(task, run), options.iou_thresholds)
@@ -394,10 +417,10 @@ def _instance_scores(
 def evaluate(
     container: str | Path,
     prediction: str,
-    labels: Sequence[LabelSource],
+    labels: Sequence[LabelSource] | None = None,
     *,
     mask: str | None = None,
-    metric_masks: Sequence[str] = (),
+    metric_masks: Sequence[str] | None = None,
     roi: Roi | None = None,
     options: EvaluationOptions = EvaluationOptions(),
     run: RunOptions = RunOptions(),
@@ -413,9 +436,13 @@ def evaluate(
         its ``prob_maps`` for thresholds and sweeps), a segmentation dataset (class
         ids, or 0 / non-zero for one organelle) or one probability map.
     labels
-        Labels datasets with the class id each stands for (1..K).
+        Labels datasets with the class id each stands for (1..K); default: every labels
+        dataset of the container (:func:`incasem.io.defaults.default_labels`), class ids
+        1.. in that order.
     mask, metric_masks
-        Cell mask (counts everywhere in it) and metric masks (the exclusion zone).
+        Cell mask (counts everywhere in it) and metric masks (the exclusion zone); metric
+        masks default to ``volumes/metric_masks/<organelle>`` of each labels dataset where
+        it exists (:func:`incasem.io.defaults.default_metric_masks`), ``()`` for none.
     roi
         Region in voxels on the world grid; default: where all datasets overlap.
     options, run
@@ -429,16 +456,23 @@ def evaluate(
     """
     check_run(run)
     container = Path(container)
+    if labels is None:
+        labels = tuple(LabelSource(dataset, number) for number, dataset in enumerate(default_labels(container), start=1))
     labels = tuple(labels)
     if not labels:
-        raise InvalidValueError("no labels to evaluate against: give --labels DATASET (e.g. volumes/labels/mito)")
+        raise InvalidValueError("no labels to evaluate against: name a labels dataset (e.g. volumes/labels/mito)")
+    if metric_masks is None:
+        metric_masks = default_metric_masks(container, [label.dataset for label in labels])
+    metric_masks = tuple(metric_masks)
     class_ids = sorted({label.class_id for label in labels})
     predicted = resolve_prediction(container, prediction, class_ids, options)
     datasets = [f.dataset for f in predicted.foregrounds.values()] + [label.dataset for label in labels]
     datasets += [f.dataset for f in predicted.probabilities.values()] + [n for n in (mask, *metric_masks) if n]
     roi = _check_geometry(container, datasets, roi)
     task = BlockwiseTask(
-        f"evaluate {prediction}", plan_blocks(roi, options.block_voxels, (0, 0, 0), roi.offset), partial(_score_block, options.bins),
+        f"evaluate {prediction}",
+        plan_blocks(roi, options.block_voxels, (0, 0, 0), roi.offset),
+        partial(_score_block, options.bins),
         partial(_open_block_sources, predicted, container, labels, mask, tuple(metric_masks)),
     )
     sums: dict[int, dict[str, list]] = {c: {r: [ConfusionCounts(), None] for r in REGIONS} for c in class_ids}
@@ -454,19 +488,16 @@ def evaluate(
         c = label.class_id
         regions = {r: RegionScores(*sums[c][r]) for r in REGIONS if r == "plain" or metric_masks}
         instances = _instance_scores(container, predicted.foregrounds[c], label, reference, roi, options, run) if options.instances else ()
-        classes.append(ClassEvaluation(_organelle(label.dataset), c, regions, instances))
+        classes.append(ClassEvaluation(organelle_of(label.dataset), c, regions, instances))
     return Evaluation(container, prediction, roi, predicted.source, tuple(classes))
 
 
 def evaluate_entry(entry: RoiEntry, prediction: str, options: EvaluationOptions = EvaluationOptions(), run: RunOptions = RunOptions()) -> Evaluation:
     """:func:`evaluate` over a data-config entry's region, labels, mask and metric masks."""
-    return evaluate(entry.container, prediction, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks,
-                    roi=entry.roi, options=options, run=run)
+    return evaluate(entry.container, prediction, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks, roi=entry.roi, options=options, run=run)
 
 
-def evaluate_segmentation(
-    container: str | Path, segmentation: str, entry: RoiEntry, run: RunOptions = RunOptions()
-) -> dict[int, ConfusionCounts]:
+def evaluate_segmentation(container: str | Path, segmentation: str, entry: RoiEntry, run: RunOptions = RunOptions()) -> dict[int, ConfusionCounts]:
     """Confusion counts per class id of segmentation dataset ``segmentation`` over ``entry``'s region,
     inside its mask ∧ metric masks (what ``incasem predict`` reports)."""
     result = evaluate(container, segmentation, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks, roi=entry.roi, run=run)

@@ -26,6 +26,8 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from skimage.segmentation import relabel_sequential
 
+from incasem.io.layout import decode_probability
+
 #: Default number of equal-width probability bins of a :class:`ProbabilityHistogram`.
 DEFAULT_BINS = 1000
 
@@ -132,21 +134,7 @@ def confusion_counts(prediction: ArrayLike, labels: ArrayLike, mask: ArrayLike |
     return ConfusionCounts(int(tp), int(fp), int(fn), int(tn))
 
 
-def as_probabilities(probabilities: ArrayLike) -> NDArray[np.floating]:
-    """Probabilities as floats in [0, 1]; uint8 maps (0..255, as the original stores them) are divided by 255."""
-    values = np.asarray(probabilities)
-    if values.dtype == np.uint8:
-        return values.astype(np.float32) / 255
-    if not np.issubdtype(values.dtype, np.floating):
-        raise ValueError(f"probabilities must be floats in [0, 1] or uint8 (0..255), got dtype {values.dtype}")
-    if values.size and not (values.min() >= 0 and values.max() <= 1):
-        raise ValueError(f"probabilities must lie in [0, 1], got values in [{values.min()}, {values.max()}]")
-    return values
-
-
-def scores_from_probabilities(
-    probabilities: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, threshold: float = 0.5
-) -> ConfusionCounts:
+def scores_from_probabilities(probabilities: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, threshold: float = 0.5) -> ConfusionCounts:
     """Counts of the prediction ``probabilities >= threshold`` (as the original thresholds).
 
     Parameters
@@ -160,7 +148,7 @@ def scores_from_probabilities(
     """
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    return confusion_counts(as_probabilities(probabilities) >= threshold, labels, mask)
+    return confusion_counts(decode_probability(probabilities) >= threshold, labels, mask)
 
 
 @dataclass(frozen=True)
@@ -186,16 +174,12 @@ class ProbabilityHistogram:
             counts.flags.writeable = False
             object.__setattr__(self, name, counts)
         if self.positives.shape != self.negatives.shape or self.positives.ndim != 1:
-            raise ValueError(
-                f"positives {self.positives.shape} and negatives {self.negatives.shape} must be 1D and alike"
-            )
+            raise ValueError(f"positives {self.positives.shape} and negatives {self.negatives.shape} must be 1D and alike")
 
     @classmethod
-    def from_arrays(
-        cls, probabilities: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, bins: int = DEFAULT_BINS
-    ) -> ProbabilityHistogram:
+    def from_arrays(cls, probabilities: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, bins: int = DEFAULT_BINS) -> ProbabilityHistogram:
         """Histogram of one block: probabilities (floats in [0, 1] or uint8 0..255), labels, mask."""
-        values, truth = as_probabilities(probabilities), np.asarray(labels) != 0
+        values, truth = decode_probability(probabilities), np.asarray(labels) != 0
         _same_shape(values, truth, ("probabilities", "labels"))
         inside = _inside(mask, truth)
         selected = truth if inside is None else truth & inside
@@ -269,9 +253,7 @@ class ProbabilityHistogram:
         return float(np.sum(np.where(gained > 0, gained * precision, 0.0)))
 
 
-def average_precision(
-    probabilities: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, bins: int = DEFAULT_BINS
-) -> float:
+def average_precision(probabilities: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, bins: int = DEFAULT_BINS) -> float:
     """Average precision of ``probabilities`` against ``labels`` inside ``mask`` (see :class:`ProbabilityHistogram`)."""
     return ProbabilityHistogram.from_arrays(probabilities, labels, mask, bins).average_precision()
 
@@ -286,9 +268,7 @@ def _instances(segmentation: ArrayLike, name: str) -> NDArray[np.intp]:
     return relabel_sequential(values)[0].astype(np.intp, copy=False)
 
 
-def instance_counts(
-    pred_instances: ArrayLike, gt_instances: ArrayLike, iou_threshold: float = 0.5, mask: ArrayLike | None = None
-) -> ConfusionCounts:
+def instance_counts(pred_instances: ArrayLike, gt_instances: ArrayLike, iou_threshold: float = 0.5, mask: ArrayLike | None = None) -> ConfusionCounts:
     """Match predicted to true instances one-to-one; count matched and unmatched ones.
 
     Pairs with IoU >= ``iou_threshold`` are candidates; the matching maximises the
@@ -351,8 +331,6 @@ def match_instances(
     return ConfusionCounts(tp=matched, fp=n_pred - matched, fn=n_true - matched, tn=0)
 
 
-def matched_instance_f1(
-    pred_instances: ArrayLike, gt_instances: ArrayLike, iou_threshold: float = 0.5, mask: ArrayLike | None = None
-) -> float:
+def matched_instance_f1(pred_instances: ArrayLike, gt_instances: ArrayLike, iou_threshold: float = 0.5, mask: ArrayLike | None = None) -> float:
     """Instance F1: 2 matched / (predicted + true instances); see :func:`instance_counts`."""
     return instance_counts(pred_instances, gt_instances, iou_threshold, mask).f1

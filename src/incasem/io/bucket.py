@@ -27,7 +27,7 @@ from xml.etree import ElementTree
 
 from tqdm import tqdm
 
-from incasem.errors import DownloadError
+from incasem.errors import DownloadError, option
 
 DEFAULT_BASE_URL = "https://asem-project.s3.amazonaws.com"
 """HTTPS address of the public S3 bucket of the original incasem (checkpoints, example cells)."""
@@ -82,7 +82,7 @@ def check_base_url(base_url: str) -> str:
         If it is not an http:// or https:// address (``--base-url``).
     """
     if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
-        raise DownloadError(f"--base-url must be an http:// or https:// address, got {base_url!r}")
+        raise DownloadError(f"{option('base_url', '--base-url')} must be an http:// or https:// address, got {base_url!r}")
     return base_url.rstrip("/")
 
 
@@ -102,7 +102,7 @@ def open_url(url: str, hint: str) -> Iterator[http.client.HTTPResponse]:
     except urllib.error.HTTPError as error:
         error.close()
         if error.code == 404:
-            raise DownloadError(f"{url} does not exist (HTTP 404): check --base-url, {hint}") from None
+            raise DownloadError(f"{url} does not exist (HTTP 404): check {option('base_url', '--base-url')}, {hint}") from None
         raise DownloadError(f"{url} answered HTTP {error.code} {error.reason}: try again later, {hint}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", None) or error
@@ -121,7 +121,7 @@ def _listing_pages(base_url: str, query: dict[str, str], hint: str) -> Iterator[
             try:
                 page = ElementTree.fromstring(response.read())
             except (ElementTree.ParseError, OSError, http.client.HTTPException):
-                raise DownloadError(f"{url} did not answer an S3 bucket listing: check --base-url, {hint}") from None
+                raise DownloadError(f"{url} did not answer an S3 bucket listing: check {option('base_url', '--base-url')}, {hint}") from None
         yield page
         if page.findtext(f"{_S3_NS}IsTruncated") != "true":
             return
@@ -134,7 +134,7 @@ def _bucket_object(element: ElementTree.Element, base_url: str, hint: str) -> Bu
     key = element.findtext(f"{_S3_NS}Key") or ""
     size = (element.findtext(f"{_S3_NS}Size") or "").strip()
     if not size.isdigit():
-        raise DownloadError(f"the listing of {base_url} gives {key!r} no valid size ({size!r}): check --base-url, {hint}")
+        raise DownloadError(f"the listing of {base_url} gives {key!r} no valid size ({size!r}): check {option('base_url', '--base-url')}, {hint}")
     etag = (element.findtext(f"{_S3_NS}ETag") or "").strip().strip('"')
     return BucketObject(key, int(size), etag)
 
@@ -148,9 +148,7 @@ def list_objects(base_url: str, prefix: str, hint: str) -> list[BucketObject]:
         If the bucket cannot be reached or does not answer a valid listing.
     """
     return [
-        _bucket_object(element, base_url, hint)
-        for page in _listing_pages(base_url, {"prefix": prefix}, hint)
-        for element in page.iterfind(f"{_S3_NS}Contents")
+        _bucket_object(element, base_url, hint) for page in _listing_pages(base_url, {"prefix": prefix}, hint) for element in page.iterfind(f"{_S3_NS}Contents")
     ]
 
 
@@ -176,9 +174,7 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def download(
-    url: str, stream: BinaryIO, *, hint: str, label: str | None = None, on_bytes: Callable[[int], object] | None = None
-) -> Transfer:
+def download(url: str, stream: BinaryIO, *, hint: str, label: str | None = None, on_bytes: Callable[[int], object] | None = None) -> Transfer:
     """Stream ``url`` into ``stream`` in 1 MiB pieces; return the byte count and digests.
 
     Memory stays at one piece whatever the size. Errors of ``stream`` (e.g. a full
@@ -210,9 +206,7 @@ def download(
                 try:
                     chunk = response.read(_CHUNK_BYTES)
                 except (OSError, http.client.HTTPException) as error:
-                    raise DownloadError(
-                        f"download of {url} broke off after {received} bytes ({error}): fetch again, {hint}"
-                    ) from None
+                    raise DownloadError(f"download of {url} broke off after {received} bytes ({error}): fetch again, {hint}") from None
                 if not chunk:
                     break
                 stream.write(chunk)

@@ -32,16 +32,33 @@ name the config file, the entry and the key.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
-from incasem.errors import ConfigError, IncasemError, InputFileError, RoiError, VoxelSizeError
+from incasem.errors import (
+    ConfigError,
+    IncasemError,
+    InputFileError,
+    RoiError,
+    VoxelSizeError,
+)
 from incasem.geometry import NmTriple, Roi, as_nm_triple
+from incasem.io.tiff import convert_first, is_tiff_source
 from incasem.io.volume import open_container, open_volume
 
 _PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -199,8 +216,8 @@ class DataConfig:
 
 
 def load_data_config(
-    path: str | Path,
-    data_root: str | Path | None = None,
+    path: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None = None,
     model_voxel_size: Sequence[float] | None = None,
     check_datasets: bool = True,
 ) -> DataConfig:
@@ -271,14 +288,18 @@ def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _parse(path: Path) -> dict[str, _EntrySpec]:
+    if is_tiff_source(path):
+        raise InputFileError(convert_first(path, "a data config (.json)", "name {zarr} in a data config"))
+    if path.is_dir() and any((path / name).is_file() for name in (".zgroup", "zarr.json")):
+        raise InputFileError(f"{path} is a zarr container, not a data config (.json): give a data config whose 'file' names it")
+    if path.is_dir():
+        raise InputFileError(f"data config {path} is a folder, not a .json file: give the path of the data config file")
     if not path.is_file():
         raise InputFileError(f"data config {path} does not exist: give the path of a .json file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-        ) from None
+        raise ConfigError(f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text (UTF-8) file: give a data config .json file") from None
     except ConfigError as error:
@@ -321,8 +342,7 @@ def _entry(path: Path, root: Path, name: str, spec: _EntrySpec) -> RoiEntry:
     if (spec.offset is None) != (spec.shape is None):
         key = "shape" if spec.shape is None else "offset"
         raise ConfigError(
-            f"{_where(path, name, key)}: required with "
-            f"'{'offset' if key == 'shape' else 'shape'}': give both (voxels), or neither for the whole dataset"
+            f"{_where(path, name, key)}: required with '{'offset' if key == 'shape' else 'shape'}': give both (voxels), or neither for the whole dataset"
         )
     seen: dict[int, str] = {}
     for dataset, class_id in spec.labels.items():
@@ -377,15 +397,14 @@ def _located(where: str) -> Iterator[None]:
     try:
         yield
     except IncasemError as error:
-        raise type(error)(f"{where}: {error}") from None
+        raise type(error)(f"{where}: {error.args[0]}") from None
 
 
 def _check_datasets(path: Path, root: Path, entry: RoiEntry) -> RoiEntry:
     """Open every dataset of ``entry``; return it with its ROI resolved."""
     if not entry.container.exists():
         raise InputFileError(
-            f"{_where(path, entry.name, 'file')}: container {entry.container} does not exist "
-            f"(data root {root}): fix 'file' or give the right data root"
+            f"{_where(path, entry.name, 'file')}: container {entry.container} does not exist (data root {root}): fix 'file' or give the right data root"
         )
     with _located(_where(path, entry.name, "file")):
         open_container(entry.container)
@@ -400,8 +419,7 @@ def _check_datasets(path: Path, root: Path, entry: RoiEntry) -> RoiEntry:
             )
         if entry.roi is not None and not volume.roi.contains(entry.roi):
             raise RoiError(
-                f"{_where(path, entry.name, key)}: ROI {entry.roi} (voxels) reaches outside {volume.label}, "
-                f"which covers {volume.roi}: fix 'offset'/'shape'"
+                f"{_where(path, entry.name, key)}: ROI {entry.roi} (voxels) reaches outside {volume.label}, which covers {volume.roi}: fix 'offset'/'shape'"
             )
         rois[key] = volume.roi
     if entry.roi is not None:
@@ -411,7 +429,5 @@ def _check_datasets(path: Path, root: Path, entry: RoiEntry) -> RoiEntry:
         common = common.intersect(roi)
     if common.empty:
         listing = ", ".join(f"{key} {roi}" for key, roi in rois.items())
-        raise RoiError(
-            f"{_where(path, entry.name)}: its datasets do not overlap ({listing}): give 'offset' and 'shape'"
-        )
+        raise RoiError(f"{_where(path, entry.name)}: its datasets do not overlap ({listing}): give 'offset' and 'shape'")
     return replace(entry, roi=common)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from incasem.errors import DownloadError, InvalidValueError
+from incasem.errors import DownloadError, InvalidValueError, option
 from incasem.io.bucket import (
     DEFAULT_BASE_URL,
     BucketObject,
@@ -126,12 +126,12 @@ def list_cells(base_url: str = DEFAULT_BASE_URL) -> list[str]:
     """
     base_url = check_base_url(base_url)
     prefixes = list_prefixes(base_url, DATASETS_PREFIX, "then run the command again")
-    return sorted((p[len(DATASETS_PREFIX):].rstrip("/") for p in prefixes), key=_natural)
+    return sorted((p[len(DATASETS_PREFIX) :].rstrip("/") for p in prefixes), key=_natural)
 
 
 def _check_key(item: BucketObject, prefix: str, base_url: str) -> None:
     """Refuse a listed key that would be written outside the cell's folder (or into its state folder)."""
-    parts = item.key[len(prefix):].split("/")
+    parts = item.key[len(prefix) :].split("/")
     if (
         not item.key.startswith(prefix)
         or any(part in ("", ".", "..") for part in parts)
@@ -140,7 +140,7 @@ def _check_key(item: BucketObject, prefix: str, base_url: str) -> None:
     ):
         raise DownloadError(
             f"the bucket at {base_url} lists a key {item.key!r} that would be written outside the cell's "
-            "files: refusing to download it; check --base-url"
+            f"files: refusing to download it; check {option('base_url', '--base-url')}"
         )
 
 
@@ -161,7 +161,7 @@ def list_cell(name_or_number: str | int, base_url: str = DEFAULT_BASE_URL) -> li
     items = [item for item in list_objects(base_url, prefix, "then run the command again") if not item.key.endswith("/")]
     if not items:
         cells = list_cells(base_url)
-        there = f"the cells there are {', '.join(cells)}" if cells else "it holds no cells: check --base-url"
+        there = f"the cells there are {', '.join(cells)}" if cells else f"it holds no cells: check {option('base_url', '--base-url')}"
         raise DownloadError(f"there is no cell '{cell}' in {base_url}/{DATASETS_PREFIX}: {there}")
     for item in items:
         _check_key(item, prefix, base_url)
@@ -198,7 +198,7 @@ class _Cell:
         return self.folder / INCOMPLETE_MARKER
 
     def target(self, item: BucketObject) -> Path:
-        return self.destination.joinpath(*PurePosixPath(item.key[len(DATASETS_PREFIX):]).parts)
+        return self.destination.joinpath(*PurePosixPath(item.key[len(DATASETS_PREFIX) :]).parts)
 
     def partial(self, item: BucketObject) -> Path:
         return self.state / _PARTIAL / hashlib.sha256(item.key.encode()).hexdigest()[:32]
@@ -243,9 +243,7 @@ def _is_ours_and_intact(path: Path, item: BucketObject, entry: dict[str, Any] | 
     if entry is None or path.is_symlink() or not path.is_file():
         return False
     stat = path.stat()
-    return (entry.get("etag"), entry.get("size"), entry.get("mtime_ns")) == (item.etag, item.size, stat.st_mtime_ns) and (
-        stat.st_size == item.size
-    )
+    return (entry.get("etag"), entry.get("size"), entry.get("mtime_ns")) == (item.etag, item.size, stat.st_mtime_ns) and (stat.st_size == item.size)
 
 
 def _to_fetch(cell: _Cell, items: Sequence[BucketObject]) -> list[BucketObject]:
@@ -257,7 +255,8 @@ def _to_fetch(cell: _Cell, items: Sequence[BucketObject]) -> list[BucketObject]:
         If a destination holds something this tool did not write that differs from the object.
     """
     record = _read_record(cell)
-    todo, foreign = [], []
+    todo: list[BucketObject] = []
+    foreign: list[BucketObject] = []
     for item in sorted(items, key=_download_order):
         target = cell.target(item)
         entry = record.get(item.key)
@@ -287,9 +286,7 @@ def _exclusive(cell: _Cell) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DownloadError(
-                f"another `incasem download` is writing {cell.folder}: wait until it finishes"
-            ) from None
+            raise DownloadError(f"another `incasem download` is writing {cell.folder}: wait until it finishes") from None
         yield
     finally:
         os.close(fd)
@@ -317,9 +314,7 @@ def _fetch(cell: _Cell, item: BucketObject, on_bytes: Callable[[int], object]) -
         if transfer.size != item.size or (item.md5 is not None and transfer.md5 != item.md5):
             got, listed = (transfer.size, item.size) if transfer.size != item.size else (transfer.md5, item.md5)
             what = "bytes" if transfer.size != item.size else "MD5"
-            raise DownloadError(
-                f"{url} arrived corrupted ({what} {got}, the bucket lists {listed}); it was not kept: {cell.hint}"
-            )
+            raise DownloadError(f"{url} arrived corrupted ({what} {got}, the bucket lists {listed}); it was not kept: {cell.hint}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, target)

@@ -42,10 +42,7 @@ class DatasetRef:
 
     def invalid(self, what: str) -> MetadataError:
         """The error for an invalid geometry attribute ``what`` of this dataset, with the fix."""
-        return MetadataError(
-            f"{self} has {what}: set its geometry with "
-            f"`incasem info {self.container} -d {self.name} --voxel-size Z,Y,X --offset Z,Y,X`"
-        )
+        return MetadataError(f"{self} has {what}: set its geometry with `incasem info {self.container} -d {self.name} --voxel-size Z,Y,X --offset Z,Y,X`")
 
 
 def _nm_attribute(value: Any, key: str, ref: DatasetRef, positive: bool) -> NmTriple:
@@ -106,9 +103,7 @@ def read_geometry(attrs: Mapping[str, Any], ref: DatasetRef) -> tuple[NmTriple, 
 NGFF_AXES: tuple[dict[str, str], ...] = tuple({"name": axis, "type": "space", "unit": "nanometer"} for axis in "zyx")
 
 
-def ngff_multiscale(
-    name: str, path: str, voxel_size: NmTriple, offset_nm: NmTriple, version: str | None = "0.4"
-) -> dict[str, Any]:
+def ngff_multiscale(name: str, path: str, voxel_size: NmTriple, offset_nm: NmTriple, version: str | None = "0.4") -> dict[str, Any]:
     """One OME-NGFF ``multiscales`` entry: a single-level image ``name`` stored at ``path``.
 
     ``scale`` is the voxel size and ``translation`` the world offset (nm), as the

@@ -75,7 +75,14 @@ from zarr.storage import LocalStore
 
 from incasem.errors import IncasemError
 from incasem.geometry import NmTriple, as_nm_triple
-from incasem.io.metadata import COMPLETE, JOB_KEY, STATUS_KEY, DatasetRef, ngff_multiscale, read_geometry
+from incasem.io.metadata import (
+    COMPLETE,
+    JOB_KEY,
+    STATUS_KEY,
+    DatasetRef,
+    ngff_multiscale,
+    read_geometry,
+)
 
 try:  # POSIX only; elsewhere publishing relies on the check-and-rebuild alone
     import fcntl
@@ -101,9 +108,7 @@ _ATTEMPTS = 5
 Geometry = tuple[NmTriple, NmTriple]
 
 
-def publish_ngff(
-    group: zarr.Group, dataset: str, voxel_size: NmTriple | None = None, offset_nm: NmTriple | None = None
-) -> None:
+def publish_ngff(group: zarr.Group, dataset: str, voxel_size: NmTriple | None = None, offset_nm: NmTriple | None = None) -> None:
     """Publish dataset ``dataset`` of ``group`` as an OME-NGFF image on its parent group.
 
     Call it after creating a dataset or changing its geometry (``create_volume``,
@@ -124,7 +129,7 @@ def publish_ngff(
     parts = [part for part in dataset.split("/") if part not in ("", ".")]
     parent = group.get("/".join(parts[:-1])) if len(parts) > 1 else group
     array = parent.get(parts[-1]) if parts and isinstance(parent, zarr.Group) else None
-    if not isinstance(array, zarr.Array) or array.ndim != 3:
+    if not isinstance(parent, zarr.Group) or not isinstance(array, zarr.Array) or array.ndim != 3:
         raise ValueError(f"'{dataset}' is not a 3D dataset of {_label(group)}")
     child, override = parts[-1], {}
     stored = _array_geometry(parent, child, array)
@@ -254,9 +259,7 @@ def _arrays(group: zarr.Group) -> dict[str, zarr.Array]:
         return {name: node for name, node in group.members(max_depth=0) if isinstance(node, zarr.Array)}
 
 
-def _described(
-    group: zarr.Group, arrays: Mapping[str, zarr.Array], override: Mapping[str, Geometry]
-) -> dict[str, Geometry]:
+def _described(group: zarr.Group, arrays: Mapping[str, zarr.Array], override: Mapping[str, Geometry]) -> dict[str, Geometry]:
     """The 3D arrays of ``group`` with a geometry (``override`` first, else their attributes)."""
     ours: dict[str, Geometry] = {}
     for name, array in arrays.items():
@@ -271,7 +274,7 @@ def _level_base(array: zarr.Array, prefix: str, described: Mapping[str, Geometry
     source = pyramid_source(array.attrs.asdict())
     if source is None or not source.startswith(prefix):
         return None
-    base = source[len(prefix):]
+    base = source[len(prefix) :]
     return base if base in described else None
 
 

@@ -17,9 +17,7 @@ from incasem.geometry import Roi
 PadMode = Literal["constant", "reflect", "symmetric", "edge"]
 
 
-def pad_to_region(
-    inside_data: np.ndarray, inside: Roi, roi: Roi, padding: PadMode, fill_value: int | float = 0, what: str = "the data"
-) -> np.ndarray:
+def pad_to_region(inside_data: np.ndarray, inside: Roi, roi: Roi, padding: PadMode, fill_value: int | float = 0, what: str = "the data") -> np.ndarray:
     """Extend ``inside_data`` (the part ``inside`` of ``roi`` that exists) to all of ``roi``.
 
     ``"constant"`` fills ``fill_value``; ``"reflect"``, ``"symmetric"`` and ``"edge"``

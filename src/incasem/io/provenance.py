@@ -36,12 +36,10 @@ def command_line() -> str:
 
 def utc_now() -> str:
     """The current time, UTC, ISO 8601 to the second."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def provenance_record(
-    job: Mapping[str, Any] | None = None, inputs: Sequence[str] = (), **details: Any
-) -> dict[str, Any]:
+def provenance_record(job: Mapping[str, Any] | None = None, inputs: Sequence[str] = (), **details: Any) -> dict[str, Any]:
     """The provenance record of a dataset: version, command, time, job settings, inputs and ``details``.
 
     Parameters

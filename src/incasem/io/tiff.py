@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import tifffile
 
-from incasem.errors import InputFileError
+from incasem.errors import InputFileError, option
 from incasem.geometry import Triple
 
 #: Default glob for the slices of a folder (matched case-insensitively): .tif and .tiff.
@@ -153,20 +157,17 @@ def list_slices(folder: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path
     matching = [folder / n for n in names if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
     if not matching:
         others = f" (it holds {len(names)} other files, e.g. {names[0]})" if names else " (it is empty)"
-        raise InputFileError(
-            f"no files matching '{pattern}' in {folder}{others}: give a folder of TIFF slices or pass --pattern"
-        )
+        raise InputFileError(f"no files matching '{pattern}' in {folder}{others}: give a folder of TIFF slices or pass {option('pattern', '--pattern')}")
     numbered: dict[int, Path] = {}
     for path in matching:
         number = _slice_number(path)
         if number in numbered:
             raise InputFileError(
-                f"{numbered[number].name} and {path.name} in {folder} both have slice number {number}: "
-                "remove one or narrow --pattern"
+                f"{numbered[number].name} and {path.name} in {folder} both have slice number {number}: remove one or narrow {option('pattern', '--pattern')}"
             )
         numbered[number] = path
     order = sorted(numbered)
-    for before, after in zip(order, order[1:]):
+    for before, after in pairwise(order):
         if after != before + 1:
             raise InputFileError(
                 f"slice number {before + 1} is missing from {folder} (between {numbered[before].name} and "
@@ -186,7 +187,7 @@ def _series_layouts(path: Path) -> list[_Layout]:
     """
     try:
         with tifffile.TiffFile(path) as tif:
-            layouts = [(tuple(s.shape), None if s.dtype is None else np.dtype(s.dtype), s.axes) for s in tif.series]
+            layouts: list[_Layout] = [(tuple(s.shape), None if s.dtype is None else np.dtype(s.dtype), s.axes) for s in tif.series]
     except Exception as error:  # any header parsing failure means it is no (intact) TIFF
         raise InputFileError(f"{path} is not a readable TIFF file ({error}): replace or remove it") from error
     if not layouts:
@@ -215,6 +216,7 @@ def _page_layouts(path: Path) -> list[tuple[bool, tuple[int, ...], np.dtype | No
     try:
         with tifffile.TiffFile(path) as tif:
             tif.pages.useframes = False
+            pages = cast("Iterable[tifffile.TiffPage]", tif.pages)  # useframes off: real pages, never frames
             return [
                 (
                     page.samplesperpixel == 1 and page.imagedepth == 1,
@@ -222,7 +224,7 @@ def _page_layouts(path: Path) -> list[tuple[bool, tuple[int, ...], np.dtype | No
                     None if page.dtype is None else np.dtype(page.dtype),
                     page.axes,
                 )
-                for page in tif.pages
+                for page in pages
             ]
     except Exception as error:  # any header parsing failure means it is no (intact) TIFF
         raise InputFileError(f"{path} is not a readable TIFF file ({error}): replace or remove it") from error
@@ -272,20 +274,21 @@ def _stack_from_file(path: Path) -> TiffStack:
             )
     pages = _page_layouts(path)
     _, first_shape, first_dtype, _ = pages[0]
-    for index, (greyscale, shape, dtype, axes) in enumerate(pages):
+    for index, (greyscale, shape, page_dtype, axes) in enumerate(pages):
         if not greyscale or len(shape) != 2:
             raise InputFileError(
                 f"{path} page {index} holds an image of shape {list(shape)} (axes {axes}): a multi-page TIFF needs "
                 "one 2D greyscale page per slice; make colour pages greyscale in Fiji first"
             )
-        if dtype is None:
+        if page_dtype is None:
             raise _undecodable(f"{path} page {index}")
-        if (shape, dtype) != (first_shape, first_dtype):
+        if (shape, page_dtype) != (first_shape, first_dtype):
             raise InputFileError(
-                f"{path} page {index} has shape {list(shape)} {dtype} but page 0 has {list(first_shape)} "
+                f"{path} page {index} has shape {list(shape)} {page_dtype} but page 0 has {list(first_shape)} "
                 f"{first_dtype}: all pages of a stack need one shape and dtype; re-save the pages alike "
                 "(e.g. crop/convert them in Fiji) or split the file and convert the parts separately"
             )
+    assert first_dtype is not None  # the loop refused an undecodable page 0
     return TiffStack(path, (path,), (len(pages), first_shape[0], first_shape[1]), first_dtype, by_page=True)
 
 
@@ -337,3 +340,36 @@ def write_slices(folder: str | Path, data: np.ndarray, first_index: int, digits:
         tifffile.imwrite(path, plane)
         paths.append(path)
     return paths
+
+
+#: The first bytes of a TIFF file (little- and big-endian, classic and BigTIFF).
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+_ZARR_METADATA = (".zgroup", ".zarray", "zarr.json")
+
+
+def is_tiff_source(path: str | Path) -> bool:
+    """Whether ``path`` is what ``incasem convert`` reads: a TIFF file, or a folder holding TIFF
+    files (``.tif``/``.tiff``) that is no zarr container. Only names and the first bytes are read."""
+    path = Path(path)
+    try:
+        if path.is_file():
+            with path.open("rb") as stream:
+                return stream.read(4) in _TIFF_MAGIC
+        if path.is_dir() and not any((path / name).exists() for name in _ZARR_METADATA):
+            return any(child.suffix.lower() in (".tif", ".tiff") and child.is_file() for child in path.iterdir())
+    except OSError:
+        return False
+    return False
+
+
+def convert_first(path: str | Path, expected: str, then: str = "give {zarr} instead") -> str:
+    """The message for a TIFF folder or file (:func:`is_tiff_source`) given where ``expected`` goes:
+    what it is, and the ``incasem convert`` command that makes a zarr container of it; ``then``
+    (with ``{zarr}``, the suggested container) says what to do with the container."""
+    path = Path(path)
+    beside = path if path.name else path.resolve()  # "." names the folder it is
+    zarr_path = beside.with_name(f"{beside.stem if path.is_file() else beside.name}.zarr")
+    what = "a TIFF file" if path.is_file() else "a folder of TIFF files"
+    command = f"incasem convert {shlex.quote(str(path))} {shlex.quote(str(zarr_path))} --voxel-size Z,Y,X"
+    return f"{path} is {what}, not {expected}: convert it first with `{command}`, then {then.format(zarr=zarr_path)}"

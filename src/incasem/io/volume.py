@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 import zarr.errors
+from numpy.typing import DTypeLike
 
 from incasem.errors import (
     DatasetExistsError,
@@ -31,8 +32,17 @@ from incasem.errors import (
     NotAContainerError,
     RoiError,
     VoxelSizeError,
+    option,
 )
-from incasem.geometry import NmTriple, Roi, Triple, as_nm_triple, as_positive_triple, as_triple, nm_to_voxels
+from incasem.geometry import (
+    NmTriple,
+    Roi,
+    Triple,
+    as_nm_triple,
+    as_positive_triple,
+    as_triple,
+    nm_to_voxels,
+)
 from incasem.io.metadata import (
     COMPLETE,
     INCOMPLETE,
@@ -47,7 +57,7 @@ from incasem.io.metadata import (
 from incasem.io.ngff import publish_ngff
 from incasem.io.padding import PadMode, pad_to_region
 from incasem.io.provenance import PROVENANCE_KEY, provenance_record
-
+from incasem.io.tiff import convert_first, is_tiff_source
 
 #: How a job treats an output that exists already: ``create`` refuses it, ``overwrite``
 #: replaces it (only a dataset the same kind of incasem job wrote), ``resume`` finishes it.
@@ -117,10 +127,7 @@ class Volume:
         if inside == roi:
             return np.asarray(self.array[roi.to_slices(self.roi.offset)])
         if padding is None:
-            raise RoiError(
-                f"region {roi} (voxels) reaches outside {self.label}, which covers {self.roi}: "
-                "choose a region inside the dataset"
-            )
+            raise RoiError(f"region {roi} (voxels) reaches outside {self.label}, which covers {self.roi}: choose a region inside the dataset")
         data = np.zeros((0, 0, 0), self.dtype) if inside.empty else np.asarray(self.array[inside.to_slices(self.roi.offset)])
         return pad_to_region(data, inside, roi, padding, fill_value, f"{self.label} ({self.roi})")
 
@@ -182,9 +189,7 @@ def _damaged_metadata(path: Path) -> MetadataError:
             try:
                 json.loads(file.read_bytes())
             except (ValueError, OSError):
-                return MetadataError(
-                    f"{file} is damaged (not valid JSON): restore it from a backup, or re-create that dataset"
-                )
+                return MetadataError(f"{file} is damaged (not valid JSON): restore it from a backup, or re-create that dataset")
     return MetadataError(f"the zarr metadata of {path} is damaged: check it with `incasem info {path}`")
 
 
@@ -202,10 +207,14 @@ def open_container(path: str | Path, mode: Literal["r", "r+", "a"] = "r") -> zar
     if mode == "a" and not path.exists():
         return zarr.open_group(str(path), mode="a", zarr_format=2)
     if path.exists() and not path.is_dir():
+        if is_tiff_source(path):
+            raise NotAContainerError(convert_first(path, "a zarr container"))
         raise NotAContainerError(f"{path} is a file, not a zarr container: give the path of a .zarr folder")
     try:
         return zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
     except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as error:
+        if is_tiff_source(path):
+            raise NotAContainerError(convert_first(path, "a zarr container")) from error
         raise NotAContainerError(f"{path} is not a zarr container: give the path of a .zarr folder") from error
     except ValueError as error:  # json.JSONDecodeError and zarr's metadata validation
         raise _damaged_metadata(path) from error
@@ -214,7 +223,7 @@ def open_container(path: str | Path, mode: Literal["r", "r+", "a"] = "r") -> zar
 def _node(group: zarr.Group, path: Path, name: str) -> zarr.Array | zarr.Group | None:
     """The node at normalised ``name`` of ``group`` (``None`` if absent); damaged metadata is named."""
     try:
-        return group[name] if name in group else None
+        return group.get(name)
     except KeyError:
         return None
     except ValueError as error:
@@ -249,17 +258,13 @@ def _open_array(path: Path, dataset: str, mode: Literal["r", "r+"]) -> tuple[zar
     group = open_container(path, mode)
     node = _node(group, path, name)
     if node is None:
-        raise DatasetNotFoundError(
-            f"{path} has no dataset '{name}' (it has: {', '.join(dataset_names(group, path)) or 'none'})"
-        )
+        raise DatasetNotFoundError(f"{path} has no dataset '{name}' (it has: {', '.join(dataset_names(group, path)) or 'none'})")
     if not isinstance(node, zarr.Array):
         raise DatasetNotFoundError(f"'{name}' in {path} is a group, not a dataset: name a dataset inside it")
     return node, name
 
 
-def open_volume(
-    path: str | Path, dataset: str, mode: Literal["r", "r+"] = "r", require_complete: bool = True
-) -> Volume:
+def open_volume(path: str | Path, dataset: str, mode: Literal["r", "r+"] = "r", require_complete: bool = True) -> Volume:
     """Open dataset ``dataset`` of container ``path``.
 
     Raises
@@ -275,9 +280,7 @@ def open_volume(
     array, name = _open_array(path, dataset, mode)
     volume = _volume_from_array(path, name, array)
     if require_complete and not volume.complete:
-        raise DatasetMismatchError(
-            f"{volume.label} was left unfinished by an interrupted job: rerun that job with --resume or --overwrite"
-        )
+        raise DatasetMismatchError(f"{volume.label} was left unfinished by an interrupted job: rerun that job with --resume or --overwrite")
     return volume
 
 
@@ -287,26 +290,6 @@ def dataset_names(group: zarr.Group, path: Path) -> list[str]:
         return sorted(name for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array))
     except ValueError as error:
         raise _damaged_metadata(path) from error
-
-
-#: Group of the labels datasets (``volumes/labels/<organelle>``).
-LABELS_GROUP = "volumes/labels"
-
-
-#: Jobs whose outputs beside a labels dataset are derived from it, not labels of their own.
-DERIVED_JOBS = ("instances", "threshold", "pyramid")
-
-
-def label_datasets(group: zarr.Group, path: Path) -> list[str]:
-    """Paths of the labels arrays under ``volumes/labels/`` of container ``group``, sorted.
-
-    Arrays that ``incasem instances``, ``threshold`` or ``pyramid`` derived from labels
-    (``…/mito_instances``, ``…/mito_s1``) are not labels of another organelle and are left out.
-    """
-    return [
-        name for name in dataset_names(group, path)
-        if name.startswith(f"{LABELS_GROUP}/") and _job_kind(group[name].attrs.get(JOB_KEY)) not in DERIVED_JOBS
-    ]
 
 
 def dataset_exists(path: str | Path, dataset: str) -> bool:
@@ -322,15 +305,102 @@ def list_volumes(path: str | Path) -> list[Volume]:
     volumes = []
     for name in dataset_names(group, path):
         array = group[name]
-        if array.ndim == 3:
+        if isinstance(array, zarr.Array) and array.ndim == 3:  # dataset_names lists arrays only
             volumes.append(_volume_from_array(path, name, array))
     return volumes
 
 
-def _matches(volume: Volume, shape: Triple, dtype: np.dtype, voxel_size: NmTriple, offset_nm: NmTriple) -> list[str]:
-    expected = {"shape": shape, "dtype": dtype, "voxel size": voxel_size, "offset": offset_nm}
-    actual = {"shape": volume.shape, "dtype": volume.dtype, "voxel size": volume.voxel_size, "offset": volume.offset_nm}
-    return [f"{key} {actual[key]} (expected {expected[key]})" for key in expected if actual[key] != expected[key]]
+def _matches(volume: Volume, shape: Triple, dtype: np.dtype, voxel_size: NmTriple, offset_nm: NmTriple, chunks: Triple | None) -> list[str]:
+    """How ``volume`` differs from the dataset a job would create: ``shape [8, 16, 16] (this run: [4, 16, 16])``
+    (``chunks`` ``None``: not asked for, so any chunk shape is kept)."""
+    expected = {"shape": shape, "--dtype": dtype, "voxel size": voxel_size, "offset": offset_nm, "--chunks": chunks}
+    actual = {"shape": volume.shape, "--dtype": volume.dtype, "voxel size": volume.voxel_size, "offset": volume.offset_nm, "--chunks": volume.chunks}
+    keep = {"--chunks": "; leave --chunks out to keep them"}
+    return [
+        f"{key} {_shown(actual[key])} (this run: {_shown(expected[key])}{keep.get(key, '')})"
+        for key in expected
+        if expected[key] is not None and actual[key] != expected[key]
+    ]
+
+
+#: The option of each job setting whose name is not ``--<setting with dashes>``, or a word for it.
+_OPTION_OF_SETTING = {
+    "source": "input",
+    "labels": "--labels",
+    "raw": "--input",
+    "min_size_voxels": "--min-size",
+    "class_id": "--class",
+    "mapping": "--to-uint8",
+    "block_shape": "--block-size",
+    "roi_offset_voxels": "--roi-offset",
+    "roi_shape_voxels": "--roi-shape",
+    "checkpoint_sha256": "the checkpoint with SHA-256",
+    "level": "level",
+    "factor": "factor",
+}
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as it is typed on the command line: ``8,8,8``, ``none``, ``0.02``."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _setting(key: str, value: Any) -> str:
+    """One job setting as options: ``--clip-limit 0.01``, ``--z 0:16 --y 0:48 --x 0:48``, ``no --tta``."""
+    if key == "crop" and isinstance(value, list) and len(value) == 3:
+        return " ".join(f"--{axis} {_shown(b)}:{_shown(e)}" for axis, (b, e) in zip("zyx", value))
+    option = _OPTION_OF_SETTING.get(key, f"--{key.replace('_', '-')}")
+    if isinstance(value, bool):
+        return option if value else f"no {option}"
+    return f"{option} {_shown(value)}"
+
+
+def _this_run(key: str, value: Any) -> str:
+    """The value of this run beside the stored one: options where a bare value says little (``--tta``, a crop)."""
+    return _setting(key, value) if key == "crop" or isinstance(value, bool) else _shown(value)
+
+
+def setting_differences(stored: Any, job: dict[str, Any]) -> list[str]:
+    """How the job settings stored with an output differ from ``job``, each as the option with the
+    stored value: ``--clip-limit 0.01 (this run: 0.02)``."""
+    stored = stored if isinstance(stored, dict) else {}
+    keys = [key for key in dict.fromkeys([*job, *stored]) if key != "job"]
+    return [f"{_setting(key, stored.get(key))} (this run: {_this_run(key, job.get(key))})" for key in keys if stored.get(key) != job.get(key)]
+
+
+def _exists_error(node: Any, path: Path, name: str, job: dict[str, Any] | None) -> DatasetExistsError:
+    """The refusal of an existing output without --overwrite or --resume: an output left unfinished by
+    an interrupted run of the same job is offered --resume first."""
+    kind = _job_kind(job)
+    stored = node.attrs.get(JOB_KEY) if isinstance(node, zarr.Array) else None
+    if job is not None and kind is not None and _job_kind(stored) == kind and node.attrs.get(STATUS_KEY) == INCOMPLETE:
+        differences = setting_differences(stored, job)
+        made = f" with {'; '.join(differences)}" if differences else ""
+        same = " with the same options" if differences else ""
+        return DatasetExistsError(
+            f"{path}/{name} was left unfinished by an interrupted incasem {kind} run{made}: pass --resume{same} to "
+            "finish it (it keeps the part already written), or --overwrite to start afresh"
+        )
+    return DatasetExistsError(f"{path}/{name} exists already: pass --overwrite to replace it")
+
+
+def _resume_error(existing: Volume, job: dict[str, Any] | None, problems: list[str]) -> DatasetMismatchError:
+    """The refusal to resume into ``existing``: written by another job, or with other settings (``problems``)."""
+    stored = existing.array.attrs.get(JOB_KEY)
+    kind, stored_kind = _job_kind(job), _job_kind(stored)
+    if kind is not None and stored_kind != kind:
+        writer = f"incasem {stored_kind}" if stored_kind else "something other than incasem"
+        return DatasetMismatchError(f"cannot resume into {existing.label}: it was written by {writer}, not by incasem {kind}: choose another output name")
+    run = "the interrupted run" if not existing.complete else "the run that wrote it"
+    return DatasetMismatchError(
+        f"cannot resume into {existing.label}: {run} used {'; '.join(problems)}: give the same to finish it, or --overwrite to start afresh"
+    )
 
 
 def _job_kind(job: Any) -> str | None:
@@ -358,9 +428,7 @@ def _check_replaceable(group: zarr.Group, path: Path, name: str, job: dict[str, 
 def _check_not_an_input(path: Path, name: str, reads: Sequence[str]) -> None:
     for source in reads:
         if _related(name, dataset_name(source)):
-            raise DatasetExistsError(
-                f"output '{name}' is, holds or lies in the input '{dataset_name(source)}' of {path}: choose another output name"
-            )
+            raise DatasetExistsError(f"output '{name}' is, holds or lies in the input '{dataset_name(source)}' of {path}: choose another output name")
 
 
 def _check_not_inside_a_dataset(group: zarr.Group, path: Path, name: str) -> None:
@@ -369,9 +437,7 @@ def _check_not_inside_a_dataset(group: zarr.Group, path: Path, name: str) -> Non
         raise DatasetExistsError(f"'{name}' would lie inside the dataset '{above}' of {path}: choose another output name")
 
 
-def check_output(
-    path: str | Path, dataset: str, *, mode: WriteMode, job: dict[str, Any] | None = None, reads: Sequence[str] = ()
-) -> None:
+def check_output(path: str | Path, dataset: str, *, mode: WriteMode, job: dict[str, Any] | None = None, reads: Sequence[str] = ()) -> None:
     """Refuse, without writing anything, an output that :func:`create_volume` would refuse by its name.
 
     For a job that reads its input once before it creates its output (to check the
@@ -385,11 +451,13 @@ def check_output(
         return
     group = open_container(path)
     _check_not_inside_a_dataset(group, path, name)
-    if _node(group, path, name) is None or mode == "resume":
+    node = _node(group, path, name)
+    if node is None or mode == "resume":
         return
+    job = None if job is None else json.loads(json.dumps(job, allow_nan=False))
     if mode != "overwrite":
-        raise DatasetExistsError(f"{path}/{name} exists already: pass --overwrite to replace it")
-    _check_replaceable(group, path, name, None if job is None else json.loads(json.dumps(job, allow_nan=False)))
+        raise _exists_error(node, path, name, job)
+    _check_replaceable(group, path, name, job)
 
 
 def check_write_mode(mode: object) -> WriteMode:
@@ -401,9 +469,7 @@ def check_write_mode(mode: object) -> WriteMode:
         For anything but ``"create"``, ``"overwrite"`` or ``"resume"``.
     """
     if not isinstance(mode, str) or mode not in WRITE_MODES:
-        raise InvalidValueError(
-            f"write mode must be 'create', 'overwrite' (--overwrite) or 'resume' (--resume), got {mode!r}"
-        )
+        raise InvalidValueError(f"write mode must be 'create', 'overwrite' (--overwrite) or 'resume' (--resume), got {mode!r}")
     return mode  # type: ignore[return-value]
 
 
@@ -411,7 +477,7 @@ def create_volume(
     path: str | Path,
     dataset: str,
     shape: Triple,
-    dtype: np.dtype | str,
+    dtype: DTypeLike,
     voxel_size: NmTriple,
     offset_nm: NmTriple = (0, 0, 0),
     chunks: Triple | None = None,
@@ -421,6 +487,7 @@ def create_volume(
     reads: Sequence[str] = (),
     inputs: Sequence[str | Path] = (),
     details: dict[str, Any] | None = None,
+    default_chunks: Triple | None = None,
 ) -> Volume:
     """Create a dataset for a job to fill, marked incomplete until :meth:`Volume.mark_complete`.
 
@@ -431,12 +498,16 @@ def create_volume(
         name of the new dataset.
     shape, dtype, voxel_size, offset_nm, chunks
         Shape (voxels), element type, voxel size (nm), world offset (nm) and chunk
-        shape (voxels; default up to 128 per axis) of the dataset.
+        shape (voxels, as asked for: ``--chunks``) of the dataset. ``chunks=None``:
+        ``default_chunks``, else up to 128 per axis; a resumed dataset keeps its own,
+        while ``chunks`` that differ from them are refused.
     mode
         What to do when the dataset exists: ``"create"`` refuses it
-        (:class:`DatasetExistsError`); ``"resume"`` reuses it after checking that
-        shape, dtype, geometry and the recorded ``job`` settings match (else
-        :class:`DatasetMismatchError`); ``"overwrite"`` replaces only a *dataset* that
+        (:class:`DatasetExistsError`, which offers ``--resume`` first for an unfinished
+        output of the same kind of job); ``"resume"`` reuses it after checking that
+        shape, dtype, geometry, chunk shape (where ``chunks`` is given) and the recorded
+        ``job`` settings match (else :class:`DatasetMismatchError`, naming each option
+        and the value the interrupted run used); ``"overwrite"`` replaces only a *dataset* that
         an incasem job of the same kind (``job["job"]``) wrote: never a group, a
         container, or a dataset of other origin.
     job
@@ -467,42 +538,40 @@ def create_volume(
     voxel_size = as_nm_triple(voxel_size, "voxel size", positive=True)
     offset_nm = as_nm_triple(offset_nm, "offset")
     nm_to_voxels(offset_nm, voxel_size, f"offset of {path}/{name}")
-    chunks = as_positive_triple(chunks, "--chunks") if chunks is not None else None
+    chunks = as_positive_triple(chunks, option("chunks", "--chunks")) if chunks is not None else None
+    default_chunks = as_positive_triple(default_chunks, "chunks") if default_chunks is not None else None
     dtype = np.dtype(dtype)
     group = open_container(path, "a")
     _check_not_inside_a_dataset(group, path, name)
-    if _node(group, path, name) is not None:
+    node = _node(group, path, name)
+    if node is not None:
         if mode == "resume":
             existing = open_volume(path, name, "r+", require_complete=False)
-            problems = _matches(existing, shape, dtype, voxel_size, offset_nm)
             stored_job = existing.array.attrs.get(JOB_KEY)
-            if job is not None and stored_job != job:
-                problems.append(f"job settings {stored_job} (expected {job})")
-            if problems:
-                raise DatasetMismatchError(
-                    f"cannot resume into {existing.label}: its {', '.join(problems)}; use --overwrite to start afresh"
-                )
+            # settings first: a different shape or chunk shape follows from them
+            problems = setting_differences(stored_job, job) if job is not None else []
+            problems = problems or _matches(existing, shape, dtype, voxel_size, offset_nm, chunks)
+            if problems or (job is not None and stored_job != job):
+                raise _resume_error(existing, job, problems)
             return existing
         if mode != "overwrite":
-            raise DatasetExistsError(f"{path}/{name} exists already: pass --overwrite to replace it")
+            raise _exists_error(node, path, name, job)
         _check_replaceable(group, path, name, job)
         del group[name]
-    chunks = chunks or tuple(min(DEFAULT_CHUNK, s) if s > 0 else 1 for s in shape)
+    chunks = chunks or default_chunks or as_triple([min(DEFAULT_CHUNK, s) if s > 0 else 1 for s in shape])
     attrs = geometry_attributes(voxel_size, offset_nm, name)
     if job is not None:
         attrs[JOB_KEY] = job
     read = [f"{path.resolve()}/{dataset_name(source)}" for source in reads]
     attrs[PROVENANCE_KEY] = provenance_record(job, [*read, *map(str, inputs)], **(details or {}))
     attrs[STATUS_KEY] = INCOMPLETE
-    dimensions = {"dimension_names": ("z", "y", "x")} if group.metadata.zarr_format == 3 else {}
-    array = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, attributes=attrs, **dimensions)
+    dimension_names = ("z", "y", "x") if group.metadata.zarr_format == 3 else None  # None: create_array's default
+    array = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, attributes=attrs, dimension_names=dimension_names)
     publish_ngff(group, name, voxel_size, offset_nm)
     return _volume_from_array(path, name, array)
 
 
-def set_geometry(
-    path: str | Path, dataset: str, voxel_size: NmTriple | None = None, offset_nm: NmTriple | None = None
-) -> Volume:
+def set_geometry(path: str | Path, dataset: str, voxel_size: NmTriple | None = None, offset_nm: NmTriple | None = None) -> Volume:
     """Change the voxel size and/or world offset (nm) recorded for a dataset.
 
     Works on a dataset whose recorded geometry is invalid, as long as the values
@@ -511,10 +580,8 @@ def set_geometry(
     path = Path(path)
     array, name = _open_array(path, dataset, "r+")
     ref, attrs = DatasetRef(path, name), array.attrs.asdict()
-    new_voxel_size = (
-        read_voxel_size(attrs, ref) if voxel_size is None else as_nm_triple(voxel_size, "--voxel-size", positive=True)
-    )
-    new_offset = read_offset(attrs, ref) if offset_nm is None else as_nm_triple(offset_nm, "--offset")
+    new_voxel_size = read_voxel_size(attrs, ref) if voxel_size is None else as_nm_triple(voxel_size, option("voxel_size", "--voxel-size"), positive=True)
+    new_offset = read_offset(attrs, ref) if offset_nm is None else as_nm_triple(offset_nm, option("offset_nm", "--offset"))
     nm_to_voxels(new_offset, new_voxel_size, f"offset of {ref}")
     array.attrs.update(geometry_attributes(new_voxel_size, new_offset, name))
     publish_ngff(open_container(path, "r+"), name, new_voxel_size, new_offset)

@@ -21,13 +21,18 @@ when ``s % 8 == 4`` and ``s >= 100``; its output is ``s - 94`` (``204 -> 110``).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import EllipsisType
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
 from torch import nn
+
+from incasem.errors import InvalidValueError
+from incasem.geometry import as_positive_triple
 
 Triple = tuple[int, int, int]
 
@@ -38,17 +43,17 @@ _DEFAULT_DOWNSAMPLE: tuple[Triple, ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 2))
 
 
 def _as_triple(value: Any, name: str, *, odd: bool = False) -> Triple:
-    """Return ``value`` as a tuple of three positive ints or raise ``ValueError``."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
-        raise ValueError(f"{name} must be three positive integers (z, y, x), got {value!r}")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be three positive integers (z, y, x), got {value!r}")
-        if odd and v % 2 == 0:
-            raise ValueError(
-                f"{name} must be odd so that outputs stay centred in the input, got {value!r}"
-            )
-    return (int(value[0]), int(value[1]), int(value[2]))
+    """``value`` as three positive ints (:func:`incasem.geometry.as_positive_triple`), odd if asked;
+    raises :class:`~incasem.errors.InvalidValueError` (a ``ValueError``)."""
+    try:
+        if isinstance(value, numbers.Number):
+            raise InvalidValueError(name)
+        triple = as_positive_triple(value, name)
+    except InvalidValueError:
+        raise InvalidValueError(f"{name} must be three positive integers (z, y, x), got {value!r}") from None
+    if odd and any(v % 2 == 0 for v in triple):
+        raise InvalidValueError(f"{name} must be odd so that outputs stay centred in the input, got {value!r}")
+    return triple
 
 
 def _as_kernel_levels(value: Any, name: str, num_levels: int) -> tuple[tuple[Triple, ...], ...]:
@@ -61,9 +66,7 @@ def _as_kernel_levels(value: Any, name: str, num_levels: int) -> tuple[tuple[Tri
     for level, kernels in enumerate(value):
         if isinstance(kernels, (str, bytes)) or not isinstance(kernels, Sequence) or not kernels:
             raise ValueError(f"{name}[{level}] must be a non-empty list of kernel sizes")
-        levels.append(
-            tuple(_as_triple(k, f"{name}[{level}][{i}]", odd=True) for i, k in enumerate(kernels))
-        )
+        levels.append(tuple(_as_triple(k, f"{name}[{level}][{i}]", odd=True) for i, k in enumerate(kernels)))
     return tuple(levels)
 
 
@@ -124,27 +127,14 @@ class UNetConfig:
             object.__setattr__(self, name, _as_positive_int(getattr(self, name), name))
         factors = self.downsample_factors
         if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence) or not factors:
-            raise ValueError(
-                "downsample_factors must be a non-empty list of (z, y, x) factors, "
-                f"got {factors!r}"
-            )
-        factors = tuple(
-            _as_triple(f, f"downsample_factors[{i}]") for i, f in enumerate(factors)
-        )
+            raise ValueError(f"downsample_factors must be a non-empty list of (z, y, x) factors, got {factors!r}")
+        factors = tuple(_as_triple(f, f"downsample_factors[{i}]") for i, f in enumerate(factors))
         object.__setattr__(self, "downsample_factors", factors)
         num_levels = len(factors) + 1
-        down = self.kernel_size_down
-        if down is None:
-            down = [[(3, 3, 3), (3, 3, 3)]] * num_levels
-        up = self.kernel_size_up
-        if up is None:
-            up = [[(3, 3, 3), (3, 3, 3)]] * (num_levels - 1)
-        object.__setattr__(
-            self, "kernel_size_down", _as_kernel_levels(down, "kernel_size_down", num_levels)
-        )
-        object.__setattr__(
-            self, "kernel_size_up", _as_kernel_levels(up, "kernel_size_up", num_levels - 1)
-        )
+        down = self.kernel_size_down if self.kernel_size_down is not None else [[(3, 3, 3), (3, 3, 3)]] * num_levels
+        up = self.kernel_size_up if self.kernel_size_up is not None else [[(3, 3, 3), (3, 3, 3)]] * (num_levels - 1)
+        object.__setattr__(self, "kernel_size_down", _as_kernel_levels(down, "kernel_size_down", num_levels))
+        object.__setattr__(self, "kernel_size_up", _as_kernel_levels(up, "kernel_size_up", num_levels - 1))
         object.__setattr__(
             self,
             "final_kernel_size",
@@ -167,8 +157,8 @@ class UNetConfig:
             "num_fmaps": self.num_fmaps,
             "fmap_inc_factor": self.fmap_inc_factor,
             "downsample_factors": [list(f) for f in self.downsample_factors],
-            "kernel_size_down": [[list(k) for k in level] for level in self.kernel_size_down],
-            "kernel_size_up": [[list(k) for k in level] for level in self.kernel_size_up],
+            "kernel_size_down": [[list(k) for k in level] for level in self.kernels_down],
+            "kernel_size_up": [[list(k) for k in level] for level in self.kernels_up],
             "final_kernel_size": list(self.final_kernel_size),
         }
 
@@ -205,6 +195,18 @@ class UNetConfig:
         return len(self.downsample_factors) + 1
 
     @property
+    def kernels_down(self) -> tuple[tuple[Triple, ...], ...]:
+        """``kernel_size_down`` as construction filled it in (never ``None``)."""
+        assert self.kernel_size_down is not None, "__post_init__ fills in kernel_size_down"
+        return self.kernel_size_down
+
+    @property
+    def kernels_up(self) -> tuple[tuple[Triple, ...], ...]:
+        """``kernel_size_up`` as construction filled it in (never ``None``)."""
+        assert self.kernel_size_up is not None, "__post_init__ fills in kernel_size_up"
+        return self.kernel_size_up
+
+    @property
     def crop_factors(self) -> tuple[Triple, ...]:
         """Per decoder level, the product of the downsample factors of it and all levels below.
 
@@ -212,8 +214,8 @@ class UNetConfig:
         the crop of the following convolutions is a multiple of ``crop_factors[l]``.
         """
         return tuple(
-            tuple(math.prod(f[d] for f in self.downsample_factors[level:]) for d in range(3))
-            for level in range(self.num_levels - 1)
+            (math.prod(f[0] for f in below), math.prod(f[1] for f in below), math.prod(f[2] for f in below))
+            for below in (self.downsample_factors[level:] for level in range(self.num_levels - 1))
         )
 
     @property
@@ -256,30 +258,24 @@ class UNetConfig:
 
         skip_sizes = []
         for level, factors in enumerate(self.downsample_factors):
-            size = convolve(size, self.kernel_size_down[level], f"encoder level {level}")
+            size = convolve(size, self.kernels_down[level], f"encoder level {level}")
             if size % factors[axis]:
-                raise ValueError(
-                    f"axis {name}: size {size} at encoder level {level} is not divisible "
-                    f"by the downsample factor {factors[axis]}"
-                )
+                raise ValueError(f"axis {name}: size {size} at encoder level {level} is not divisible by the downsample factor {factors[axis]}")
             skip_sizes.append(size)
             size //= factors[axis]
             scale *= factors[axis]
-        size = convolve(size, self.kernel_size_down[-1], "bottom level")
+        size = convolve(size, self.kernels_down[-1], "bottom level")
         for level in reversed(range(self.num_levels - 1)):
             factor = self.downsample_factors[level][axis]
             size *= factor
             scale //= factor
-            conv_crop = sum(k[axis] - 1 for k in self.kernel_size_up[level])
+            conv_crop = sum(k[axis] - 1 for k in self.kernels_up[level])
             crop_factor = self.crop_factors[level][axis]
             target = (size - conv_crop) // crop_factor * crop_factor + conv_crop
             if target <= conv_crop:
-                raise ValueError(
-                    f"axis {name}: the upsampled feature map at decoder level {level} is "
-                    "too small for a translation-equivariant crop"
-                )
+                raise ValueError(f"axis {name}: the upsampled feature map at decoder level {level} is too small for a translation-equivariant crop")
             offset += scale * ((size - target) // 2)
-            size = convolve(target, self.kernel_size_up[level], f"decoder level {level}")
+            size = convolve(target, self.kernels_up[level], f"decoder level {level}")
         return convolve(size, (self.final_kernel_size,), "final convolution"), offset
 
     def _check_shape(self, shape: Sequence[int], name: str) -> Triple:
@@ -313,8 +309,7 @@ class UNetConfig:
             out = [self._trace_axis(s, axis)[0] for axis, s in enumerate(shape)]
         except ValueError as exc:
             raise ValueError(
-                f"input shape {shape} is not valid for this U-Net ({exc}); "
-                f"the nearest valid input shape is {self.valid_input_shape_at_least(shape)}"
+                f"input shape {shape} is not valid for this U-Net ({exc}); the nearest valid input shape is {self.valid_input_shape_at_least(shape)}"
             ) from None
         return (out[0], out[1], out[2])
 
@@ -395,9 +390,7 @@ class UNetConfig:
         Equals ``(input - output) / 2`` (47 for the standard network); the same for
         every valid input shape.
         """
-        z, y, x = (
-            self._trace_axis(s, axis)[1] for axis, s in enumerate(self.min_input_shape)
-        )
+        z, y, x = (self._trace_axis(s, axis)[1] for axis, s in enumerate(self.min_input_shape))
         return (z, y, x)
 
 
@@ -467,7 +460,8 @@ class ConvPass(nn.Module):
 def _center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Centre-crop the three spatial axes of ``x`` to ``shape`` (offset ``(a-b)//2``)."""
     slices = tuple(slice((a - b) // 2, (a - b) // 2 + b) for a, b in zip(x.shape[-3:], shape))
-    return x[(..., *slices)]
+    index: tuple[EllipsisType | slice, ...] = (..., *slices)
+    return x[index]
 
 
 def _in_input_dtype(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -489,33 +483,25 @@ class _UNetBody(nn.Module):
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.config = config
-        fmaps = [
-            config.num_fmaps * config.fmap_inc_factor**level
-            for level in range(config.num_levels)
-        ]
+        fmaps = [config.num_fmaps * config.fmap_inc_factor**level for level in range(config.num_levels)]
         self.l_conv = nn.ModuleList(
             ConvPass(
                 config.in_channels if level == 0 else fmaps[level - 1],
                 fmaps[level],
-                config.kernel_size_down[level],
+                config.kernels_down[level],
                 activation=True,
             )
             for level in range(config.num_levels)
         )
-        self.l_down = nn.ModuleList(
-            nn.MaxPool3d(factors, stride=factors) for factors in config.downsample_factors
-        )
-        self.r_up = nn.ModuleList(
-            nn.Upsample(scale_factor=factors, mode="nearest")
-            for factors in config.downsample_factors
-        )
+        self.l_down = nn.ModuleList(nn.MaxPool3d(factors, stride=factors) for factors in config.downsample_factors)
+        self.r_up = nn.ModuleList(nn.Upsample(scale_factor=factors, mode="nearest") for factors in config.downsample_factors)
         self.r_conv = nn.ModuleList(
             [
                 nn.ModuleList(
                     ConvPass(
                         fmaps[level] + fmaps[level + 1],
                         fmaps[level],
-                        config.kernel_size_up[level],
+                        config.kernels_up[level],
                         activation=True,
                     )
                     for level in range(config.num_levels - 1)
@@ -533,16 +519,11 @@ class _UNetBody(nn.Module):
         x = self.l_conv[-1](x)
         for level in reversed(range(self.config.num_levels - 1)):
             up = self.r_up[level](x)
-            conv_crop = [
-                sum(k[d] - 1 for k in self.config.kernel_size_up[level]) for d in range(3)
-            ]
-            target = [
-                (s - c) // f * f + c
-                for s, c, f in zip(up.shape[-3:], conv_crop, self.config.crop_factors[level])
-            ]
+            conv_crop = [sum(k[d] - 1 for k in self.config.kernels_up[level]) for d in range(3)]
+            target = [(s - c) // f * f + c for s, c, f in zip(up.shape[-3:], conv_crop, self.config.crop_factors[level])]
             up = _center_crop(up, target)
             skip = _center_crop(skips[level], target)
-            x = self.r_conv[0][level](torch.cat([skip, up], dim=1))
+            x = cast(nn.ModuleList, self.r_conv[0])[level](torch.cat([skip, up], dim=1))
         return x
 
 
@@ -594,10 +575,7 @@ class UNet(nn.Module):
             spatial shape.
         """
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"U-Net input must be shaped (batch, {self.config.in_channels}, z, y, x), "
-                f"got {tuple(x.shape)}"
-            )
+            raise ValueError(f"U-Net input must be shaped (batch, {self.config.in_channels}, z, y, x), got {tuple(x.shape)}")
         self.config.output_shape(x.shape[-3:])
         return self.final_conv_pass(self.unet(x))
 
@@ -619,7 +597,9 @@ class UNet(nn.Module):
         if not 0 < threshold < 1:
             raise ValueError(f"the foreground threshold must be strictly between 0 and 1, got {threshold}")
         with torch.no_grad():
-            self.final_conv_pass.conv_pass[0].bias[0] += math.log(threshold / (1 - threshold))
+            conv = cast(nn.Conv3d, self.final_conv_pass.conv_pass[0])
+            assert conv.bias is not None  # ConvPass convolutions have a bias
+            conv.bias[0] += math.log(threshold / (1 - threshold))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -634,6 +614,14 @@ def count_parameters(model: nn.Module) -> int:
     int
     """
     return sum(p.numel() for p in model.parameters())
+
+
+@overload
+def normalize_raw(raw: np.ndarray) -> np.ndarray: ...
+
+
+@overload
+def normalize_raw(raw: torch.Tensor) -> torch.Tensor: ...
 
 
 def normalize_raw(raw: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -665,6 +653,4 @@ def normalize_raw(raw: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         if raw.dtype != np.uint8:
             raise TypeError(f"normalize_raw expects uint8 data, got a {raw.dtype} array")
         return raw.astype(np.float32) * np.float32(1.0 / 255.0) * np.float32(2.0) - np.float32(1.0)
-    raise TypeError(
-        f"normalize_raw expects a numpy array or torch tensor, got {type(raw).__name__}"
-    )
+    raise TypeError(f"normalize_raw expects a numpy array or torch tensor, got {type(raw).__name__}")

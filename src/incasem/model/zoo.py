@@ -32,13 +32,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from incasem.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError, RunError
+from incasem.errors import (
+    CheckpointError,
+    ConfigError,
+    DownloadError,
+    ModelNotFoundError,
+    RunError,
+    option,
+)
 from incasem.files import atomic_write, configured_folder
 from incasem.geometry import Triple
-from incasem.io.bucket import DEFAULT_BASE_URL, check_base_url, download, list_objects, object_url
+from incasem.io.bucket import (
+    DEFAULT_BASE_URL,
+    check_base_url,
+    download,
+    list_objects,
+    object_url,
+)
+from incasem.io.layout import RAW_EQUALIZED
+from incasem.model.card import ModelCard, VoxelSize
 from incasem.model.checkpoint import (
-    ModelCard,
-    VoxelSize,
     checkpoint_sha256,
     import_published_checkpoint,
     is_incasem_checkpoint,
@@ -54,7 +67,7 @@ CHECKPOINT_PREFIX = "models/pretrained_checkpoints/"
 CACHE_ENV = "INCASEM_CACHE_DIR"
 """Environment variable that sets the models folder."""
 
-TRAINING_RAW = "volumes/raw_equalized_0.02"
+TRAINING_RAW = RAW_EQUALIZED
 """Dataset the published models were trained on: CLAHE-equalised raw (clip limit 0.02)."""
 
 PREPARATIONS = {"CF": "chemical fixation", "HPF": "high-pressure freezing"}
@@ -182,7 +195,7 @@ def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         If that path exists and is not a folder.
     """
     default = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "incasem" / "models"
-    return configured_folder(cache_dir, CACHE_ENV, default, "models folder", "--cache-dir", ConfigError)
+    return configured_folder(cache_dir, CACHE_ENV, default, "models folder", option("cache_dir", "--cache-dir"), ConfigError)
 
 
 def _read_index(root: Path) -> dict[str, dict[str, Any]]:
@@ -193,13 +206,9 @@ def _read_index(root: Path) -> dict[str, dict[str, Any]]:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise ConfigError(
-            f"model index {path} is not valid JSON: delete it and fetch or import the models again"
-        ) from None
+        raise ConfigError(f"model index {path} is not valid JSON: delete it and fetch or import the models again") from None
     if not isinstance(index, dict) or not all(isinstance(index.get(k), dict) for k in ("published", "imported")):
-        raise ConfigError(
-            f"model index {path} is not an incasem model index: delete it and fetch or import the models again"
-        )
+        raise ConfigError(f"model index {path} is not an incasem model index: delete it and fetch or import the models again")
     return index
 
 
@@ -232,7 +241,7 @@ def _check_replaceable(root: Path, section: str, key: str, dst: Path) -> None:
         return
     raise ConfigError(
         f"{dst} exists and was not written by incasem, which replaces only its own files in "
-        f"the models folder {root}: move that file away or use another --cache-dir"
+        f"the models folder {root}: move that file away or use another {option('cache_dir', '--cache-dir')}"
     )
 
 
@@ -242,8 +251,7 @@ def _published_model(model_id: str) -> PublishedModel:
         return PUBLISHED_MODELS[str(model_id)]
     except KeyError:
         raise ModelNotFoundError(
-            f"unknown published model id {model_id!r}: the published ids are "
-            f"{', '.join(PUBLISHED_MODELS)} (see `incasem models list`)"
+            f"unknown published model id {model_id!r}: the published ids are {', '.join(PUBLISHED_MODELS)} (see `incasem models list`)"
         ) from None
 
 
@@ -260,11 +268,7 @@ def _bucket_name(model: PublishedModel, base_url: str) -> str:
     if model.bucket_name is not None:
         return model.bucket_name
     pattern = re.compile(rf"model_checkpoint_{model.model_id}(?:[_.].*)?")
-    names = sorted(
-        name
-        for name in (key.rsplit("/", 1)[-1] for key in _checkpoint_keys(base_url))
-        if pattern.fullmatch(name)
-    )
+    names = sorted(name for name in (key.rsplit("/", 1)[-1] for key in _checkpoint_keys(base_url)) if pattern.fullmatch(name))
     where = f"{base_url}/{CHECKPOINT_PREFIX}"
     if len(names) != 1:
         found = f"several ({', '.join(names)})" if names else "none"
@@ -351,13 +355,18 @@ def fetch_published_model(
             ) from error
     finally:
         Path(tmp).unlink(missing_ok=True)
-    _record(root, "published", model.model_id, {
-        "file": path.relative_to(root).as_posix(),
-        "sha256": sha256,
-        "original": name,
-        "original_sha256": original_sha256,
-        "source": url,
-    })
+    _record(
+        root,
+        "published",
+        model.model_id,
+        {
+            "file": path.relative_to(root).as_posix(),
+            "sha256": sha256,
+            "original": name,
+            "original_sha256": original_sha256,
+            "source": url,
+        },
+    )
     return path
 
 
@@ -417,14 +426,15 @@ def import_model(
     described = organelle is not None or voxel_size_nm is not None or preparation is not None
     if model_id is not None and described:
         raise ConfigError(
-            "give either a published id (--id) or --organelle/--voxel-size/--preparation, not both"
+            f"give either a published id ({option('model_id', '--id')}) or {option('organelle', '--organelle')}/"
+            f"{option('voxel_size_nm', '--voxel-size')}/{option('preparation', '--preparation')}, not both"
         )
     if model_id is None and not described:
         match = re.match(r"model_checkpoint_(\d+)_", src.name)
         if match is None:
             raise ConfigError(
-                f"cannot tell which model {src} is: give its published id (--id) or describe it "
-                "with --organelle and --voxel-size"
+                f"cannot tell which model {src} is: give its published id ({option('model_id', '--id')}) or describe it "
+                f"with {option('organelle', '--organelle')} and {option('voxel_size_nm', '--voxel-size')}"
             )
         model_id = match.group(1)
     root = models_dir(cache_dir)
@@ -436,9 +446,9 @@ def import_model(
         extra: dict[str, Any] = {}
     else:
         if organelle is None or voxel_size_nm is None:
-            raise ConfigError(f"importing {src} needs both --organelle and --voxel-size")
+            raise ConfigError(f"importing {src} needs both {option('organelle', '--organelle')} and {option('voxel_size_nm', '--voxel-size')}")
         if not organelle.strip():
-            raise ConfigError(f"--organelle must name what {src} segments, e.g. mito")
+            raise ConfigError(f"{option('organelle', '--organelle')} must name what {src} segments, e.g. mito")
         try:
             card = ModelCard(
                 voxel_size_nm=voxel_size_nm,
@@ -454,14 +464,19 @@ def import_model(
         extra = {"organelle": organelle, "voxel_size_nm": list(card.voxel_size_nm), "preparation": preparation}
     _check_replaceable(root, section, key, dst)
     sha256 = import_published_checkpoint(src, dst, card)
-    _record(root, section, key, {
-        "file": dst.relative_to(root).as_posix(),
-        "sha256": sha256,
-        "original": src.name,
-        "original_sha256": original_sha256,
-        "source": str(src.resolve()),
-        **extra,
-    })
+    _record(
+        root,
+        section,
+        key,
+        {
+            "file": dst.relative_to(root).as_posix(),
+            "sha256": sha256,
+            "original": src.name,
+            "original_sha256": original_sha256,
+            "source": str(src.resolve()),
+            **extra,
+        },
+    )
     return dst
 
 
@@ -483,19 +498,25 @@ def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[ModelEn
     entries = []
     for name, path in shipped_models().items():
         card = read_card(path)
-        entries.append(ModelEntry(name, card.organelle, card.preparation, card.voxel_size_nm, path.name, path,
-                                  "shipped", describe(card)))
+        entries.append(ModelEntry(name, card.organelle, card.preparation, card.voxel_size_nm, path.name, path, "shipped", describe(card)))
     for model in PUBLISHED_MODELS.values():
         path = _cached_path(root, model)
         record = index["published"].get(model.model_id, {})
         file_name = record.get("original") or model.bucket_name or f"model_checkpoint_{model.model_id}_*"
-        entries.append(ModelEntry(model.model_id, model.organelle, model.preparation, model.voxel_size_nm,
-                                  file_name, path if path.is_file() else None))
+        entries.append(ModelEntry(model.model_id, model.organelle, model.preparation, model.voxel_size_nm, file_name, path if path.is_file() else None))
     for name, record in sorted(index["imported"].items()):
         path = root / record["file"]
-        entries.append(ModelEntry(name, record["organelle"], record["preparation"],
-                                  tuple(record["voxel_size_nm"]), record["original"],
-                                  path if path.is_file() else None, "imported"))
+        entries.append(
+            ModelEntry(
+                name,
+                record["organelle"],
+                record["preparation"],
+                tuple(record["voxel_size_nm"]),
+                record["original"],
+                path if path.is_file() else None,
+                "imported",
+            )
+        )
     return entries
 
 
@@ -523,10 +544,7 @@ def _resolve_published(name: str, root: Path) -> Path | None:
         return None
     path = _cached_path(root, model)
     if not path.is_file():
-        raise ModelNotFoundError(
-            f"published model {name} ({model.organelle}, {model.preparation}) is not in {root}: "
-            f"run `incasem models fetch {name}` first"
-        )
+        raise ModelNotFoundError(f"published model {name} ({model.organelle}, {model.preparation}) is not in {root}: run `incasem models fetch {name}` first")
     return path
 
 
@@ -546,38 +564,40 @@ RUN_PREFIX = "run:"
 """Prefix of a model name that names a training run's checkpoint: ``run:12``, ``run:12@5000``."""
 
 
-def _resolve_run(name: str, root: Path) -> Path | None:
-    """``run:ID`` (the run's best checkpoint) or ``run:ID@ITERATION`` in the runs folder.
-
-    The runs folder is ``$INCASEM_RUNS_DIR`` or ``./runs`` (:func:`incasem.runs.runs_dir`);
-    ``root``, the models folder, plays no part.
-    """
-    if not name.startswith(RUN_PREFIX):
-        return None
+def _resolve_run(name: str, runs_folder: str | os.PathLike[str] | None) -> Path:
+    """``run:ID`` (the run's best checkpoint) or ``run:ID@ITERATION`` in ``runs_folder``
+    (default ``$INCASEM_RUNS_DIR``, else ``./runs``: :func:`incasem.runs.runs_dir`)."""
     try:
-        return resolve_run_checkpoint(name[len(RUN_PREFIX):], runs_dir(None))
+        return resolve_run_checkpoint(name[len(RUN_PREFIX) :], runs_dir(runs_folder))
     except RunError as error:
-        raise ModelNotFoundError(str(error)) from None
+        raise ModelNotFoundError(error.args[0]) from None
 
 
-_RESOLVERS: tuple[Resolver, ...] = (_resolve_run, _resolve_file, _resolve_shipped, _resolve_published, _resolve_imported)
-"""How :func:`resolve_model` interprets a name, first match wins. Each resolver returns
-the checkpoint, ``None`` if the name is not of its kind, or raises ``ModelNotFoundError``
-if it is of its kind but unusable. A name starting with ``run:`` always names a run."""
+_RESOLVERS: tuple[Resolver, ...] = (_resolve_file, _resolve_shipped, _resolve_published, _resolve_imported)
+"""How :func:`resolve_model` interprets a name that does not start with ``run:`` (which
+always names a run), first match wins. Each resolver returns the checkpoint, ``None`` if
+the name is not of its kind, or raises ``ModelNotFoundError`` if it is of its kind but unusable."""
 
 
-def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def resolve_model(
+    name: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    runs_folder: str | os.PathLike[str] | None = None,
+) -> Path:
     """The checkpoint file a model name refers to.
 
     Parameters
     ----------
     name : str or os.PathLike
         A training run's checkpoint (``"run:12"``: the best of run 12, while none is
-        marked best its latest; ``"run:12@5000"``: that of iteration 5000; runs folder
-        ``$INCASEM_RUNS_DIR`` or ``./runs``), a path to an incasem checkpoint, a
+        marked best its latest; ``"run:12@5000"``: that of iteration 5000, in
+        ``runs_folder``), a path to an incasem checkpoint, a
         published id (``"1847"``, fetched before) or the name of an imported model.
     cache_dir : str or os.PathLike, optional
         Models folder (see :func:`models_dir`).
+    runs_folder : str or os.PathLike, optional
+        Folder of the training runs for ``run:`` names (default ``$INCASEM_RUNS_DIR``,
+        else ``./runs``; see :func:`incasem.runs.runs_dir`).
 
     Returns
     -------
@@ -591,13 +611,16 @@ def resolve_model(name: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         published model is not fetched, or the name means nothing.
     """
     text = os.fspath(name)
+    if text.startswith(RUN_PREFIX):
+        return _resolve_run(text, runs_folder)
     root = models_dir(cache_dir)
     for resolver in _RESOLVERS:
         path = resolver(text, root)
         if path is not None:
             return path
     raise ModelNotFoundError(
-        f"model {text!r} is neither a checkpoint file, a shipped model ({', '.join(shipped_models()) or 'none'}), a published id ({', '.join(PUBLISHED_MODELS)}), "
+        f"model {text!r} is neither a checkpoint file, a shipped model ({', '.join(shipped_models()) or 'none'}), "
+        f"a published id ({', '.join(PUBLISHED_MODELS)}), "
         f"an imported model in {root} nor a training run (run:ID or run:ID@ITERATION): see "
         "`incasem models list` and `incasem runs list`"
     )

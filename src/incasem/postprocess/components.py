@@ -41,7 +41,13 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, plan_blocks, run_blockwise
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    plan_blocks,
+    run_blockwise,
+)
 from incasem.geometry import Roi, Triple
 
 #: Reads the foreground (bool) of a region; built once per worker by a setup function.
@@ -70,8 +76,10 @@ def _first_voxels(local: np.ndarray, block_roi: Roi, region: Roi) -> np.ndarray:
 def _save(path: Path, **arrays: np.ndarray) -> None:
     """Write an .npz atomically: a file that exists is complete."""
     partial_path = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # typed Any: otherwise mypy matches **entries against savez_compressed's allow_pickle (a bool) as well
+    entries: dict[str, Any] = arrays
     with open(partial_path, "wb") as stream:
-        np.savez_compressed(stream, **arrays)
+        np.savez_compressed(stream, **entries)
     os.replace(partial_path, path)
 
 
@@ -87,14 +95,16 @@ def _fragment_block(scratch: Path, region: Roi, block: Block, readers: tuple) ->
     read, read_seeds = readers
     local = _label(read(block.write_roi))
     count = int(local.max())
-    if read_seeds is None:
-        seeded = np.ones(count, bool)
-    else:
-        seeded = np.bincount(local[read_seeds(block.write_roi)], minlength=count + 1)[1:] > 0
+    seeded = np.ones(count, bool) if read_seeds is None else np.bincount(local[read_seeds(block.write_roi)], minlength=count + 1)[1:] > 0
     faces = {f"low{axis}": np.take(local, 0, axis=axis) for axis in range(3)}
     faces.update({f"high{axis}": np.take(local, -1, axis=axis) for axis in range(3)})
-    _save(path, sizes=np.bincount(local.ravel(), minlength=count + 1)[1:].astype(np.int64),
-          first=_first_voxels(local, block.write_roi, region), seeded=seeded, **faces)
+    _save(
+        path,
+        sizes=np.bincount(local.ravel(), minlength=count + 1)[1:].astype(np.int64),
+        first=_first_voxels(local, block.write_roi, region),
+        seeded=seeded,
+        **faces,
+    )
 
 
 def plan_component_blocks(region: Roi, block_shape: Triple, grid_origin: Triple | None = None) -> list[Block]:
@@ -138,7 +148,7 @@ class ComponentMap:
     def labels(self, block: Block, foreground: np.ndarray) -> np.ndarray:
         """Object ids (uint64) of ``block`` from its foreground: pass 3."""
         local = _label(foreground)
-        lookup = np.concatenate(([0], self.object_ids[self.first_fragment[block.block_id]:][: int(local.max())]))
+        lookup = np.concatenate(([0], self.object_ids[self.first_fragment[block.block_id] :][: int(local.max())]))
         return lookup.astype(np.uint64)[local]
 
 
@@ -149,11 +159,11 @@ def _neighbour_offsets(block: Block) -> list[tuple[int, tuple[int, int, int]]]:
     for axis in range(3):
         after = list(roi.offset)
         after[axis] += roi.shape[axis]
-        result.append((axis, tuple(after)))
+        result.append((axis, (after[0], after[1], after[2])))
     return result
 
 
-def _face_pairs(scratch: Path, first_fragment: dict[str, int], by_offset: dict[tuple[int, ...], Block], block: Block, state: Any) -> np.ndarray:
+def _face_pairs(scratch: Path, first_fragment: dict[str, int], by_offset: dict[Triple, Block], block: Block, state: Any) -> np.ndarray:
     """Pairs (fragment index, fragment index) that touch across the block's three upper faces."""
     pairs = []
     with np.load(_fragment_file(scratch, block)) as own:

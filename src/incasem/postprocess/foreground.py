@@ -11,43 +11,53 @@ Kinds of dataset:
 - **segmentation / labels**: integers; a voxel is organelle where it equals the class
   id, or, without one, where it is non-zero.
 
-A dataset counts as probabilities when it is float, or uint8 with ``prob`` in its
-name (``prob_maps/class_1``, ``probabilities``); ``kind`` overrides the guess.
+A dataset counts as probabilities where :func:`incasem.io.layout.dataset_kind` says so
+(floats; integers named ``prob*``, e.g. ``prob_maps/class_1``); ``kind`` overrides the guess.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from incasem.errors import DatasetMismatchError, InvalidValueError, RoiError
-from incasem.evaluate.metrics import as_probabilities
+from incasem.blockwise import Block, BlockwiseTask, RunOptions, plan_blocks, run_blockwise
+from incasem.errors import DatasetMismatchError, InvalidValueError, RoiError, option
 from incasem.geometry import Roi
+from incasem.io.layout import dataset_kind, decode_probability
 from incasem.io.volume import Volume, open_volume
 
 Kind = Literal["probabilities", "segmentation"]
 
 
 def guess_kind(volume: Volume) -> Kind:
-    """``probabilities`` for float data and uint8 data named ``prob*``; else ``segmentation``."""
-    name = volume.name.rsplit("/", 2)
-    if np.issubdtype(volume.dtype, np.floating) or (volume.dtype == np.uint8 and any("prob" in part for part in name)):
-        return "probabilities"
-    return "segmentation"
+    """``probabilities`` where :func:`incasem.io.layout.dataset_kind` says so, else ``segmentation`` (non-zero = organelle)."""
+    return "probabilities" if dataset_kind(volume.name, volume.dtype) == "probabilities" else "segmentation"
 
 
 def check_probability_values(volume: Volume, values: np.ndarray) -> np.ndarray:
     """``values`` of ``volume`` as probabilities in [0, 1], or a one-line error naming the dataset."""
     try:
-        return as_probabilities(values)
+        return decode_probability(values)
     except ValueError as error:
-        raise InvalidValueError(
-            f"{volume.label}: {error}: give a probability map (floats in [0, 1] or uint8 0..255) or a segmentation"
-        ) from None
+        raise InvalidValueError(f"{volume.label}: {error}: give a probability map (floats in [0, 1] or uint8 0..255) or a segmentation") from None
+
+
+def _check_block_values(volume: Volume, block: Block, state: None) -> None:
+    check_probability_values(volume, volume.read(block.write_roi))
+
+
+def check_probability_dataset(volume: Volume, run: RunOptions) -> None:
+    """Refuse a float probability map with values outside [0, 1] (one blockwise read; uint8 maps
+    cannot have any): jobs call this before they write anything."""
+    if volume.dtype == np.uint8:
+        return
+    blocks = plan_blocks(volume.roi, volume.chunks, (0, 0, 0), volume.roi.offset)
+    run_blockwise(BlockwiseTask(f"check {volume.name}", blocks, partial(_check_block_values, volume)), run)
 
 
 @dataclass(frozen=True)
@@ -110,19 +120,20 @@ def open_with_output(foreground: Foreground, container: Path, output: str) -> tu
     return foreground.open(), open_volume(container, output, "r+", require_complete=False)
 
 
-def _check_threshold(threshold: float, option: str = "--threshold") -> None:
+def _check_threshold(threshold: float, name: str = option("threshold", "--threshold")) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise InvalidValueError(f"{option} must be a probability in [0, 1], got {threshold!r}")
+        raise InvalidValueError(f"{name} must be a probability in [0, 1], got {threshold!r}")
 
 
 def check_seed_threshold(seed_threshold: float | None, threshold: float) -> None:
     """A seed threshold is a probability at least the foreground threshold (or ``None``)."""
     if seed_threshold is None:
         return
-    _check_threshold(seed_threshold, "--seed-threshold")
+    _check_threshold(seed_threshold, option("seed_threshold", "--seed-threshold"))
     if seed_threshold < threshold:
         raise InvalidValueError(
-            f"--seed-threshold {seed_threshold:g} is below the threshold {threshold:g}: give a seed threshold at least the threshold"
+            f"{option('seed_threshold', '--seed-threshold')} {seed_threshold:g} is below the threshold {threshold:g}: "
+            "give a seed threshold at least the threshold"
         )
 
 
@@ -131,8 +142,7 @@ def check_mask(volume: Volume, mask_dataset: str) -> Volume:
     mask = open_volume(volume.container, mask_dataset)
     if mask.voxel_size != volume.voxel_size:
         raise DatasetMismatchError(
-            f"mask {mask.label} has voxel size {list(mask.voxel_size)} nm, {volume.label} has "
-            f"{list(volume.voxel_size)} nm: give a mask of the same voxel size"
+            f"mask {mask.label} has voxel size {list(mask.voxel_size)} nm, {volume.label} has {list(volume.voxel_size)} nm: give a mask of the same voxel size"
         )
     if not mask.roi.contains(volume.roi):
         raise RoiError(f"mask {mask.label} covers {mask.roi}, not all of {volume.label} ({volume.roi}): give a mask that covers it")
@@ -159,18 +169,22 @@ def foreground_of(
     volume = open_volume(container, dataset)
     kind = guess_kind(volume) if kind is None else kind
     if kind not in ("probabilities", "segmentation"):
-        raise InvalidValueError(f"--kind must be probabilities or segmentation, got {kind!r}")
+        raise InvalidValueError(f"{option('kind', '--kind')} must be probabilities or segmentation, got {kind!r}")
     _check_threshold(threshold)
     if kind == "segmentation" and not (np.issubdtype(volume.dtype, np.integer) or volume.dtype == np.bool_):
-        raise DatasetMismatchError(f"{volume.label} is {volume.dtype}: a segmentation holds integers; for probabilities give --kind probabilities")
+        raise DatasetMismatchError(
+            f"{volume.label} is {volume.dtype}: a segmentation holds integers; for probabilities give {option('kind', '--kind')} probabilities"
+        )
     if kind == "probabilities" and not (np.issubdtype(volume.dtype, np.floating) or volume.dtype == np.uint8):
         raise DatasetMismatchError(f"{volume.label} is {volume.dtype}: probabilities are floats in [0, 1] or uint8 0..255")
     if class_id is not None and (isinstance(class_id, bool) or not isinstance(class_id, int) or class_id < 1):
-        raise InvalidValueError(f"--class must be a class id of at least 1, got {class_id!r}")
+        raise InvalidValueError(f"{option('class_id', '--class')} must be a class id of at least 1, got {class_id!r}")
     if mask is not None:
         check_mask(volume, mask)
     check_seed_threshold(seed_threshold, threshold)
     if seed_threshold is not None and kind != "probabilities":
-        raise InvalidValueError(f"--seed-threshold needs a probability map, {volume.label} is a segmentation: give prob_maps/class_<c>")
+        raise InvalidValueError(
+            f"{option('seed_threshold', '--seed-threshold')} needs a probability map, {volume.label} is a segmentation: give prob_maps/class_<c>"
+        )
     seed = None if seed_threshold is None else float(seed_threshold)
     return Foreground(volume.container, volume.name, kind, float(threshold), class_id, mask, seed)

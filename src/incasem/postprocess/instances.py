@@ -24,17 +24,29 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, run_blockwise
-from incasem.errors import InvalidValueError
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    check_job,
+    done_record_for,
+    run_blockwise,
+)
+from incasem.errors import InvalidValueError, option
 from incasem.geometry import Triple
-from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
-from incasem.postprocess.components import ComponentMap, label_fragments, merge_fragments, plan_component_blocks
-from incasem.postprocess.foreground import Foreground, open_with_output
+from incasem.io.volume import Volume, WriteMode, check_output, create_volume, open_volume
+from incasem.postprocess.components import (
+    ComponentMap,
+    label_fragments,
+    merge_fragments,
+    plan_component_blocks,
+)
+from incasem.postprocess.foreground import Foreground, check_probability_dataset, open_with_output
 
 #: Folder inside the output dataset that holds passes 1 and 2 while the job runs.
 SCRATCH_FOLDER = ".incasem_fragments"
 
-ID_DTYPES = {"uint32": np.uint32, "uint64": np.uint64}
+ID_DTYPES: dict[str, type[np.unsignedinteger]] = {"uint32": np.uint32, "uint64": np.uint64}
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,9 @@ class InstanceOptions:
     def __post_init__(self) -> None:
         size = self.min_size_voxels
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidValueError(f"--min-size must be a whole number of voxels, at least 0, got {size!r}")
+            raise InvalidValueError(f"{option('min_size_voxels', '--min-size')} must be a whole number of voxels, at least 0, got {size!r}")
         if self.dtype not in ID_DTYPES:
-            raise InvalidValueError(f"--dtype must be uint32 or uint64, got {self.dtype!r}")
+            raise InvalidValueError(f"{option('dtype', '--dtype')} must be uint32 or uint64, got {self.dtype!r}")
 
 
 def _write_block(components: ComponentMap, dtype: np.dtype, block: Block, state: tuple) -> None:
@@ -103,23 +115,42 @@ def label_instances(
     source = open_volume(foreground.container, foreground.dataset)
     output = output_dataset or default_output(foreground.dataset)
     job = {
-        "job": "instances", "source": foreground.dataset, "kind": foreground.kind, "threshold": foreground.threshold,
-        "class_id": foreground.class_id, "mask": foreground.mask, "min_size_voxels": options.min_size_voxels,
+        "job": "instances",
+        "source": foreground.dataset,
+        "kind": foreground.kind,
+        "threshold": foreground.threshold,
+        "class_id": foreground.class_id,
+        "mask": foreground.mask,
+        "min_size_voxels": options.min_size_voxels,
         "seed_threshold": foreground.seed_threshold,
     }
     dtype = np.dtype(ID_DTYPES[options.dtype])
+    reads = [n for n in (foreground.dataset, foreground.mask) if n]
+    check_output(source.container, output, mode=mode, job=job, reads=reads)
+    if foreground.kind == "probabilities":  # values outside [0, 1] are refused before anything is written
+        check_probability_dataset(source, run)
     target = create_volume(
-        source.container, output, source.shape, dtype, source.voxel_size, source.offset_nm,
-        chunks or source.chunks, mode=mode, job=job, reads=[n for n in (foreground.dataset, foreground.mask) if n],
+        source.container,
+        output,
+        source.shape,
+        dtype,
+        source.voxel_size,
+        source.offset_nm,
+        chunks,
+        mode=mode,
+        job=job,
+        reads=reads,
+        default_chunks=source.chunks,
     )
     blocks, components = find_objects(foreground, target, options.min_size_voxels, run, f"instances {output}")
     if components.count > np.iinfo(dtype).max:
-        raise InvalidValueError(
-            f"{components.count} objects do not fit in {options.dtype}: rerun with --dtype uint64 --overwrite"
-        )
+        raise InvalidValueError(f"{components.count} objects do not fit in {options.dtype}: rerun with --dtype uint64 --overwrite")
     task = BlockwiseTask(
-        f"instances {output}: write", blocks, partial(_write_block, components, dtype),
-        partial(open_with_output, foreground, target.container, output), done_record_for(target.container, output),
+        f"instances {output}: write",
+        blocks,
+        partial(_write_block, components, dtype),
+        partial(open_with_output, foreground, target.container, output),
+        done_record_for(target.container, output),
     )
     run_blockwise(task, run)
     target.array.attrs["instances"] = components.count

@@ -19,12 +19,32 @@ from pathlib import Path
 
 import numpy as np
 
-from incasem.blockwise import Block, BlockwiseTask, DoneRecord, RunOptions, check_job, done_record_for, plan_blocks, run_blockwise
-from incasem.errors import InvalidValueError
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    DoneRecord,
+    RunOptions,
+    check_job,
+    done_record_for,
+    plan_blocks,
+    run_blockwise,
+)
+from incasem.errors import InvalidValueError, option
 from incasem.geometry import Triple, as_positive_triple
-from incasem.io.volume import Volume, WriteMode, check_output, create_volume, open_volume
+from incasem.io.layout import PROB_MAPS
+from incasem.io.volume import (
+    Volume,
+    WriteMode,
+    check_output,
+    create_volume,
+    open_volume,
+)
 from incasem.postprocess.components import ComponentMap
-from incasem.postprocess.foreground import Foreground, check_probability_values, open_with_output
+from incasem.postprocess.foreground import (
+    Foreground,
+    check_probability_dataset,
+    open_with_output,
+)
 from incasem.postprocess.instances import SCRATCH_FOLDER, find_objects
 
 
@@ -33,21 +53,9 @@ def default_output(dataset: str, threshold: float, seed_threshold: float | None 
     (``threshold_<t>_seed_<s>`` with a seed threshold)."""
     name = f"threshold_{threshold:g}" + ("" if seed_threshold is None else f"_seed_{seed_threshold:g}")
     parts = dataset.rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "prob_maps":
+    if len(parts) >= 2 and parts[-2] == PROB_MAPS:
         return "/".join([*parts[:-2], name, parts[-1]])
     return f"{dataset.rstrip('/')}_{name}"
-
-
-def _value_range(volume: Volume, block: Block, state: None) -> None:
-    check_probability_values(volume, volume.read(block.write_roi))
-
-
-def _check_values(volume: Volume, run: RunOptions) -> None:
-    """Float maps: refuse values outside [0, 1] (one read of the data) before writing."""
-    if volume.dtype == np.uint8:
-        return
-    blocks = plan_blocks(volume.roi, volume.chunks, (0, 0, 0), volume.roi.offset)
-    run_blockwise(BlockwiseTask(f"check {volume.name}", blocks, partial(_value_range, volume)), run)
 
 
 def _threshold_block(block: Block, state: tuple) -> None:
@@ -70,8 +78,11 @@ def write_seeded(foreground: Foreground, target: Volume, run: RunOptions) -> Non
     scratch = Path(target.container) / target.name / SCRATCH_FOLDER
     blocks, components = find_objects(foreground, target, 0, run, f"threshold {target.name}")
     task = BlockwiseTask(
-        f"threshold {target.name}: write", blocks, partial(_seeded_block, components),
-        partial(open_with_output, foreground, target.container, target.name), DoneRecord(scratch / "written"),
+        f"threshold {target.name}: write",
+        blocks,
+        partial(_seeded_block, components),
+        partial(open_with_output, foreground, target.container, target.name),
+        DoneRecord(scratch / "written"),
     )
     run_blockwise(task, run)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -100,27 +111,44 @@ def threshold_probabilities(
         Write mode and run options, as for every job.
     """
     check_job(mode, run)
-    chunks = None if chunks is None else as_positive_triple(chunks, "--chunks")
+    chunks = None if chunks is None else as_positive_triple(chunks, option("chunks", "--chunks"))
     if foreground.kind != "probabilities":
         raise InvalidValueError(
             f"{foreground.container}/{foreground.dataset} is a segmentation: threshold a probability map "
-            "(e.g. volumes/predictions/<model>/<id>/prob_maps/class_1), or give --kind probabilities"
+            f"(e.g. volumes/predictions/<model>/<id>/prob_maps/class_1), or give {option('kind', '--kind')} probabilities"
         )
     source = open_volume(foreground.container, foreground.dataset)
     output = output_dataset or default_output(foreground.dataset, foreground.threshold, foreground.seed_threshold)
-    job = {"job": "threshold", "source": foreground.dataset, "threshold": foreground.threshold, "mask": foreground.mask,
-           "seed_threshold": foreground.seed_threshold}
+    job = {
+        "job": "threshold",
+        "source": foreground.dataset,
+        "threshold": foreground.threshold,
+        "mask": foreground.mask,
+        "seed_threshold": foreground.seed_threshold,
+    }
     reads = [n for n in (foreground.dataset, foreground.mask) if n]
     check_output(source.container, output, mode=mode, job=job, reads=reads)
-    _check_values(source, run)
+    check_probability_dataset(source, run)
     target = create_volume(
-        source.container, output, source.shape, np.uint8, source.voxel_size, source.offset_nm,
-        chunks or source.chunks, mode=mode, job=job, reads=reads,
+        source.container,
+        output,
+        source.shape,
+        np.uint8,
+        source.voxel_size,
+        source.offset_nm,
+        chunks,
+        mode=mode,
+        job=job,
+        reads=reads,
+        default_chunks=source.chunks,
     )
     if foreground.seed_threshold is None:
         task = BlockwiseTask(
-            f"threshold {output}", plan_blocks(target.roi, target.chunks, (0, 0, 0), target.roi.offset), _threshold_block,
-            partial(open_with_output, foreground, target.container, output), done_record_for(target.container, output),
+            f"threshold {output}",
+            plan_blocks(target.roi, target.chunks, (0, 0, 0), target.roi.offset),
+            _threshold_block,
+            partial(open_with_output, foreground, target.container, output),
+            done_record_for(target.container, output),
         )
         run_blockwise(task, run)
     else:

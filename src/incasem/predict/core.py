@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from incasem.errors import InvalidValueError
-from incasem.geometry import Roi, Triple, as_positive_triple
+from incasem.errors import InvalidValueError, option
+from incasem.geometry import Roi, Triple, as_positive_triple, check_not_empty
 from incasem.io.padding import PadMode, padded_crop
 from incasem.model.checkpoint import load_checkpoint
 from incasem.model.unet import UNet, UNetConfig, normalize_raw
@@ -67,7 +67,7 @@ def resolve_precision(precision: PrecisionChoice, device: torch.device) -> Preci
     InvalidValueError
         For a value other than auto, fp32, bf16 or fp16.
     """
-    check_choice("--precision", precision, PRECISIONS)
+    check_choice(option("precision", "--precision"), precision, PRECISIONS)
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
@@ -76,7 +76,8 @@ def resolve_precision(precision: PrecisionChoice, device: torch.device) -> Preci
 def prepare_model(model: UNet, device: torch.device) -> UNet:
     """``model`` in eval mode on ``device``, channels-last on the CPU (faster 3D convolutions there)."""
     model = model.to(device).eval()
-    return model.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else model
+    # torch's stubs lack Module.to(memory_format=...), which nn.Module.to accepts
+    return model.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else model  # type: ignore[call-overload]
 
 
 def _forward(model: UNet, raw: np.ndarray, device: torch.device, precision: Precision) -> np.ndarray:
@@ -91,7 +92,7 @@ def _forward(model: UNet, raw: np.ndarray, device: torch.device, precision: Prec
 
 def _yx_symmetric(config: UNetConfig) -> bool:
     """Whether swapping y and x maps the network onto itself (same factors and kernels along y and x)."""
-    kernels = [k for level in (*config.kernel_size_down, *config.kernel_size_up) for k in level]
+    kernels = [k for level in (*config.kernels_down, *config.kernels_up) for k in level]
     return all(t[1] == t[2] for t in (*config.downsample_factors, *kernels, config.final_kernel_size))
 
 
@@ -103,9 +104,7 @@ def augmentations(config: UNetConfig) -> list[tuple[tuple[int, ...], bool]]:
     return [(flip, swap) for swap in swaps for flip in flips]
 
 
-def forward_probabilities(
-    model: UNet, raw: np.ndarray, device: torch.device, precision: Precision, tta: bool = False
-) -> np.ndarray:
+def forward_probabilities(model: UNet, raw: np.ndarray, device: torch.device, precision: Precision, tta: bool = False) -> np.ndarray:
     """Class probabilities (classes, z, y, x; float32) of one forward pass of ``model`` on uint8 ``raw``.
 
     ``raw`` must be a valid input shape of the network; the output is smaller by
@@ -122,6 +121,7 @@ def forward_probabilities(
         result = result.swapaxes(2, 3) if swap else result
         result = np.flip(result, tuple(axis + 1 for axis in flip)) if flip else result
         total = result if total is None else total + result
+    assert total is not None  # augmentations() has 8 or 16 passes
     return total / len(augmentations(model.config))
 
 
@@ -133,13 +133,11 @@ def _round_up(shape: Triple, step: Triple) -> Triple:
 def input_roi(config: UNetConfig, tile: Roi) -> Roi:
     """The network input that predicts output region ``tile``: the tile grown by the context,
     its shape rounded up to a valid input (so a short border tile stays on the grid)."""
-    corner = tuple(o - c for o, c in zip(tile.offset, config.context))
-    return Roi(corner, config.input_shape_for_output(_round_up(tile.shape, config.total_downsample_factor)))
+    z, y, x = (o - c for o, c in zip(tile.offset, config.context))
+    return Roi((z, y, x), config.input_shape_for_output(_round_up(tile.shape, config.total_downsample_factor)))
 
 
-def predict_tile(
-    model: UNet, raw: np.ndarray, tile: Roi, device: torch.device, precision: Precision, padding: PadMode, tta: bool = False
-) -> np.ndarray:
+def predict_tile(model: UNet, raw: np.ndarray, tile: Roi, device: torch.device, precision: Precision, padding: PadMode, tta: bool = False) -> np.ndarray:
     """Probabilities of output region ``tile`` (coordinates of ``raw``), reading its input from ``raw``.
 
     The input is :func:`input_roi`; the part of it outside ``raw`` is filled by ``padding``.
@@ -203,15 +201,16 @@ def predict_array(
         raise InvalidValueError(f"raw must be a 3D uint8 array (z, y, x), got a {described}: equalize or convert it")
     bounds = Roi((0, 0, 0), raw.shape)
     output_roi = bounds if output_roi is None else output_roi
-    if output_roi.empty or output_roi.intersect(bounds).empty:
+    check_not_empty(output_roi, "output region", "give an output region of at least 1 voxel per axis")
+    if output_roi.intersect(bounds).empty:
         raise InvalidValueError(f"output region {output_roi} does not overlap the raw array {bounds}")
-    check_choice("--padding", padding, PADDINGS)
+    check_choice(option("padding", "--padding"), padding, PADDINGS)
     device = device if isinstance(device, torch.device) else select_device(device)
     run_precision = resolve_precision(precision, device)
     if not isinstance(model, UNet):
         model, _card = load_checkpoint(model)
     model = prepare_model(model, device)
-    requested = None if block_shape is None else as_positive_triple(block_shape, "--block-size")
+    requested = None if block_shape is None else as_positive_triple(block_shape, option("block_shape", "--block-size"))
     block_shape = choose_block_shape(model.config, device, run_precision, output_roi.shape, requested)
     probabilities = np.empty((model.config.num_classes, *output_roi.shape), np.float32)
     for tile in output_roi.tiles(block_shape):

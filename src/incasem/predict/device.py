@@ -7,7 +7,7 @@ from typing import Literal
 import psutil
 import torch
 
-from incasem.errors import IncasemError
+from incasem.errors import IncasemError, option
 from incasem.geometry import Triple
 from incasem.model.unet import UNetConfig
 
@@ -44,9 +44,9 @@ def select_device(requested: str = "auto") -> torch.device:
     except RuntimeError:
         raise IncasemError(f"unknown device '{requested}': use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise IncasemError(f"device '{requested}' asked for, but torch sees no CUDA GPU: use --device cpu or auto")
+        raise IncasemError(f"device '{requested}' asked for, but torch sees no CUDA GPU: use {option('device', '--device')} cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise IncasemError(f"device '{requested}' asked for, but Apple MPS is not available: use --device cpu or auto")
+        raise IncasemError(f"device '{requested}' asked for, but Apple MPS is not available: use {option('device', '--device')} cpu or auto")
     return device
 
 
@@ -74,7 +74,8 @@ def _axis_options(config: UNetConfig, axis: int, size: int) -> list[tuple[int, i
     step = config.total_downsample_factor[axis]
     options, seen = [], set()
     for blocks in range(1, -(-size // step) + 1):
-        edge = -(-(-(-size // blocks)) // step) * step
+        part = -(-size // blocks)  # the region split into `blocks` parts, rounded up
+        edge = -(-part // step) * step
         if edge in seen or edge > MAX_AUTO_BLOCK:
             continue
         seen.add(edge)
@@ -85,9 +86,7 @@ def _axis_options(config: UNetConfig, axis: int, size: int) -> list[tuple[int, i
     return options or [(-(-size // step), step, config.input_shape_for_output((step, step, step))[axis])]
 
 
-def balanced_block_shape(
-    config: UNetConfig, device: torch.device, precision: Precision, roi_shape: Triple, memory_bytes: int | None = None
-) -> Triple:
+def balanced_block_shape(config: UNetConfig, device: torch.device, precision: Precision, roi_shape: Triple, memory_bytes: int | None = None) -> Triple:
     """The output block that predicts ``roi_shape`` with the least network input in all, within memory.
 
     Every block pays the network's context on each side, so the cost of a tiling is
@@ -115,17 +114,13 @@ def balanced_block_shape(
     return best[2]
 
 
-def choose_block_shape(
-    config: UNetConfig, device: torch.device, precision: Precision, roi_shape: Triple, requested: Triple | None
-) -> Triple:
+def choose_block_shape(config: UNetConfig, device: torch.device, precision: Precision, roi_shape: Triple, requested: Triple | None) -> Triple:
     """The output block: :func:`balanced_block_shape`, or ``requested`` rounded down to the
     downsampling step (at least one step) and no larger than the region needs."""
     if requested is None:
         return balanced_block_shape(config, device, precision, roi_shape)
     step = config.total_downsample_factor
-    z, y, x = (
-        min(max(g, (b // g) * g), -(-r // g) * g) for b, g, r in zip(requested, step, roi_shape)
-    )
+    z, y, x = (min(max(g, (b // g) * g), -(-r // g) * g) for b, g, r in zip(requested, step, roi_shape))
     return (z, y, x)
 
 

@@ -17,6 +17,7 @@ not wait on zarr.
 from __future__ import annotations
 
 import errno
+import json
 import threading
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -26,12 +27,45 @@ from typing import Any
 import numpy as np
 import torch
 
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, run_blockwise
-from incasem.errors import IncasemError, InputFileError, InvalidValueError, RoiError, VoxelSizeError
-from incasem.geometry import Roi, Triple, as_positive_triple, voxels_to_nm
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    check_job,
+    done_record_for,
+    run_blockwise,
+)
+from incasem.errors import (
+    DatasetMismatchError,
+    IncasemError,
+    InputFileError,
+    InvalidValueError,
+    RoiError,
+    VoxelSizeError,
+    option,
+)
+from incasem.geometry import Roi, Triple, as_positive_triple, check_not_empty, voxels_to_nm
+from incasem.io.layout import (
+    encode_probability,
+    prediction_group,
+    probability_map,
+    segmentation_of,
+)
 from incasem.io.padding import PadMode
-from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
-from incasem.model.checkpoint import ModelCard, checkpoint_sha256, load_checkpoint, read_card
+from incasem.io.volume import (
+    Volume,
+    WriteMode,
+    check_output,
+    create_volume,
+    open_volume,
+    setting_differences,
+)
+from incasem.model.card import ModelCard
+from incasem.model.checkpoint import (
+    check_checkpoint,
+    checkpoint_sha256,
+    load_checkpoint,
+)
 from incasem.model.unet import UNet
 from incasem.postprocess.foreground import Foreground
 from incasem.postprocess.threshold import write_seeded
@@ -45,8 +79,13 @@ from incasem.predict.core import (
     prepare_model,
     resolve_precision,
 )
-from incasem.predict.device import Precision, choose_block_shape, output_chunk_shape, select_device
-from incasem.predict.outputs import claim_prediction_id, find_previous, prediction_group
+from incasem.predict.device import (
+    Precision,
+    choose_block_shape,
+    output_chunk_shape,
+    select_device,
+)
+from incasem.predict.outputs import claim_prediction_id, find_previous, interrupted_predictions
 
 #: Blocks in flight per worker: one in the network while the next is read and the last written.
 BLOCKS_IN_FLIGHT = 3
@@ -93,13 +132,13 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         if self.block_shape is not None:
-            object.__setattr__(self, "block_shape", as_positive_triple(self.block_shape, "--block-size"))
-        check_choice("--precision", self.precision, PRECISIONS)
-        check_choice("--padding", self.padding, PADDINGS)
+            object.__setattr__(self, "block_shape", as_positive_triple(self.block_shape, option("block_shape", "--block-size")))
+        check_choice(option("precision", "--precision"), self.precision, PRECISIONS)
+        check_choice(option("padding", "--padding"), self.padding, PADDINGS)
         if not isinstance(self.device, str) or not self.device:
-            raise InvalidValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+            raise InvalidValueError(f"{option('device', '--device')} must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not isinstance(self.tta, bool):
-            raise InvalidValueError(f"tta must be True or False (--tta), got {self.tta!r}")
+            raise InvalidValueError(f"{option('tta', '--tta')} must be True or False, got {self.tta!r}")
         seed = self.seed_threshold
         if seed not in ("model", "none"):
             try:
@@ -108,7 +147,7 @@ class PredictOptions:
                 seed = -1.0
             if isinstance(self.seed_threshold, bool) or not 0.5 <= seed <= 1:
                 raise InvalidValueError(
-                    f"--seed-threshold must be model, none or a probability in [0.5, 1], got {self.seed_threshold!r}"
+                    f"{option('seed_threshold', '--seed-threshold')} must be model, none or a probability in [0.5, 1], got {self.seed_threshold!r}"
                 )
             object.__setattr__(self, "seed_threshold", seed)
 
@@ -120,7 +159,7 @@ class PredictOptions:
             return None
         if card.architecture.num_classes != 2:
             raise InvalidValueError(
-                f"--seed-threshold needs a two-class model, this one has {card.architecture.num_classes} classes: leave it out"
+                f"{option('seed_threshold', '--seed-threshold')} needs a two-class model, this one has {card.architecture.num_classes} classes: leave it out"
             )
         return float(self.seed_threshold)
 
@@ -149,9 +188,7 @@ class _WorkerState:
     network: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _setup(
-    checkpoint: Path, device_name: str, precision: PrecisionChoice, raw: tuple[Path, str], outputs: tuple[Path, tuple[str, ...], str]
-) -> _WorkerState:
+def _setup(checkpoint: Path, device_name: str, precision: PrecisionChoice, raw: tuple[Path, str], outputs: tuple[Path, tuple[str, ...], str]) -> _WorkerState:
     """Per worker, once: the model on its device and the datasets it reads and writes."""
     device = select_device(device_name)
     model, _card = load_checkpoint(checkpoint, map_location=device)
@@ -173,11 +210,6 @@ def _teardown(state: _WorkerState) -> None:
         torch.cuda.empty_cache()
 
 
-def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
-    """Store a probability in [0, 1] as uint8 0..255 (rounded), as the original did."""
-    return np.rint(probability * 255).astype(np.uint8)
-
-
 def _predict_block(padding: PadMode, tta: bool, block: Block, state: _WorkerState) -> None:
     """Read the block's input, run :func:`predict_tile` on it (one block at a time per worker: the
     network uses all cores or the GPU) and write the result; reading and writing overlap the
@@ -187,11 +219,12 @@ def _predict_block(padding: PadMode, tta: bool, block: Block, state: _WorkerStat
     with state.network:
         probabilities = predict_tile(state.model, raw, output, state.device, state.precision, padding, tta)
     for c, volume in enumerate(state.probabilities, start=1):
-        volume.write(block.write_roi, probability_to_uint8(probabilities[c]))
+        volume.write(block.write_roi, encode_probability(probabilities[c]))
     state.segmentation.write(block.write_roi, np.argmax(probabilities, axis=0).astype(np.uint8))
 
 
-def _check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> None:
+def check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> None:
+    """Refuse a raw dataset or region the model cannot predict (voxel size, dtype, an empty region or one outside)."""
     if raw.voxel_size != tuple(card.voxel_size_nm):
         raise VoxelSizeError(
             f"the model was trained at voxel size {list(card.voxel_size_nm)} nm but {raw.label} has "
@@ -202,7 +235,8 @@ def _check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> None:
             f"{raw.label} is {raw.dtype}; the network reads uint8 raw: equalize it (`incasem equalize {raw.container} -i {raw.name}`) "
             "or convert with --to-uint8"
         )
-    if roi.empty or not raw.roi.contains(roi):
+    check_not_empty(roi)
+    if not raw.roi.contains(roi):
         raise RoiError(f"region {roi} (voxels) is not inside {raw.label}, which covers {raw.roi}: choose a region inside it")
 
 
@@ -261,43 +295,54 @@ def predict_roi(
     checkpoint = Path(checkpoint)
     container = Path(container)
     raw = open_volume(container, raw_dataset)
-    card = read_card(checkpoint)
+    card = check_checkpoint(checkpoint)  # the weights too: a refused model must leave no empty prediction behind
     roi = raw.roi if roi is None else roi
-    _check_inputs(raw, card, roi)
+    check_inputs(raw, card, roi)
     device = select_device(options.device)
     precision = resolve_precision(options.precision, device)
     config = card.architecture
     block_shape = choose_block_shape(config, device, precision, roi.shape, options.block_shape)
-    input_shape = config.input_shape_for_output(block_shape)
     model_name = checkpoint.stem
-    record = dict(
-        model=model_name,
-        checkpoint=str(checkpoint.absolute()),
-        checkpoint_sha256=checkpoint_sha256(checkpoint),
-        class_names=list(card.class_names),
-        voxel_size=list(raw.voxel_size),
-        raw=f"{container}/{raw_dataset}",
-        roi_offset_voxels=list(roi.offset),
-        roi_shape_voxels=list(roi.shape),
-        block_shape=list(block_shape),
-        input_shape=list(input_shape),
-        padding=options.padding,
-        tta=options.tta,
-        seed_threshold=options.seed_for(card),
-        precision=precision,
-        device=str(device),
-        **(extra_provenance or {}),
-    )
-    job = {"job": "predict", **{key: record[key] for key in _SAME_JOB_KEYS}}
+    sha256 = checkpoint_sha256(checkpoint)
+
+    def settings(block_shape: Triple) -> tuple[dict[str, Any], dict[str, Any]]:
+        record = dict(
+            model=model_name,
+            checkpoint=str(checkpoint.absolute()),
+            checkpoint_sha256=sha256,
+            class_names=list(card.class_names),
+            voxel_size=list(raw.voxel_size),
+            raw=f"{container}/{raw_dataset}",
+            roi_offset_voxels=list(roi.offset),
+            roi_shape_voxels=list(roi.shape),
+            block_shape=list(block_shape),
+            input_shape=list(config.input_shape_for_output(block_shape)),
+            padding=options.padding,
+            tta=options.tta,
+            seed_threshold=options.seed_for(card),
+            precision=precision,
+            device=str(device),
+            **(extra_provenance or {}),
+        )
+        return record, {"job": "predict", **{key: record[key] for key in _SAME_JOB_KEYS}}
+
+    record, job = settings(block_shape)
+    if mode == "resume" and prediction_id is None and find_previous(container, model_name, job, mode) is None:
+        kept = _interrupted_block_shape(container, model_name, job, options)
+        if kept is not None:  # --block-size auto: finish with the interrupted run's blocks
+            block_shape = kept
+            record, job = settings(block_shape)
     if mode != "create" and prediction_id is None:
         prediction_id = find_previous(container, model_name, job, mode)
         mode = mode if prediction_id is not None else "create"
     pid = claim_prediction_id(container, model_name, prediction_id, mode)
     group = prediction_group(model_name, pid)
-    names = tuple(f"{group}/prob_maps/class_{c}" for c in range(1, config.num_classes))
-    segmentation_name = f"{group}/segmentation"
+    names = tuple(probability_map(group, c) for c in range(1, config.num_classes))
+    segmentation_name = segmentation_of(group)
     chunks = output_chunk_shape(block_shape, config.total_downsample_factor)
     offset_nm = voxels_to_nm(roi.offset, raw.voxel_size)
+    for name in (*names, segmentation_name):  # refuse before the first output is created or replaced
+        check_output(container, name, mode=mode, job=job, reads=[raw_dataset])
 
     outputs = [
         create_volume(
@@ -336,13 +381,43 @@ def predict_roi(
         if error.errno != errno.ENOSPC:
             raise
         raise IncasemError(
-            f"no space left on the device holding {container} while predicting {model_name}/{pid}: "
-            "free space, then rerun the same command with --resume"
+            f"no space left on the device holding {container} while predicting {model_name}/{pid}: free space, then rerun the same command with --resume"
         ) from None
     segmentation.mark_complete()
     return PredictionOutput(container, group, pid, roi, names, segmentation_name, block_shape)
 
 
-
 #: Settings that a resumed prediction must share with the interrupted one.
 _SAME_JOB_KEYS = ("checkpoint_sha256", "roi_offset_voxels", "roi_shape_voxels", "block_shape", "padding", "tta", "seed_threshold", "precision")
+
+#: The job keys that make a prediction the same model on the same region; the others are its options.
+_REGION_KEYS = ("checkpoint_sha256", "roi_offset_voxels", "roi_shape_voxels")
+
+
+def _interrupted_block_shape(container: Path, model_name: str, job: dict[str, Any], options: PredictOptions) -> Triple | None:
+    """For ``--resume`` without a prediction of exactly these settings: the block shape to finish the
+    newest interrupted prediction of the same checkpoint and region with (``--block-size auto``), or
+    ``None`` when there is none.
+
+    Raises
+    ------
+    DatasetMismatchError
+        When that prediction was made with other options (an explicit ``--block-size`` among them):
+        naming each option and the value the interrupted run used.
+    """
+    stored_job = json.loads(json.dumps(job))
+    for pid, stored in interrupted_predictions(container, model_name):
+        if any(stored.get(key) != stored_job[key] for key in _REGION_KEYS):
+            continue
+        block_shape = stored.get("block_shape")
+        kept = block_shape if options.block_shape is None and isinstance(block_shape, list) and len(block_shape) == 3 else None
+        if kept is not None:
+            stored_job["block_shape"] = kept
+        differences = setting_differences(stored, stored_job)
+        if differences:
+            raise DatasetMismatchError(
+                f"cannot resume the interrupted prediction {model_name}/{pid} in {container}: it was made with "
+                f"{'; '.join(differences)}: give the same to finish it, or leave --resume out to start a new prediction"
+            )
+        return as_positive_triple(kept, "--block-size") if kept is not None else None
+    return None

@@ -7,40 +7,13 @@ Provenance is not built here: every output dataset gets the one record of
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from incasem.errors import DatasetExistsError, DatasetNotFoundError, IncasemError
+from incasem.io.layout import PREDICTIONS_GROUP, prediction_group, segmentation_of
 from incasem.io.metadata import INCOMPLETE, JOB_KEY, STATUS_KEY
-from incasem.io.provenance import PROVENANCE_KEY
-from incasem.io.volume import WriteMode, dataset_names, open_container, open_volume
-
-PREDICTIONS_GROUP = "volumes/predictions"
-
-
-def prediction_group(model_name: str, prediction_id: str) -> str:
-    """Dataset group of one prediction: ``volumes/predictions/<model>/<id>``."""
-    return f"{PREDICTIONS_GROUP}/{model_name}/{prediction_id}"
-
-
-def latest_prediction(container: str | Path, *, finished_only: bool) -> str | None:
-    """The ``segmentation`` of the prediction created last (by its provenance time, then name), or ``None``.
-
-    ``finished_only``: leave out predictions whose job has not finished.
-    """
-    container = Path(container)
-    group = open_container(container)
-    pattern = re.compile(rf"{PREDICTIONS_GROUP}/[^/]+/[^/]+/segmentation")
-    candidates = []
-    for name in dataset_names(group, container):
-        if pattern.fullmatch(name):
-            attrs = group[name].attrs
-            if finished_only and attrs.get(STATUS_KEY) == INCOMPLETE:
-                continue
-            record = attrs.get(PROVENANCE_KEY)
-            candidates.append((str(record.get("created", "")) if isinstance(record, dict) else "", name))
-    return max(candidates)[1] if candidates else None
+from incasem.io.volume import WriteMode, open_volume
 
 
 def allocate_prediction_id(container: Path, model_name: str) -> str:
@@ -72,17 +45,13 @@ def claim_prediction_id(container: Path, model_name: str, prediction_id: str | N
         return prediction_id
     if mode == "resume":
         if not folder.is_dir():
-            raise DatasetNotFoundError(
-                f"{container} has no prediction {model_name}/{prediction_id} to resume: check the id "
-                f"with `incasem info {container}`"
-            )
+            raise DatasetNotFoundError(f"{container} has no prediction {model_name}/{prediction_id} to resume: check the id with `incasem info {container}`")
         return prediction_id
     try:
         folder.mkdir(parents=True)
     except FileExistsError:
         raise DatasetExistsError(
-            f"prediction {model_name}/{prediction_id} exists in {container}: pick another id, "
-            "leave --prediction-id out for a new one, or --resume it"
+            f"prediction {model_name}/{prediction_id} exists in {container}: pick another id, leave --prediction-id out for a new one, or --resume it"
         ) from None
     return prediction_id
 
@@ -95,10 +64,27 @@ def find_previous(container: Path, model_name: str, job: dict[str, Any], mode: W
         return None
     for folder in sorted((p for p in base.iterdir() if p.name.isdigit()), reverse=True):
         try:
-            stored = open_volume(container, f"{prediction_group(model_name, folder.name)}/segmentation", require_complete=False).array.attrs
+            stored = open_volume(container, segmentation_of(prediction_group(model_name, folder.name)), require_complete=False).array.attrs
         except IncasemError:
             continue
         unfinished = stored.get(STATUS_KEY) == INCOMPLETE
         if (unfinished or mode != "resume") and stored.get(JOB_KEY) == json.loads(json.dumps(job)):
             return folder.name
     return None
+
+
+def interrupted_predictions(container: Path, model_name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The unfinished predictions of ``model_name`` (id and stored job settings), newest first."""
+    base = Path(container) / PREDICTIONS_GROUP / model_name
+    if not base.is_dir():
+        return []
+    found = []
+    for folder in sorted((p for p in base.iterdir() if p.name.isdigit()), reverse=True):
+        try:
+            stored = open_volume(container, segmentation_of(prediction_group(model_name, folder.name)), require_complete=False).array.attrs
+        except IncasemError:
+            continue
+        job = stored.get(JOB_KEY)
+        if stored.get(STATUS_KEY) == INCOMPLETE and isinstance(job, dict):
+            found.append((folder.name, job))
+    return found

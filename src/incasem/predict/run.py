@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from incasem.blockwise import RunOptions, check_job
+from incasem.errors import ConfigError, option
 from incasem.evaluate.evaluate import evaluate_segmentation
 from incasem.evaluate.metrics import ConfusionCounts
 from incasem.geometry import Roi
-from incasem.errors import ConfigError
 from incasem.io.data_config import DataConfig, load_data_config
+from incasem.io.layout import EXCLUSION_WIDTHS_VOXELS, RAW_EQUALIZED, organelle_of
 from incasem.io.volume import WriteMode, open_volume
-from incasem.model.checkpoint import ModelCard, read_card
+from incasem.model.card import ModelCard
+from incasem.model.checkpoint import check_checkpoint
 from incasem.model.zoo import resolve_model
-from incasem.predict.job import PredictionOutput, PredictOptions, predict_roi
-from incasem.preprocess.masks import EXCLUSION_WIDTHS
+from incasem.predict.job import PredictionOutput, PredictOptions, check_inputs, predict_roi
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,14 @@ def check_label_classes(config: DataConfig, card: ModelCard, classes: Mapping[st
                     f"{where} are class {label.class_id}, but the model has classes 1..{len(names) - 1} "
                     f"({', '.join(card.class_names[1:])}): use class ids of this model"
                 )
-            organelle = label.dataset.rsplit("/", 1)[-1].lower()
+            organelle = organelle_of(label.dataset).lower()
             stands_for = mapping.get(organelle, organelle)
-            if stands_for != names[label.class_id] and (organelle in EXCLUSION_WIDTHS or organelle in mapping):
+            if stands_for != names[label.class_id] and (organelle in EXCLUSION_WIDTHS_VOXELS or organelle in mapping):
                 model_class = card.class_names[label.class_id]
+                mapped = option(f"classes={{{organelle!r}: {model_class!r}}}", f"--classes {organelle}={model_class}")
                 raise ConfigError(
                     f"{where} ({organelle}) would be scored as the model's class {label.class_id} '{model_class}': "
-                    f"use a model or labels of one organelle, or pass --classes {organelle}={model_class} to score them anyway"
+                    f"use a model or labels of one organelle, or pass {mapped} to score them anyway"
                 )
 
 
@@ -69,6 +71,7 @@ def predict_config(
     classes: Mapping[str, str] | None = None,
     data_root: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    runs_dir: str | Path | None = None,
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> list[EntryPrediction]:
@@ -80,18 +83,27 @@ def predict_config(
     the model's classes first (:func:`check_label_classes`, with ``classes`` mapping
     label organelles to model classes). ``data_root``: the folder the
     config's ``file`` paths are relative to (default: the config's); ``cache_dir``:
-    the models folder; ``mode`` and ``run``: as for :func:`~incasem.predict.job.predict_roi`,
+    the models folder; ``runs_dir``: the training runs folder of ``run:ID`` models; ``mode`` and ``run``: as for :func:`~incasem.predict.job.predict_roi`,
     for each entry.
     """
     check_job(mode, run)
-    checkpoint = resolve_model(model, cache_dir)
-    card = read_card(checkpoint)
+    checkpoint = resolve_model(model, cache_dir, runs_dir)
+    card = check_checkpoint(checkpoint)  # the weights too: a refused model must leave nothing behind
     config = load_data_config(config_path, data_root=data_root, model_voxel_size=card.voxel_size_nm)
     check_label_classes(config, card, classes)
+    for entry in config:  # every entry's raw, before the first entry's prediction is written
+        raw = open_volume(entry.container, entry.raw)
+        check_inputs(raw, card, raw.roi if entry.roi is None else entry.roi)
     results = []
     for entry in config:
         output = predict_roi(
-            checkpoint, entry.container, entry.raw, entry.roi, options, mode=mode, run=run,
+            checkpoint,
+            entry.container,
+            entry.raw,
+            entry.roi,
+            options,
+            mode=mode,
+            run=run,
             extra_provenance={"data_config": str(config.path), "data_config_entry": entry.name},
         )
         scores: dict[str, ConfusionCounts] = {}
@@ -107,17 +119,19 @@ def predict_config(
 def predict_container(
     container: str | Path,
     model: str,
-    raw_dataset: str = "volumes/raw_equalized_0.02",
+    raw_dataset: str = RAW_EQUALIZED,
     roi: Roi | None = None,
     options: PredictOptions = PredictOptions(),
     *,
     cache_dir: str | Path | None = None,
+    runs_dir: str | Path | None = None,
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> PredictionOutput:
     """Predict a region (voxels, world grid; default: all) of one raw dataset, no config needed.
 
-    ``cache_dir``: the models folder; ``mode`` and ``run``: see :func:`~incasem.predict.job.predict_roi`.
+    ``cache_dir``: the models folder; ``runs_dir``: the training runs folder of ``run:ID``
+    models; ``mode`` and ``run``: see :func:`~incasem.predict.job.predict_roi`.
     """
     check_job(mode, run)
-    return predict_roi(resolve_model(model, cache_dir), container, raw_dataset, roi, options, mode=mode, run=run)
+    return predict_roi(resolve_model(model, cache_dir, runs_dir), container, raw_dataset, roi, options, mode=mode, run=run)

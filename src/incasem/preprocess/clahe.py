@@ -123,9 +123,7 @@ def bin_lookup(dtype: np.dtype, value_range: tuple[int, int], nbins: int) -> np.
     return bins.astype(np.uint8 if nbins <= 256 else np.uint16)
 
 
-def tile_mapping(
-    values: np.ndarray, counts: np.ndarray, bin_of_value: np.ndarray, nbins: int, grid: ClaheGrid, clip_limit: float
-) -> np.ndarray:
+def tile_mapping(values: np.ndarray, counts: np.ndarray, bin_of_value: np.ndarray, nbins: int, grid: ClaheGrid, clip_limit: float) -> np.ndarray:
     """The clipped-histogram mapping of one tile, from its value histogram.
 
     Parameters
@@ -174,7 +172,7 @@ def _axis_cells(start: int, size: int, kernel: int, tiles: int) -> list[tuple[sl
 
 
 #: The 8 corners (z, y, x) of an interpolation cell, in skimage's order of summation.
-_CORNERS: tuple[Triple, ...] = tuple(itertools.product((0, 1), repeat=3))  # type: ignore[assignment]
+_CORNERS: tuple[Triple, ...] = tuple(itertools.product((0, 1), (0, 1), (0, 1)))
 
 _Cell = tuple[tuple[slice, slice, slice], np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -278,4 +276,3 @@ def output_lookup(low: int, high: int) -> np.ndarray:
     """
     levels = np.arange(NR_OF_GRAY, dtype=np.float64)
     return img_as_ubyte(rescale_intensity(levels, in_range=(float(low), float(high))))
-

@@ -39,11 +39,25 @@ from incasem.errors import (
     InvalidValueError,
     RoiError,
     VoxelSizeError,
+    option,
 )
-from incasem.geometry import NmTriple, Roi, Triple, as_nm_triple, as_positive_triple, voxels_to_nm
+from incasem.geometry import (
+    NmTriple,
+    Roi,
+    Triple,
+    as_nm_triple,
+    as_positive_triple,
+    voxels_to_nm,
+)
+from incasem.io.layout import RAW
 from incasem.io.tiff import DEFAULT_PATTERN, TiffStack, open_stack
-from incasem.io.volume import Volume, WriteMode, create_volume, dataset_name, open_volume
-
+from incasem.io.volume import (
+    Volume,
+    WriteMode,
+    create_volume,
+    dataset_name,
+    open_volume,
+)
 
 #: Default chunk shape (voxels) of converted datasets. A block is one chunk depth of
 #: whole slices, so memory is about workers x 64 slices; 64 rather than 128 deep halves
@@ -64,7 +78,7 @@ def to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
     ``out = floor(255 * (clip(v, low, high) - low) / (high - low) + 1/2)``, i.e.
     rounded half up; exact (integer arithmetic) for integer data and integer bounds.
     NaN maps to 0. Binary labels 0/1 with (0, 1) become 0/255 and probabilities
-    [0, 1] with (0, 1) become ``round(255 * p)``.
+    [0, 1] with (0, 1) become :func:`incasem.io.layout.encode_probability` of them.
 
     Parameters
     ----------
@@ -96,22 +110,21 @@ def check_crop(crop: Crop | None) -> None:
     Raises
     ------
     InvalidValueError
-        Naming the option (``--z``, ``--y``, ``--x``) of the bad range.
+        Naming the axis of the bad range (``crop[0]``, ...; ``--z``, ... on the command line).
     """
     if crop is None:
         return
     if not isinstance(crop, (tuple, list)) or len(crop) != 3 or not all(isinstance(cut, slice) for cut in crop):
         raise InvalidValueError(f"a crop must be three slices (z, y, x) of voxels, got {crop!r}")
-    for axis, cut in zip("zyx", crop):
+    for index, (axis, cut) in enumerate(zip("zyx", crop)):
+        name = option(f"crop[{index}]", f"--{axis}")
         bounds = (cut.start, cut.stop)
         whole = all(b is None or (isinstance(b, numbers.Integral) and not isinstance(b, bool)) for b in bounds)
-        if not whole or cut.step not in (None, 1) or any(b is not None and b < 0 for b in bounds) or (
-            None not in bounds and cut.start >= cut.stop
-        ):
-            text = f"{'' if cut.start is None else cut.start}:{'' if cut.stop is None else cut.stop}"
-            raise RoiError(
-                f"--{axis} range {text} is not START:STOP with 0 <= START < STOP (voxels, no step): give such a range"
-            )
+        text = f"{'' if cut.start is None else cut.start}:{'' if cut.stop is None else cut.stop}"
+        if not whole or cut.step not in (None, 1) or any(b is not None and b < 0 for b in bounds):
+            raise RoiError(f"{name} range {text} is not START:STOP with 0 <= START < STOP (voxels, no step): give such a range")
+        if None not in bounds and cut.start >= cut.stop:
+            raise RoiError(f"{name} range {text} is empty (STOP is exclusive): give START < STOP, e.g. {cut.start}:{cut.start + 1} for one voxel")
 
 
 def crop_region(shape: Triple, crop: Crop | None = None) -> Roi:
@@ -128,6 +141,8 @@ def crop_region(shape: Triple, crop: Crop | None = None) -> Roi:
     for axis, size, cut in zip("zyx", shape, crop):
         start = 0 if cut.start is None else cut.start
         stop = size if cut.stop is None else cut.stop
+        if cut.step in (None, 1) and 0 <= stop <= start <= size:
+            raise RoiError(f"{axis} range {start}:{stop} is empty (the data's is 0:{size}): give START < STOP inside it")
         if cut.step not in (None, 1) or not 0 <= start < stop <= size:
             raise RoiError(f"{axis} range {start}:{stop} is not inside the data's 0:{size}: choose a range inside it")
         begin.append(start)
@@ -147,13 +162,13 @@ def check_rescale(rescale: Rescale | Literal["auto"] | None, allow_auto: bool = 
     if rescale is None or rescale == "minmax" or (allow_auto and rescale == "auto"):
         return
     if rescale == "auto":
-        raise InvalidValueError("--to-uint8 auto is for incasem export; here give LOW:HIGH, minmax or none")
+        raise InvalidValueError(f"{option('rescale', '--to-uint8')} auto is for incasem export; here give LOW:HIGH, minmax or none")
     if isinstance(rescale, str) or not isinstance(rescale, (tuple, list)) or len(rescale) != 2:
-        raise InvalidValueError(f"--to-uint8 needs LOW:HIGH, minmax or none, got {rescale!r}")
+        raise InvalidValueError(f"{option('rescale', '--to-uint8')} needs LOW:HIGH, minmax or none, got {rescale!r}")
     low, high = rescale
     numbers_given = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (low, high))
     if not (numbers_given and math.isfinite(low) and math.isfinite(high) and low < high):
-        raise InvalidValueError(f"--to-uint8 needs finite LOW < HIGH, got {low}:{high}")
+        raise InvalidValueError(f"{option('rescale', '--to-uint8')} needs finite LOW < HIGH, got {low}:{high}")
 
 
 def _extremes(read: Callable[[], np.ndarray]) -> tuple[Any, Any]:
@@ -206,9 +221,7 @@ def _open_target(container: Path, dataset: str) -> Volume:
     return replace(volume, array=volume.array.with_config({"write_empty_chunks": True}))
 
 
-def _convert_block(
-    stack: TiffStack, region: Roi, value_range: tuple[float, float] | None, block: Block, target: Volume
-) -> None:
+def _convert_block(stack: TiffStack, region: Roi, value_range: tuple[float, float] | None, block: Block, target: Volume) -> None:
     data = _stack_slab(stack, region, *_slab_range(block, target.roi.offset))
     target.write(block.write_roi, data if value_range is None else to_uint8(data, *value_range))
 
@@ -221,18 +234,18 @@ def _output_geometry(
     like: tuple[str | Path, str] | None,
 ) -> tuple[NmTriple, NmTriple, Triple | None]:
     """Voxel size, offset (nm) and default chunks of the output, from the options or the raw ``like``."""
-    voxel_size = None if voxel_size is None else as_nm_triple(voxel_size, "--voxel-size", positive=True)
-    offset_nm = None if offset_nm is None else as_nm_triple(offset_nm, "--offset")
+    voxel_size = None if voxel_size is None else as_nm_triple(voxel_size, option("voxel_size", "--voxel-size"), positive=True)
+    offset_nm = None if offset_nm is None else as_nm_triple(offset_nm, option("offset_nm", "--offset"))
     if like is None:
         voxel_size = (1, 1, 1) if voxel_size is None else voxel_size
         stack_offset = (0, 0, 0) if offset_nm is None else offset_nm
         crop_offset = voxels_to_nm(region.offset, voxel_size)
-        return voxel_size, as_nm_triple([o + c for o, c in zip(stack_offset, crop_offset)], "--offset"), None
+        return voxel_size, as_nm_triple([o + c for o, c in zip(stack_offset, crop_offset)], option("offset_nm", "--offset")), None
     raw = open_volume(*like)
     if region.shape != raw.shape:
         raise DatasetMismatchError(
             f"the stack{' crop' if region.shape != shape else ''} has shape {list(region.shape)} but {raw.label} has "
-            f"{list(raw.shape)}: labels must cover their raw voxel for voxel (crop with --z/--y/--x to match)"
+            f"{list(raw.shape)}: labels must cover their raw voxel for voxel (crop with {option('crop', '--z/--y/--x')} to match)"
         )
     for name, given, own in (("voxel size", voxel_size, raw.voxel_size), ("offset", offset_nm, raw.offset_nm)):
         if given is not None and given != own:
@@ -284,25 +297,25 @@ class ConvertOptions:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
-            raise InvalidValueError(f"--pattern must be a glob like *.tif, got {self.pattern!r}")
+            raise InvalidValueError(f"{option('pattern', '--pattern')} must be a glob like *.tif, got {self.pattern!r}")
         if self.voxel_size is not None:
-            object.__setattr__(self, "voxel_size", as_nm_triple(self.voxel_size, "--voxel-size", positive=True))
+            object.__setattr__(self, "voxel_size", as_nm_triple(self.voxel_size, option("voxel_size", "--voxel-size"), positive=True))
         if self.offset_nm is not None:
-            object.__setattr__(self, "offset_nm", as_nm_triple(self.offset_nm, "--offset"))
+            object.__setattr__(self, "offset_nm", as_nm_triple(self.offset_nm, option("offset_nm", "--offset")))
         if self.like is not None:
             if not isinstance(self.like, (tuple, list)) or len(self.like) != 2 or not isinstance(self.like[1], str):
-                raise InvalidValueError(f"--like needs CONTAINER:DATASET, got {self.like!r}")
+                raise InvalidValueError(f"{option('like', '--like')} needs CONTAINER:DATASET, got {self.like!r}")
             object.__setattr__(self, "like", (self.like[0], dataset_name(self.like[1])))
         check_crop(self.crop)
         if self.chunks is not None:
-            object.__setattr__(self, "chunks", as_positive_triple(self.chunks, "--chunks"))
+            object.__setattr__(self, "chunks", as_positive_triple(self.chunks, option("chunks", "--chunks")))
         check_rescale(self.rescale)
 
 
 def tiff_to_zarr(
     source: str | Path,
     container: str | Path,
-    dataset: str = "volumes/raw",
+    dataset: str = RAW,
     *,
     options: ConvertOptions = ConvertOptions(),
     mode: WriteMode = "create",
@@ -348,16 +361,13 @@ def tiff_to_zarr(
         raise InputFileError(f"{source} is a zarr container: to write TIFF slices from it use `incasem export {source} FOLDER -d DATASET`")
     stack = open_stack(source, options.pattern)
     region = crop_region(stack.shape, options.crop)
-    voxel_size, offset_nm, like_chunks = _output_geometry(
-        stack.shape, region, options.voxel_size, options.offset_nm, options.like
-    )
-    chunks = as_positive_triple(
-        options.chunks or like_chunks or [min(c, s) for c, s in zip(CHUNKS, region.shape)], "--chunks"
-    )
+    voxel_size, offset_nm, like_chunks = _output_geometry(stack.shape, region, options.voxel_size, options.offset_nm, options.like)
+    default_chunks = as_positive_triple(like_chunks or [min(c, s) for c, s in zip(CHUNKS, region.shape)], option("chunks", "--chunks"))
+    chunks = options.chunks or default_chunks  # a resumed output keeps its own (create_volume)
     depth = region.shape[0]
-    slabs = [partial(_stack_slab, stack, region, z, min(z + chunks[0], depth)) for z in range(0, depth, chunks[0])]
+    slabs: list[Callable[[], np.ndarray]] = [partial(_stack_slab, stack, region, z, min(z + chunks[0], depth)) for z in range(0, depth, chunks[0])]
     value_range = None if options.rescale is None else resolve_rescale(options.rescale, slabs, run)
-    job = {
+    job: dict[str, Any] = {
         "job": "convert",
         "source": str(source.resolve()),
         "crop": [[b, e] for b, e in zip(region.offset, region.end)],
@@ -374,11 +384,12 @@ def tiff_to_zarr(
         dtype,
         voxel_size,
         offset_nm,
-        chunks,
+        options.chunks,
         mode=mode,
         job=job,
         reads=[like[1]] if like is not None and same_container else [],
         inputs=[job["source"], *elsewhere],
+        default_chunks=default_chunks,
     )
     slab = (target.chunks[0], *target.shape[1:])
     task = BlockwiseTask(

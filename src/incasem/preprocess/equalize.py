@@ -46,9 +46,16 @@ from incasem.blockwise import (
     plan_blocks,
     run_blockwise,
 )
-from incasem.errors import DatasetMismatchError, InvalidValueError
+from incasem.errors import DatasetMismatchError, InvalidValueError, option
 from incasem.geometry import Roi, Triple, as_triple
-from incasem.io.volume import Volume, WriteMode, create_volume, dataset_name, open_volume
+from incasem.io.layout import RAW, equalized_dataset
+from incasem.io.volume import (
+    Volume,
+    WriteMode,
+    create_volume,
+    dataset_name,
+    open_volume,
+)
 from incasem.preprocess.clahe import (
     SUPPORTED_DTYPES,
     ClaheGrid,
@@ -60,7 +67,6 @@ from incasem.preprocess.clahe import (
     value_histogram,
 )
 
-
 #: Folder inside the output dataset that holds partial results until the job ends.
 SCRATCH_FOLDER = ".incasem_equalize"
 
@@ -69,10 +75,6 @@ Histogram = tuple[np.ndarray, np.ndarray]
 
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-def default_output_name(clip_limit: float) -> str:
-    """The original's name for the equalised raw, e.g. ``volumes/raw_equalized_0.02``."""
-    return f"volumes/raw_equalized_{float(clip_limit)}"
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,13 @@ class ClaheOptions:
     nbins: int = 256
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kernel_size", as_triple(self.kernel_size, "--kernel-size"))
+        object.__setattr__(self, "kernel_size", as_triple(self.kernel_size, option("kernel_size", "--kernel-size")))
         if min(self.kernel_size) < 2:
-            raise InvalidValueError(f"--kernel-size must be at least 2 voxels per axis, got {list(self.kernel_size)}")
+            raise InvalidValueError(f"{option('kernel_size', '--kernel-size')} must be at least 2 voxels per axis, got {list(self.kernel_size)}")
         if not _is_number(self.clip_limit) or not 0 < self.clip_limit <= 1:
-            raise InvalidValueError(f"--clip-limit must be in (0, 1], got {self.clip_limit!r} (the original uses 0.02)")
+            raise InvalidValueError(f"{option('clip_limit', '--clip-limit')} must be in (0, 1], got {self.clip_limit!r} (the original uses 0.02)")
         if not _is_number(self.nbins) or self.nbins != int(self.nbins) or not 2 <= self.nbins <= 2**14:
-            raise InvalidValueError(f"--nbins must be a whole number from 2 to 16384, got {self.nbins!r}")
+            raise InvalidValueError(f"{option('nbins', '--nbins')} must be a whole number from 2 to 16384, got {self.nbins!r}")
 
     def job(self, source: str) -> dict[str, Any]:
         """The record of the job stored with its output."""
@@ -124,16 +126,14 @@ def _check_kernel_size(kernel_size: Triple, shape: Triple) -> None:
         largest = min(max(size, 128), MAX_KERNEL_EDGE)
         if edge > largest:
             raise InvalidValueError(
-                f"--kernel-size {edge} along {axis} exceeds what the data needs ({size} voxels there; "
-                f"at most {largest}): give a smaller --kernel-size"
+                f"{option('kernel_size', '--kernel-size')} {edge} along {axis} exceeds what the data needs ({size} voxels there; "
+                f"at most {largest}): give a smaller {option('kernel_size', '--kernel-size')}"
             )
 
 
 def _check_dtype(dtype: np.dtype, what: str) -> None:
     if np.dtype(dtype) not in SUPPORTED_DTYPES:
-        raise DatasetMismatchError(
-            f"{what} holds {np.dtype(dtype)}; equalize supports uint8 and uint16 grey values: convert it first"
-        )
+        raise DatasetMismatchError(f"{what} holds {np.dtype(dtype)}; equalize supports uint8 and uint16 grey values: convert it first")
 
 
 @dataclass(frozen=True)
@@ -177,15 +177,13 @@ def _mapper(
     ends = np.array([(values[0], values[-1]) for _, (values, _) in histograms()], dtype=np.int64)
     value_range = (int(ends[:, 0].min()), int(ends[:, 1].max()))
     bin_of_value = bin_lookup(dtype, value_range, options.nbins)
-    mappings = np.empty(grid.tiles + (options.nbins,), dtype=np.uint16)
+    mappings = np.empty((*grid.tiles, options.nbins), dtype=np.uint16)
     for tile, (values, counts) in histograms():
         mappings[tile] = tile_mapping(values, counts, bin_of_value, options.nbins, grid, options.clip_limit)
     return _Mapper(grid, bin_of_value, mappings), value_range
 
 
-def equalize_array(
-    image: np.ndarray, kernel_size: int | Triple = 128, clip_limit: float = 0.02, nbins: int = 256
-) -> np.ndarray:
+def equalize_array(image: np.ndarray, kernel_size: int | Triple = 128, clip_limit: float = 0.02, nbins: int = 256) -> np.ndarray:
     """3D CLAHE of an array in memory: the twin of :func:`equalize_volume`.
 
     Equals ``img_as_ubyte(skimage.exposure.equalize_adapthist(image, kernel_size,
@@ -235,17 +233,13 @@ def _histogram_block(grid: ClaheGrid, folder: Path, block: Block, source: Volume
     np.savez(folder / f"{block.block_id}.npz", values=values, counts=counts)
 
 
-def _saved_histograms(
-    folder: Path, blocks: list[Block], origin: Triple, grid: ClaheGrid
-) -> Iterator[tuple[Triple, Histogram]]:
+def _saved_histograms(folder: Path, blocks: list[Block], origin: Triple, grid: ClaheGrid) -> Iterator[tuple[Triple, Histogram]]:
     for block in blocks:
         with np.load(folder / f"{block.block_id}.npz") as saved:
             yield _tile_of(block, origin, grid), (saved["values"], saved["counts"])
 
 
-def _setup_mapper(
-    container: Path, source: str, mappings_file: Path, value_range: tuple[int, int], options: ClaheOptions
-) -> tuple[Volume, _Mapper]:
+def _setup_mapper(container: Path, source: str, mappings_file: Path, value_range: tuple[int, int], options: ClaheOptions) -> tuple[Volume, _Mapper]:
     volume = open_volume(container, source)
     grid = ClaheGrid(volume.shape, options.kernel_size)
     bin_of_value = bin_lookup(volume.dtype, value_range, options.nbins)
@@ -258,9 +252,7 @@ def _range_block(block: Block, state: tuple[Volume, _Mapper]) -> tuple[int, int]
     return mapper.level_range(source.read(block.write_roi), block.write_roi.relative_to(source.roi.offset).offset)
 
 
-def _setup_writer(
-    container: Path, output: str, setup_mapper: Callable[[], tuple[Volume, _Mapper]]
-) -> tuple[Volume, _Mapper, Volume]:
+def _setup_writer(container: Path, output: str, setup_mapper: Callable[[], tuple[Volume, _Mapper]]) -> tuple[Volume, _Mapper, Volume]:
     source, mapper = setup_mapper()
     return source, mapper, open_volume(container, output, "r+", require_complete=False)
 
@@ -274,7 +266,7 @@ def _equalize_block(to_uint8: np.ndarray, block: Block, state: tuple[Volume, _Ma
 
 def equalize_volume(
     container: str | Path,
-    raw_dataset: str = "volumes/raw",
+    raw_dataset: str = RAW,
     output_dataset: str | None = None,
     *,
     options: ClaheOptions = ClaheOptions(),
@@ -319,7 +311,7 @@ def equalize_volume(
     volume = open_volume(container, raw_dataset)
     _check_dtype(volume.dtype, volume.label)
     _check_kernel_size(options.kernel_size, volume.shape)
-    output = dataset_name(output_dataset or default_output_name(options.clip_limit))
+    output = dataset_name(output_dataset or equalized_dataset(options.clip_limit))
     target = create_volume(
         container,
         output,
@@ -327,10 +319,11 @@ def equalize_volume(
         np.uint8,
         volume.voxel_size,
         volume.offset_nm,
-        chunks or volume.chunks,
+        chunks,
         mode=mode,
         job=options.job(volume.name),
         reads=[volume.name],
+        default_chunks=volume.chunks,
     )
     if target.complete:
         return target

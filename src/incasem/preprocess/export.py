@@ -32,8 +32,21 @@ from typing import Literal
 import numpy as np
 
 from incasem import __version__
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, plan_blocks, run_blockwise
-from incasem.errors import DatasetExistsError, ExportFolderError, InputFileError, InvalidValueError
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    check_job,
+    plan_blocks,
+    run_blockwise,
+)
+from incasem.errors import (
+    DatasetExistsError,
+    ExportFolderError,
+    InputFileError,
+    InvalidValueError,
+    option,
+)
 from incasem.geometry import Roi
 from incasem.io.provenance import command_line
 from incasem.io.tiff import write_slices
@@ -103,9 +116,7 @@ def _is_binary(volume: Volume, blocks: list[Block]) -> bool:
     return True
 
 
-def _export_range(
-    volume: Volume, blocks: list[Block], rescale: Rescale | Literal["auto"] | None, run: RunOptions
-) -> tuple[float, float] | None:
+def _export_range(volume: Volume, blocks: list[Block], rescale: Rescale | Literal["auto"] | None, run: RunOptions) -> tuple[float, float] | None:
     """The value range mapped onto uint8 (``None``: values unchanged)."""
     if rescale is None:
         return None
@@ -116,14 +127,12 @@ def _export_range(
     return None
 
 
-def _export_block(
-    folder: Path, value_range: tuple[float, float] | None, checked: bool, digits: int, block: Block, source: Volume
-) -> None:
+def _export_block(folder: Path, value_range: tuple[float, float] | None, checked: bool, digits: int, block: Block, source: Volume) -> None:
     data = source.read(block.write_roi)
     if checked and data.size and not (data.min() >= 0 and data.max() <= 1):
         raise InputFileError(
             f"{source.label} holds values outside [0, 1] (e.g. {data.min():g}..{data.max():g}), so they are no "
-            "probabilities: pass --to-uint8 LOW:HIGH, minmax or none"
+            f"probabilities: pass {option('rescale', '--to-uint8')} LOW:HIGH, minmax or none"
         )
     first = block.write_roi.offset[0] - source.roi.offset[0]
     write_slices(folder, data if value_range is None else to_uint8(data, *value_range), first, digits)
@@ -141,14 +150,10 @@ def _check_placement(folder: Path, container: Path) -> None:
         raise ExportFolderError(f"{folder} lies inside the container {container}: choose a folder outside it")
     if folder in container.parents:
         raise ExportFolderError(
-            f"{folder} holds the container {container}, so replacing it could destroy the data: "
-            f"choose a new folder, e.g. {folder / 'tiffs'}"
+            f"{folder} holds the container {container}, so replacing it could destroy the data: choose a new folder, e.g. {folder / 'tiffs'}"
         )
     if folder == Path.cwd().resolve():
-        raise ExportFolderError(
-            f"{folder} is the current directory, which the export would replace: "
-            f"choose a new folder, e.g. {folder / 'tiffs'}"
-        )
+        raise ExportFolderError(f"{folder} is the current directory, which the export would replace: choose a new folder, e.g. {folder / 'tiffs'}")
     for path in (folder, *folder.parents):
         if path.exists() or path.is_symlink():
             if not path.is_dir():
@@ -188,16 +193,13 @@ def _previous_export(folder: Path) -> list[str]:
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
     if manifest is None:
         raise DatasetExistsError(
-            f"{folder} is not empty and has no valid {MANIFEST}, so it holds no previous incasem export "
-            f"(it holds e.g. {entries[0].name}): {_CHOOSE}"
+            f"{folder} is not empty and has no valid {MANIFEST}, so it holds no previous incasem export (it holds e.g. {entries[0].name}): {_CHOOSE}"
         )
     own = set(manifest["files"])
     for entry in entries:
         if entry.name == MANIFEST or (entry.name in own and entry.is_file(follow_symlinks=False)):
             continue
-        raise DatasetExistsError(
-            f"{folder} holds {entry.name}, which the previous incasem export there did not write: {_CHOOSE}"
-        )
+        raise DatasetExistsError(f"{folder} holds {entry.name}, which the previous incasem export there did not write: {_CHOOSE}")
     return [name for name in manifest["files"] if (folder / name).is_file()]
 
 
@@ -207,9 +209,7 @@ def _check_target(folder: Path, overwrite: bool) -> None:
         return
     _previous_export(folder)
     if not overwrite:
-        raise DatasetExistsError(
-            f"{folder} exists already and is not an empty folder: pass --overwrite to replace the previous export in it"
-        )
+        raise DatasetExistsError(f"{folder} exists already and is not an empty folder: pass --overwrite to replace the previous export in it")
 
 
 def _write_manifest(staging: Path, volume: Volume, region: Roi, mapping: str) -> None:
@@ -220,7 +220,7 @@ def _write_manifest(staging: Path, volume: Volume, region: Roi, mapping: str) ->
         "dataset": volume.name,
         "region": [[b - o, e - o] for b, e, o in zip(region.offset, region.end, volume.roi.offset)],
         "mapping": mapping,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "incasem": __version__,
         "command": command_line(),
         "files": files,
@@ -326,9 +326,7 @@ def zarr_to_tiff(
     """
     check_job(mode, run)
     if mode == "resume":
-        raise InvalidValueError(
-            "an export cannot --resume: it is written in one go; run it again (with --overwrite to replace it)"
-        )
+        raise InvalidValueError("an export cannot --resume: it is written in one go; run it again (with --overwrite to replace it)")
     check_crop(crop)
     check_rescale(rescale, allow_auto=True)
     overwrite = mode == "overwrite"

@@ -39,21 +39,24 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import ball
 
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, done_record_for, plan_blocks, run_blockwise
-from incasem.errors import ConfigError, DatasetMismatchError, InvalidValueError
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    check_job,
+    done_record_for,
+    plan_blocks,
+    run_blockwise,
+)
+from incasem.errors import ConfigError, DatasetMismatchError, InvalidValueError, option
 from incasem.geometry import Triple
+from incasem.io.layout import (
+    CELL_MASK,
+    EXCLUSION_WIDTHS_VOXELS,
+    metric_mask_dataset,
+    organelle_of,
+)
 from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
-
-#: Recommended exclusion widths (inwards, outwards) in voxels, per organelle name.
-EXCLUSION_WIDTHS: dict[str, tuple[int, int]] = {
-    "mito": (4, 4),
-    "golgi": (2, 2),
-    "er": (2, 2),
-    "np": (1, 1),
-    "nuclear_pores": (1, 1),
-    "ccp": (2, 2),
-    "coated_pits": (2, 2),
-}
 
 #: The 6-connected structuring element (a voxel and its face neighbours).
 CROSS = ndimage.generate_binary_structure(3, 1)
@@ -66,9 +69,7 @@ MAX_RADIUS_VOXELS = 64
 Filter = Callable[[np.ndarray], np.ndarray]
 
 
-def _morph(
-    mask: np.ndarray, operation: Callable[..., np.ndarray], structure: np.ndarray, iterations: int, border_value: bool
-) -> np.ndarray:
+def _morph(mask: np.ndarray, operation: Callable[..., np.ndarray], structure: np.ndarray, iterations: int, border_value: bool) -> np.ndarray:
     """Apply scipy's binary ``operation``; beyond the array it assumes ``border_value``.
 
     ``iterations=0`` leaves the mask unchanged (scipy would iterate until nothing
@@ -111,14 +112,12 @@ def metric_mask_array(labels: np.ndarray, exclude_inwards_voxels: int, exclude_o
     numpy.ndarray
         uint8, 0 in the band around object boundaries, 255 elsewhere.
     """
-    _check_radius("--exclude-inwards", exclude_inwards_voxels)
-    _check_radius("--exclude-outwards", exclude_outwards_voxels)
+    _check_radius(option("exclude_inwards_voxels", "--exclude-inwards"), exclude_inwards_voxels)
+    _check_radius(option("exclude_outwards_voxels", "--exclude-outwards"), exclude_outwards_voxels)
     return _metric_mask(labels, exclude_inwards_voxels, exclude_outwards_voxels)
 
 
-def _threshold_mask(
-    raw: np.ndarray, min_grey: float, max_grey: float, opening_voxels: int, closing_voxels: int
-) -> np.ndarray:
+def _threshold_mask(raw: np.ndarray, min_grey: float, max_grey: float, opening_voxels: int, closing_voxels: int) -> np.ndarray:
     mask = (raw >= min_grey) & (raw <= max_grey)
     steps = (
         (ndimage.binary_erosion, opening_voxels, True),
@@ -132,9 +131,7 @@ def _threshold_mask(
     return _to_uint8(mask)
 
 
-def threshold_mask_array(
-    raw: np.ndarray, min_grey: float, max_grey: float, opening_voxels: int = 0, closing_voxels: int = 0
-) -> np.ndarray:
+def threshold_mask_array(raw: np.ndarray, min_grey: float, max_grey: float, opening_voxels: int = 0, closing_voxels: int = 0) -> np.ndarray:
     """The cell mask of a whole raw array, in memory (see :class:`MaskOptions`).
 
     Voxels with ``min_grey <= raw <= max_grey`` are inside; then a binary opening
@@ -166,27 +163,23 @@ def _check_radius(option: str, radius: int) -> None:
 
 
 def _check_grey_range(min_grey: float, max_grey: float) -> None:
-    for option, value in (("--min", min_grey), ("--max", max_grey)):
+    for name, value in ((option("min_grey", "--min"), min_grey), (option("max_grey", "--max"), max_grey)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise InvalidValueError(f"{option} must be a finite grey value, got {value!r}")
+            raise InvalidValueError(f"{name} must be a finite grey value, got {value!r}")
     if min_grey > max_grey:
-        raise InvalidValueError(f"--min {min_grey} is above --max {max_grey}: the grey-value range is empty")
+        raise InvalidValueError(f"{option('min_grey', '--min')} {min_grey} is above {option('max_grey', '--max')} {max_grey}: the grey-value range is empty")
 
 
 def _check_widths(inwards: int | None, outwards: int | None) -> None:
-    for option, width in (("--exclude-inwards", inwards), ("--exclude-outwards", outwards)):
+    for name, width in ((option("exclude_inwards_voxels", "--exclude-inwards"), inwards), (option("exclude_outwards_voxels", "--exclude-outwards"), outwards)):
         if width is not None:
-            _check_radius(option, width)
+            _check_radius(name, width)
 
 
 def _check_organelle(organelle: str | None) -> None:
-    if organelle is not None and (not isinstance(organelle, str) or organelle.lower() not in EXCLUSION_WIDTHS):
-        known = ", ".join(EXCLUSION_WIDTHS)
-        raise InvalidValueError(f"unknown organelle {organelle!r} (known: {known}): pick one or leave out --organelle")
-
-
-def _last_component(dataset: str) -> str:
-    return dataset.rstrip("/").rsplit("/", 1)[-1]
+    if organelle is not None and (not isinstance(organelle, str) or organelle.lower() not in EXCLUSION_WIDTHS_VOXELS):
+        known = ", ".join(EXCLUSION_WIDTHS_VOXELS)
+        raise InvalidValueError(f"unknown organelle {organelle!r} (known: {known}): pick one or leave out {option('organelle', '--organelle')}")
 
 
 def exclusion_widths(
@@ -197,7 +190,7 @@ def exclusion_widths(
 ) -> tuple[int, int]:
     """Exclusion widths (inwards, outwards) in voxels for a labels dataset.
 
-    Explicit widths win; a missing one comes from :data:`EXCLUSION_WIDTHS` for
+    Explicit widths win; a missing one comes from :data:`EXCLUSION_WIDTHS_VOXELS` for
     ``organelle``, which defaults to the last component of the dataset name
     ``labels_dataset`` (``volumes/labels/mito`` -> ``mito``).
 
@@ -211,15 +204,15 @@ def exclusion_widths(
     """
     _check_widths(exclude_inwards_voxels, exclude_outwards_voxels)
     _check_organelle(organelle)
-    name = (organelle or _last_component(labels_dataset)).lower()
+    name = (organelle or organelle_of(labels_dataset)).lower()
     if exclude_inwards_voxels is not None and exclude_outwards_voxels is not None:
         return exclude_inwards_voxels, exclude_outwards_voxels
-    if name not in EXCLUSION_WIDTHS:
+    if name not in EXCLUSION_WIDTHS_VOXELS:
         raise ConfigError(
-            f"no default exclusion widths for labels '{labels_dataset}': give --organelle ({', '.join(EXCLUSION_WIDTHS)}) "
-            "or both --exclude-inwards and --exclude-outwards"
+            f"no default exclusion widths for labels '{labels_dataset}': give {option('organelle', '--organelle')} ({', '.join(EXCLUSION_WIDTHS_VOXELS)}) "
+            f"or both {option('exclude_inwards_voxels', '--exclude-inwards')} and {option('exclude_outwards_voxels', '--exclude-outwards')}"
         )
-    inwards, outwards = EXCLUSION_WIDTHS[name]
+    inwards, outwards = EXCLUSION_WIDTHS_VOXELS[name]
     return (
         inwards if exclude_inwards_voxels is None else exclude_inwards_voxels,
         outwards if exclude_outwards_voxels is None else exclude_outwards_voxels,
@@ -235,7 +228,7 @@ class MetricMaskOptions:
     exclude_inwards_voxels, exclude_outwards_voxels
         Width of the band inside and outside the objects, voxels (6-connected
         steps), 0 to :data:`MAX_RADIUS_VOXELS`; ``None`` takes the organelle's
-        default from :data:`EXCLUSION_WIDTHS`.
+        default from :data:`EXCLUSION_WIDTHS_VOXELS`.
     organelle
         Whose default widths to use; default: the last component of the labels
         dataset's name (``volumes/labels/mito`` -> ``mito``).
@@ -285,8 +278,8 @@ class MaskOptions:
 
     def __post_init__(self) -> None:
         _check_grey_range(self.min_grey, self.max_grey)
-        _check_radius("--opening", self.opening_voxels)
-        _check_radius("--closing", self.closing_voxels)
+        _check_radius(option("opening_voxels", "--opening"), self.opening_voxels)
+        _check_radius(option("closing_voxels", "--closing"), self.closing_voxels)
 
     @property
     def context_voxels(self) -> int:
@@ -388,11 +381,9 @@ def create_metric_mask(
     check_job(mode, run)
     source = open_volume(container, labels_dataset)
     if not (np.issubdtype(source.dtype, np.integer) or source.dtype == np.bool_):
-        raise DatasetMismatchError(
-            f"labels {source.label} are {source.dtype}, not integers: give an integer labels dataset (0 = background)"
-        )
+        raise DatasetMismatchError(f"labels {source.label} are {source.dtype}, not integers: give an integer labels dataset (0 = background)")
     inwards, outwards = options.widths(labels_dataset)
-    output = output_dataset or f"volumes/metric_masks/{_last_component(labels_dataset)}"
+    output = output_dataset or metric_mask_dataset(labels_dataset)
     job = {"job": "metric-mask", "labels": labels_dataset, "exclude_inwards": inwards, "exclude_outwards": outwards}
     filter_ = partial(_metric_mask, exclude_inwards_voxels=inwards, exclude_outwards_voxels=outwards)
     context = max(inwards, outwards)  # n steps of the cross reach n voxels; both steps read the labels
@@ -402,7 +393,7 @@ def create_metric_mask(
 def create_mask(
     container: str | Path,
     raw_dataset: str,
-    output_dataset: str = "volumes/mask",
+    output_dataset: str = CELL_MASK,
     *,
     options: MaskOptions,
     chunks: Triple | None = None,

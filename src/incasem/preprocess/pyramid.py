@@ -48,11 +48,41 @@ from typing import Literal
 import numpy as np
 from skimage.measure import block_reduce
 
-from incasem.blockwise import Block, BlockwiseTask, RunOptions, check_job, check_run, done_record_for, run_blockwise
-from incasem.errors import DatasetExistsError, DatasetMismatchError, InvalidValueError
-from incasem.geometry import NmTriple, Roi, Triple, as_nm_triple, as_positive_triple, voxels_to_nm
-from incasem.io.ngff import PYRAMID_JOB, level_name, publish_ngff, pyramid_level_paths, pyramid_source
-from incasem.io.volume import Volume, WriteMode, check_write_mode, create_volume, open_container, open_volume
+from incasem.blockwise import (
+    Block,
+    BlockwiseTask,
+    RunOptions,
+    check_job,
+    check_run,
+    done_record_for,
+    run_blockwise,
+)
+from incasem.errors import DatasetExistsError, DatasetMismatchError, InvalidValueError, option
+from incasem.geometry import (
+    NmTriple,
+    Roi,
+    Triple,
+    as_nm_triple,
+    as_positive_triple,
+    voxels_to_nm,
+)
+from incasem.io.layout import dataset_kind
+from incasem.io.metadata import INCOMPLETE, STATUS_KEY
+from incasem.io.ngff import (
+    PYRAMID_JOB,
+    level_name,
+    publish_ngff,
+    pyramid_level_paths,
+    pyramid_source,
+)
+from incasem.io.volume import (
+    Volume,
+    WriteMode,
+    check_write_mode,
+    create_volume,
+    open_container,
+    open_volume,
+)
 
 #: How a block of voxels becomes one voxel of the next level.
 Downsampling = Literal["mean", "stride"]
@@ -115,10 +145,9 @@ def level_factor(voxel_size: NmTriple) -> Triple:
 
 
 def default_downsampling(dataset: str, dtype: np.dtype) -> Downsampling:
-    """``"mean"`` for intensities (``volumes/raw*``, ``prob*`` components, floats), else ``"stride"`` (labels, masks)."""
-    parts = dataset.split("/")
-    intensities = dataset.startswith("volumes/raw") or any(part.startswith("prob") for part in parts)
-    return "mean" if intensities or np.issubdtype(dtype, np.floating) else "stride"
+    """``"mean"`` for grey levels and probabilities, ``"stride"`` for segmentations (labels, masks, ids):
+    by :func:`incasem.io.layout.dataset_kind`."""
+    return "stride" if dataset_kind(dataset, dtype) == "segmentation" else "mean"
 
 
 def _reduced(means: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -159,9 +188,9 @@ def downsample_array(data: np.ndarray, factor: Triple, downsampling: Downsamplin
 
 def _check_options(levels: int | None, downsampling: str | None) -> None:
     if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
-        raise InvalidValueError(f"--levels must be a whole number of at least 1, got {levels!r}")
+        raise InvalidValueError(f"{option('levels', '--levels')} must be a whole number of at least 1, got {levels!r}")
     if downsampling is not None and downsampling not in DOWNSAMPLINGS:
-        raise InvalidValueError(f"--downsampling must be 'mean' or 'stride', got {downsampling!r}")
+        raise InvalidValueError(f"{option('downsampling', '--downsampling')} must be 'mean' or 'stride', got {downsampling!r}")
 
 
 def _next_level(previous_roi: Roi, voxel_size: NmTriple, chunks: Triple, dataset: str, level: int) -> PyramidLevel:
@@ -188,6 +217,7 @@ def _levels(base: Volume, levels: int | None) -> tuple[PyramidLevel, ...]:
 def _check_level_names(container: Path, dataset: str, names: list[str], mode: WriteMode) -> None:
     """Refuse existing level names that a pyramid job of ``dataset`` did not write, or any in create mode."""
     group = open_container(container)
+    existing = []
     for name in names:
         node = group.get(name)
         if node is None:
@@ -199,11 +229,16 @@ def _check_level_names(container: Path, dataset: str, names: list[str], mode: Wr
                 f"{container}/{name} exists and was written by {writer} (it may be data you need): the pyramid of "
                 f"{dataset} will not replace it; rename or delete it yourself"
             )
-        if mode == "create":
-            raise DatasetExistsError(
-                f"{container}/{name} exists already (a pyramid level of {dataset}): pass --resume to finish "
-                "an interrupted pyramid, or --overwrite to replace it"
-            )
+        existing.append((name, node.attrs.get(STATUS_KEY) == INCOMPLETE))
+    if mode != "create" or not existing:
+        return
+    unfinished = [name for name, incomplete in existing if incomplete]
+    if unfinished:
+        raise DatasetExistsError(
+            f"{container}/{unfinished[0]} was left unfinished by an interrupted incasem pyramid run of {dataset}: pass "
+            "--resume to finish it (it keeps the levels already written), or --overwrite to start afresh"
+        )
+    raise DatasetExistsError(f"{container}/{existing[0][0]} exists already (a pyramid level of {dataset}): pass --overwrite to replace it")
 
 
 def plan_pyramid(
@@ -257,10 +292,10 @@ def _downsample_block(factor: Triple, downsampling: Downsampling, block: Block, 
 
 def _blocks(level: PyramidLevel) -> list[Block]:
     """One block per chunk of the level; each reads the previous level's voxels it covers."""
+
     def under(tile: Roi) -> Roi:
-        return Roi(
-            tuple(o * f for o, f in zip(tile.offset, level.factor)), tuple(s * f for s, f in zip(tile.shape, level.factor))
-        )
+        (oz, oy, ox), (sz, sy, sx), (fz, fy, fx) = tile.offset, tile.shape, level.factor
+        return Roi((oz * fz, oy * fy, ox * fx), (sz * fz, sy * fy, sx * fx))
 
     return [Block(tile, under(tile)) for tile in level.roi.tiles(level.chunks, level.roi.offset)]
 
@@ -274,8 +309,16 @@ def _write_level(plan: PyramidPlan, level: PyramidLevel, source: Volume, run: Ru
         "downsampling": plan.downsampling,
     }
     target = create_volume(
-        plan.container, level.name, level.roi.shape, source.dtype, level.voxel_size, level.offset_nm, level.chunks,
-        mode=plan.mode, job=job, reads=[source.name],
+        plan.container,
+        level.name,
+        level.roi.shape,
+        source.dtype,
+        level.voxel_size,
+        level.offset_nm,
+        level.chunks,
+        mode=plan.mode,
+        job=job,
+        reads=[source.name],
     )
     if target.complete:  # resumed after this level had finished
         return target

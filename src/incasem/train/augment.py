@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from incasem.errors import InvalidValueError
+from incasem.train.config import AugmentConfig
 
 Shape3 = tuple[int, int, int]
 
@@ -45,116 +45,12 @@ _CLIP_SIGMAS = 3.0
 """Control-point offsets are clipped to this many standard deviations (a strict margin)."""
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Settings of the training augmentations, with the original incasem's keys and defaults.
-
-    Parameters
-    ----------
-    mirror_only : tuple of int
-        Spatial axes (0 = z, 1 = y, 2 = x) that are each flipped with probability 0.5;
-        empty: no mirroring.
-    transpose_only : tuple of int
-        Spatial axes that are randomly permuted among each other (for anisotropic data
-        ``(1, 2)``: only y and x are interchangeable); fewer than two: no transposing.
-        The crop must have the same size along these axes.
-    control_point_spacing : tuple of int
-        Distance of the elastic control points in voxels (z, y, x).
-    jitter_sigma : tuple of float
-        Standard deviation of the control-point offsets in voxels (z, y, x).
-    rotation_interval : tuple of float
-        Range of the random rotation about the z axis (in the y-x plane), radians.
-    prob_slip : float
-        Probability that a single z-section is shifted in y and x.
-    prob_shift : float
-        Probability that a z-section and all following ones are shifted in y and x.
-    max_misalign : int
-        Largest section shift per axis, voxels.
-    scale_min, scale_max : float
-        Range of the intensity scale ``s`` about the mean.
-    shift_min, shift_max : float
-        Range of the intensity shift ``t``, in units of the full intensity range [0, 1].
-    """
-
-    mirror_only: tuple[int, ...] = (0, 1, 2)
-    transpose_only: tuple[int, ...] = (0, 1, 2)
-    control_point_spacing: Shape3 = (32, 32, 32)
-    jitter_sigma: tuple[float, float, float] = (2.0, 2.0, 2.0)
-    rotation_interval: tuple[float, float] = (0.0, 0.5 * math.pi)
-    prob_slip: float = 0.0
-    prob_shift: float = 0.05
-    max_misalign: int = 2
-    scale_min: float = 0.85
-    scale_max: float = 1.15
-    shift_min: float = -0.15
-    shift_max: float = 0.15
-
-    def __post_init__(self) -> None:
-        for name in ("mirror_only", "transpose_only"):
-            object.__setattr__(self, name, _axes(getattr(self, name), name))
-        object.__setattr__(self, "control_point_spacing", _positive_ints(self.control_point_spacing, "control_point_spacing"))
-        object.__setattr__(self, "jitter_sigma", _non_negative_floats(self.jitter_sigma, "jitter_sigma"))
-        object.__setattr__(self, "rotation_interval", _interval(self.rotation_interval, "rotation_interval"))
-        for name in ("prob_slip", "prob_shift"):
-            object.__setattr__(self, name, _probability(getattr(self, name), name))
-        if self.prob_slip + self.prob_shift > 1:
-            raise InvalidValueError(f"augmentation keys 'prob_slip' + 'prob_shift' must be at most 1, got {self.prob_slip} + {self.prob_shift}")
-        if isinstance(self.max_misalign, bool) or not isinstance(self.max_misalign, int) or self.max_misalign < 0:
-            raise InvalidValueError(f"augmentation key 'max_misalign' must be a whole number of voxels >= 0, got {self.max_misalign!r}")
-        scale = _interval((self.scale_min, self.scale_max), "scale_min/scale_max")
-        if scale[0] < 0:
-            raise InvalidValueError(f"augmentation key 'scale_min' must be >= 0, got {self.scale_min!r}")
-        shift = _interval((self.shift_min, self.shift_max), "shift_min/shift_max")
-        for name, value in zip(("scale_min", "scale_max", "shift_min", "shift_max"), scale + shift):
-            object.__setattr__(self, name, value)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _sequence(value: object, name: str, length: int | None, what: str) -> tuple:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or (length is not None and len(value) != length):
-        raise InvalidValueError(f"augmentation key {name!r} must be {what}, got {value!r}")
-    return tuple(value)
-
-
-def _axes(value: object, name: str) -> tuple[int, ...]:
-    what = "a list of distinct spatial axes among 0 (z), 1 (y), 2 (x)"
-    axes = _sequence(value, name, None, what)
+def _axes(value: Sequence[int], name: str) -> tuple[int, ...]:
+    """Distinct spatial axes among 0 (z), 1 (y), 2 (x), as :class:`AugmentConfig` holds them."""
+    axes = tuple(value)
     if any(isinstance(a, bool) or a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-        raise InvalidValueError(f"augmentation key {name!r} must be {what}, got {value!r}")
+        raise InvalidValueError(f"{name} must be distinct spatial axes among 0 (z), 1 (y), 2 (x), got {value!r}")
     return tuple(int(a) for a in axes)
-
-
-def _positive_ints(value: object, name: str) -> Shape3:
-    what = "three whole numbers of voxels >= 1 (z, y, x)"
-    values = _sequence(value, name, 3, what)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise InvalidValueError(f"augmentation key {name!r} must be {what}, got {value!r}")
-    return values
-
-
-def _non_negative_floats(value: object, name: str) -> tuple[float, float, float]:
-    what = "three numbers of voxels >= 0 (z, y, x)"
-    values = _sequence(value, name, 3, what)
-    if not all(_is_number(v) and v >= 0 for v in values):
-        raise InvalidValueError(f"augmentation key {name!r} must be {what}, got {value!r}")
-    return tuple(float(v) for v in values)
-
-
-def _interval(value: object, name: str) -> tuple[float, float]:
-    what = "two finite numbers [min, max] with min <= max"
-    values = _sequence(value, name, 2, what)
-    if not all(_is_number(v) for v in values) or values[0] > values[1]:
-        raise InvalidValueError(f"augmentation key {name!r} must be {what}, got {value!r}")
-    return float(values[0]), float(values[1])
-
-
-def _probability(value: object, name: str) -> float:
-    if not _is_number(value) or not 0 <= value <= 1:
-        raise InvalidValueError(f"augmentation key {name!r} must be a probability in [0, 1], got {value!r}")
-    return float(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,7 +83,8 @@ def elastic_margin(output_shape: Sequence[int], config: AugmentConfig) -> Shape3
         reach_y = reach_x = math.hypot(half_y, half_x)
     shift = config.max_misalign if config.prob_slip + config.prob_shift > 0 else 0
     extra = (0.0, reach_y - half_y + shift, reach_x - half_x + shift)
-    return tuple(max(0, math.ceil(e + _CLIP_SIGMAS * s - 1e-9)) for e, s in zip(extra, config.jitter_sigma))
+    z, y, x = (max(0, math.ceil(e + _CLIP_SIGMAS * s - 1e-9)) for e, s in zip(extra, config.jitter_sigma))
+    return (z, y, x)
 
 
 def source_shape(input_shape: Sequence[int], config: AugmentConfig) -> Shape3:
@@ -214,7 +111,8 @@ def source_shape(input_shape: Sequence[int], config: AugmentConfig) -> Shape3:
         largest = max(shape[a] for a in config.transpose_only)
         for a in config.transpose_only:
             shape[a] = largest
-    return tuple(shape)
+    z, y, x = shape
+    return (z, y, x)
 
 
 def centre_crop(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -432,12 +330,11 @@ def elastic(
     """
     masks = list(masks or [])
     _check_sample(raw, labels, masks)
-    output_shape = tuple(int(n) for n in output_shape)
-    grid = _sampling_grid(raw.shape[1:], output_shape, config, generator, raw.device)
-    sample = {"align_corners": True, "padding_mode": "border"}
-    out_raw = F.grid_sample(raw[None], grid.to(raw.dtype), mode="bilinear", **sample)[0]
+    z, y, x = (int(n) for n in output_shape)
+    grid = _sampling_grid(raw.shape[1:], (z, y, x), config, generator, raw.device)
+    out_raw = F.grid_sample(raw[None], grid.to(raw.dtype), mode="bilinear", padding_mode="border", align_corners=True)[0]
     discrete = torch.stack([labels.float()] + [m.float() for m in masks])[None]
-    out = F.grid_sample(discrete, grid, mode="nearest", **sample)[0]
+    out = F.grid_sample(discrete, grid, mode="nearest", padding_mode="border", align_corners=True)[0]
     out_labels = out[0].to(labels.dtype)
     return out_raw, out_labels, [o.to(m.dtype) for o, m in zip(out[1:], masks)]
 

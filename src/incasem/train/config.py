@@ -22,7 +22,7 @@ original incasem's ``config_training.yaml``::
         min_foreground: 0.05
         foreground_reject_probability: 0.9
         max_attempts: 1000
-    augmentation:                   # incasem.train.augment.AugmentConfig
+    augmentation:                   # AugmentConfig (incasem.train.augment applies it)
         control_point_spacing: [32, 32, 32]
         jitter_sigma: [2, 2, 2]
         rotation_interval: [0, 1.5707963267948966]
@@ -50,7 +50,7 @@ Overrides ``section.key=value`` (value parsed as a YAML scalar or list, e.g.
 key and what it must hold; an unknown key gets the nearest valid key suggested.
 
 The config is the single source of the augmentation settings
-(:meth:`TrainingConfig.augment_config`) and the sampler's rejection settings
+(its ``augmentation`` section *is* the :class:`AugmentConfig` that training applies) and the sampler's rejection settings
 (:meth:`TrainingConfig.sampler_kwargs`).
 """
 
@@ -62,29 +62,26 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from incasem.errors import ConfigError
+from incasem.errors import ConfigError, InvalidValueError
 from incasem.io.data_config import no_duplicate_keys
 
-if TYPE_CHECKING:  # torch is imported only when an AugmentConfig is built
-    from incasem.train.augment import AugmentConfig
-
 __all__ = [
+    "AugmentConfig",
+    "DataSection",
+    "IntervalsSection",
+    "LossSection",
+    "ModelSection",
+    "OptimizerSection",
+    "RejectSection",
     "TrainingConfig",
     "TrainingSection",
-    "OptimizerSection",
-    "DataSection",
-    "RejectSection",
-    "AugmentationSection",
-    "ModelSection",
-    "LossSection",
-    "IntervalsSection",
-    "load_training_config",
     "dotted_keys",
+    "load_training_config",
     "shipped_configs",
 ]
 
@@ -132,16 +129,45 @@ class RejectSection(_Section):
     max_attempts: _PosInt = Field(1000, description="a whole number >= 1 (consecutive rejections before giving up)")
 
 
-class AugmentationSection(_Section):
+class _AugmentationKeyError(InvalidValueError):
+    """A bad ``augmentation`` value: the key, what it must hold, and the keys it was checked against."""
+
+    def __init__(self, key: str, requirement: str, related: tuple[str, ...] = ()) -> None:
+        super().__init__(f"augmentation key '{key}' {requirement}")
+        self.key, self.requirement, self.related = key, requirement, related
+
+
+class AugmentConfig(_Section):
+    """The augmentations of training (``augmentation`` section; :mod:`incasem.train.augment` applies them).
+
+    The one schema of these settings: read from a config file as the ``augmentation``
+    section, or built in Python (``AugmentConfig(prob_slip=0.1)``), where a bad value raises
+    a one-line :class:`~incasem.errors.InvalidValueError` naming the key.
+
+    Attributes
+    ----------
+    mirror_only
+        Spatial axes (0 = z, 1 = y, 2 = x) that are each flipped with probability 0.5; empty: none.
+    transpose_only
+        Spatial axes that are randomly permuted among each other (anisotropic data: ``(1, 2)``);
+        fewer than two: none. The crop must have the same size along these axes.
+    control_point_spacing, jitter_sigma
+        Distance of the elastic control points and the standard deviation of their offsets, voxels (z, y, x).
+    rotation_interval
+        Range of the random rotation about the z axis (in the y-x plane), radians.
+    prob_slip, prob_shift, max_misalign
+        Probability that a single z-section (``slip``), or a section and all following ones
+        (``shift``), is shifted in y and x, by at most ``max_misalign`` voxels per axis.
+    scale_min, scale_max, shift_min, shift_max
+        Intensity ``a' = mean + (a - mean) * s + t``: range of ``s``, and of ``t`` in units of
+        the full intensity range [0, 1].
+    """
+
     mirror_only: tuple[_Axis, ...] = Field((0, 1, 2), description="a list of distinct axes among 0 (z), 1 (y), 2 (x)")
     transpose_only: tuple[_Axis, ...] = Field((0, 1, 2), description="a list of distinct axes among 0 (z), 1 (y), 2 (x)")
     control_point_spacing: _PosTriple = Field((32, 32, 32), description=f"{_TRIPLE} (voxels)")
-    jitter_sigma: tuple[_NonNegFloat, _NonNegFloat, _NonNegFloat] = Field(
-        (2.0, 2.0, 2.0), description="3 numbers >= 0 [z, y, x] (voxels)"
-    )
-    rotation_interval: tuple[_Float, _Float] = Field(
-        (0.0, 0.5 * math.pi), description="2 numbers [min, max] with min <= max (radians)"
-    )
+    jitter_sigma: tuple[_NonNegFloat, _NonNegFloat, _NonNegFloat] = Field((2.0, 2.0, 2.0), description="3 numbers >= 0 [z, y, x] (voxels)")
+    rotation_interval: tuple[_Float, _Float] = Field((0.0, 0.5 * math.pi), description="2 numbers [min, max] with min <= max (radians)")
     prob_slip: _Fraction = Field(0.0, description="a probability in [0, 1]")
     prob_shift: _Fraction = Field(0.05, description="a probability in [0, 1]")
     max_misalign: _NonNegInt = Field(2, description="a whole number of voxels >= 0")
@@ -150,6 +176,37 @@ class AugmentationSection(_Section):
     shift_min: _Float = Field(-0.15, description="a number, at most shift_max")
     shift_max: _Float = Field(0.15, description="a number, at least shift_min")
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = str(first["loc"][0]) if first["loc"] else "augmentation"
+            field = type(self).model_fields.get(key)
+            if field is None:
+                raise _AugmentationKeyError(key, f"is not a key of augmentation{_suggest(f'augmentation.{key}')}") from None
+            detail = f" ({first['msg'][0].lower()}{first['msg'][1:]})" if len(first["loc"]) > 1 else ""
+            raise _AugmentationKeyError(key, f"must be {field.description}, got {_show(values.get(key))}{detail}") from None
+        for key, message, related in self.inconsistencies():
+            raise _AugmentationKeyError(key, message, related)
+
+    def inconsistencies(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Rules across keys: (key, what is wrong, related keys) for each one broken."""
+        found: list[tuple[str, str, tuple[str, ...]]] = []
+        for name in ("mirror_only", "transpose_only"):
+            axes = getattr(self, name)
+            if len(set(axes)) != len(axes):
+                found.append((name, f"must be a list of distinct axes among 0 (z), 1 (y), 2 (x), got {list(axes)}", ()))
+        if self.rotation_interval[0] > self.rotation_interval[1]:
+            found.append(("rotation_interval", f"must be [min, max] with min <= max (radians), got {list(self.rotation_interval)}", ()))
+        if self.prob_slip + self.prob_shift > 1:
+            found.append(("prob_shift", f"plus prob_slip must be at most 1, got {self.prob_shift} + {self.prob_slip}", ("prob_slip",)))
+        if self.scale_min > self.scale_max:
+            found.append(("scale_min", f"must be at most scale_max ({self.scale_max}), got {self.scale_min}", ("scale_max",)))
+        if self.shift_min > self.shift_max:
+            found.append(("shift_min", f"must be at most shift_max ({self.shift_max}), got {self.shift_min}", ("shift_max",)))
+        return found
+
 
 _Kernels = tuple[tuple[_PosTriple, ...], ...]
 
@@ -157,15 +214,9 @@ _Kernels = tuple[tuple[_PosTriple, ...], ...]
 class ModelSection(_Section):
     num_fmaps: _PosInt = Field(32, description="a whole number >= 1")
     fmap_inc_factor: _PosInt = Field(2, description="a whole number >= 1")
-    downsample_factors: tuple[_PosTriple, ...] = Field(
-        ((2, 2, 2), (2, 2, 2), (2, 2, 2)), description="a non-empty list of [z, y, x] factors >= 1"
-    )
-    kernel_size_down: _Kernels | None = Field(
-        None, description="null or one list of odd [z, y, x] kernel sizes per level (levels = downsample factors + 1)"
-    )
-    kernel_size_up: _Kernels | None = Field(
-        None, description="null or one list of odd [z, y, x] kernel sizes per level below the bottom"
-    )
+    downsample_factors: tuple[_PosTriple, ...] = Field(((2, 2, 2), (2, 2, 2), (2, 2, 2)), description="a non-empty list of [z, y, x] factors >= 1")
+    kernel_size_down: _Kernels | None = Field(None, description="null or one list of odd [z, y, x] kernel sizes per level (levels = downsample factors + 1)")
+    kernel_size_up: _Kernels | None = Field(None, description="null or one list of odd [z, y, x] kernel sizes per level below the bottom")
 
 
 class LossSection(_Section):
@@ -187,7 +238,7 @@ class TrainingConfig(_Section):
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection, description="a mapping of keys")
     data: DataSection = Field(default_factory=DataSection, description="a mapping of keys")
     reject: RejectSection = Field(default_factory=RejectSection, description="a mapping of keys")
-    augmentation: AugmentationSection = Field(default_factory=AugmentationSection, description="a mapping of keys")
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig, description="a mapping of keys")
     model: ModelSection = Field(default_factory=ModelSection, description="a mapping of keys")
     loss: LossSection = Field(default_factory=LossSection, description="a mapping of keys")
     intervals: IntervalsSection = Field(default_factory=IntervalsSection, description="a mapping of keys")
@@ -195,12 +246,6 @@ class TrainingConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready nested dict (lists for tuples) that :func:`load_training_config` reads back."""
         return self.model_dump(mode="json")
-
-    def augment_config(self) -> AugmentConfig:
-        """The :class:`~incasem.train.augment.AugmentConfig` of the ``augmentation`` section."""
-        from incasem.train.augment import AugmentConfig
-
-        return AugmentConfig(**self.augmentation.model_dump())
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~incasem.train.sampling.TrainingSampler` for block rejection."""
@@ -272,10 +317,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(
-            f"training config {path} does not exist: give the path of a .yaml or .json file "
-            f"or a shipped config ({', '.join(shipped_configs())})"
-        )
+        raise ConfigError(f"training config {path} does not exist: give the path of a .yaml or .json file or a shipped config ({', '.join(shipped_configs())})")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -283,10 +325,8 @@ def _read(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text, object_pairs_hook=no_duplicate_keys)
-        else:
-            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        # _Loader is a SafeLoader subclass
+        data = json.loads(text, object_pairs_hook=no_duplicate_keys) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_Loader)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
     except yaml.YAMLError as error:
@@ -299,9 +339,7 @@ def _read(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: the top level must be a mapping of sections ({', '.join(_SECTIONS)}), got {_show(data)}"
-        )
+        raise ConfigError(f"{path}: the top level must be a mapping of sections ({', '.join(_SECTIONS)}), got {_show(data)}")
     return data
 
 
@@ -343,7 +381,7 @@ def _parse_override(override: str) -> tuple[str, Any]:
             )
         raise ConfigError(f"override '{override}': unknown key '{key}'{_suggest(key)}")
     try:
-        value = yaml.load(text, Loader=_Loader) if text.strip() else None  # noqa: S506
+        value = yaml.load(text, Loader=_Loader) if text.strip() else None  # _Loader is a SafeLoader subclass
     except (yaml.YAMLError, ConfigError) as error:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"override '{override}': key '{key}': the value is not valid YAML ({problem})") from None
@@ -437,11 +475,16 @@ def _translate(source: str, data: dict[str, Any], origin: dict[str, str], error:
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
     field, full = _dotted(loc)
     where = origin.get(field, source)
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _AugmentationKeyError):  # AugmentConfig checks its own keys
+        keys = [f"augmentation.{name}" for name in (cause.key, *cause.related)]
+        where = next((origin[key] for key in keys if key in origin), source)
+        return f"{where}: key '{keys[0]}' {cause.requirement}{more}"
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown key '{field}'{_suggest(field)}{more}"
     if field in _SECTIONS:
-        keys = ", ".join(k.split(".", 1)[1] for k in _KEYS if k.startswith(field + "."))
-        return f"{where}: key '{field}' must be a mapping of keys ({keys}), got {_show(_value_at(data, loc[:1]))}{more}"
+        section_keys = ", ".join(k.split(".", 1)[1] for k in _KEYS if k.startswith(field + "."))
+        return f"{where}: key '{field}' must be a mapping of keys ({section_keys}), got {_show(_value_at(data, loc[:1]))}{more}"
     got = _show(_value_at(data, loc[:2]))
     item = f" ({full}: {first['msg'][0].lower()}{first['msg'][1:]})" if full != field else ""
     return f"{where}: key '{field}' must be {_KEYS.get(field, 'a valid value')}, got {got}{item}{more}"
@@ -463,19 +506,6 @@ def _check(config: TrainingConfig, source: str, origin: dict[str, str]) -> None:
                 f"even number of voxels per axis (context on both sides), got {list(t.output_size_voxels)} (axis {axis})",
                 "training.input_size_voxels",
             )
-    a = config.augmentation
-    for name in ("mirror_only", "transpose_only"):
-        axes = getattr(a, name)
-        if len(set(axes)) != len(axes):
-            fail(f"augmentation.{name}", f"must be a list of distinct axes among 0 (z), 1 (y), 2 (x), got {list(axes)}")
-    if a.rotation_interval[0] > a.rotation_interval[1]:
-        fail("augmentation.rotation_interval", f"must be [min, max] with min <= max (radians), got {list(a.rotation_interval)}")
-    if a.prob_slip + a.prob_shift > 1:
-        fail("augmentation.prob_shift", f"plus augmentation.prob_slip must be at most 1, got {a.prob_shift} + {a.prob_slip}", "augmentation.prob_slip")
-    if a.scale_min > a.scale_max:
-        fail("augmentation.scale_min", f"must be at most augmentation.scale_max ({a.scale_max}), got {a.scale_min}", "augmentation.scale_max")
-    if a.shift_min > a.shift_max:
-        fail("augmentation.shift_min", f"must be at most augmentation.shift_max ({a.shift_max}), got {a.shift_min}", "augmentation.shift_max")
     if config.loss.clip_min > config.loss.clip_max:
         fail("loss.clip_min", f"must be at most loss.clip_max ({config.loss.clip_max}), got {config.loss.clip_min}", "loss.clip_max")
     if config.loss.clip_min <= 0:

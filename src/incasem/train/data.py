@@ -31,7 +31,7 @@ from incasem.model.unet import normalize_raw
 from incasem.train.augment import AugmentConfig, augment, source_shape
 from incasem.train.sampling import TrainingSampler
 
-__all__ = ["TrainingSamples", "SampleStream", "augment_on_device", "sample_generators", "batch_indices", "loader_processes"]
+__all__ = ["SampleStream", "TrainingSamples", "augment_on_device", "batch_indices", "loader_processes", "sample_generators"]
 
 
 def sample_generators(seed: int, index: int, device: torch.device | str = "cpu") -> tuple[np.random.Generator, torch.Generator]:
@@ -122,8 +122,8 @@ class TrainingSamples(Dataset):
         seed: int,
         augment_here: bool,
     ) -> None:
-        input_shape = tuple(input_shape)
-        self.shapes = _Shapes(source_shape(input_shape, augment_config), input_shape, tuple(output_shape))
+        (iz, iy, ix), (oz, oy, ox) = input_shape, output_shape
+        self.shapes = _Shapes(source_shape(input_shape, augment_config), (iz, iy, ix), (oz, oy, ox))
         self.data_config = data_config
         self.augment_config = augment_config
         self.sampler_kwargs = dict(sampler_kwargs)
@@ -155,9 +155,7 @@ class TrainingSamples(Dataset):
         mask = torch.from_numpy(sample.mask)
         item: dict[str, Any] = {"index": index, "entry": sample.entry, "offset": torch.tensor(sample.source_roi.offset)}
         if self.augment_here:
-            raw, labels, mask = augment_on_device(
-                raw, labels, mask, self.augment_config, torch_generator, self.shapes.input, self.shapes.output
-            )
+            raw, labels, mask = augment_on_device(raw, labels, mask, self.augment_config, torch_generator, self.shapes.input, self.shapes.output)
         item.update(raw=raw, labels=labels, mask=mask)
         return item
 
@@ -243,8 +241,13 @@ class SampleStream:
         shapes, config = self.samples.shapes, self.samples.augment_config
         results = [
             augment_on_device(
-                batch["raw"][i], batch["labels"][i], batch["mask"][i], config,
-                sample_generators(self.samples.seed, int(index), self.device)[1], shapes.input, shapes.output,
+                batch["raw"][i],
+                batch["labels"][i],
+                batch["mask"][i],
+                config,
+                sample_generators(self.samples.seed, int(index), self.device)[1],
+                shapes.input,
+                shapes.output,
             )
             for i, index in enumerate(indices)
         ]

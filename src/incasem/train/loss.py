@@ -19,9 +19,7 @@ from incasem.errors import InvalidValueError
 FRACTION_CLIP = (0.01, 0.99)
 
 
-def class_weights(
-    targets: torch.Tensor, mask: torch.Tensor, num_classes: int, clip: tuple[float, float] = FRACTION_CLIP
-) -> torch.Tensor:
+def class_weights(targets: torch.Tensor, mask: torch.Tensor, num_classes: int, clip: tuple[float, float] = FRACTION_CLIP) -> torch.Tensor:
     """Per-sample class-balancing weights ``1 / (K * fraction)``.
 
     Parameters

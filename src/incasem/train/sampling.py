@@ -184,8 +184,8 @@ class TrainingSampler:
     def _location(self, roi: Roi, generator: np.random.Generator) -> Roi:
         """A uniformly random output block inside ``roi``."""
         last = [e - n for e, n in zip(roi.end, self.output_shape)]
-        offset = generator.integers(roi.offset, np.array(last) + 1)
-        return Roi(tuple(int(o) for o in offset), self.output_shape)
+        z, y, x = (int(o) for o in generator.integers(roi.offset, np.array(last) + 1))
+        return Roi((z, y, x), self.output_shape)
 
     def _labels_and_mask(self, source: _Source, source_roi: Roi) -> tuple[np.ndarray, np.ndarray]:
         """Class ids (int64) and mask (uint8) over ``source_roi``, zero outside the entry's ROI."""
@@ -197,9 +197,7 @@ class TrainingSampler:
             pad_to_region(mask, inside, source_roi, "constant"),
         )
 
-    def _accept(
-        self, labels: np.ndarray, mask: np.ndarray, source_roi: Roi, output_roi: Roi, generator: np.random.Generator
-    ) -> bool:
+    def _accept(self, labels: np.ndarray, mask: np.ndarray, source_roi: Roi, output_roi: Roi, generator: np.random.Generator) -> bool:
         """The original's two ``Reject`` checks, on the output block."""
         window = output_roi.relative_to(source_roi.offset).to_slices()
         inside = mask[window] != 0
@@ -207,10 +205,7 @@ class TrainingSampler:
             (inside.mean(), self.min_masked, self.mask_reject_probability),
             ((inside & (labels[window] != 0)).mean(), self.min_foreground, self.foreground_reject_probability),
         )
-        for share, minimum, reject_probability in checks:
-            if share <= minimum and generator.random() < reject_probability:
-                return False
-        return True
+        return all(not (share <= minimum and generator.random() < reject_probability) for share, minimum, reject_probability in checks)
 
 
 def _fraction(value: float, name: str) -> float:

@@ -9,27 +9,29 @@ voxel size or class count.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from incasem.errors import ConfigError
+from incasem.errors import ConfigError, option
 from incasem.io.data_config import DataConfig, load_data_config
-from incasem.model.checkpoint import ModelCard, load_checkpoint
+from incasem.io.layout import organelle_of
+from incasem.model.card import ModelCard
+from incasem.model.checkpoint import load_checkpoint
 from incasem.model.unet import UNet, UNetConfig
 from incasem.model.zoo import resolve_model
 from incasem.train.config import TrainingConfig
 
 __all__ = [
+    "TRAINING_BYTES_PER_INPUT_VOXEL",
     "StartingPoint",
-    "starting_point",
-    "load_start",
-    "resolve_config",
-    "load_training_data",
-    "class_names_of",
     "check_block_shapes",
     "check_step_memory",
-    "TRAINING_BYTES_PER_INPUT_VOXEL",
+    "class_names_of",
+    "load_start",
+    "load_training_data",
+    "resolve_config",
+    "starting_point",
 ]
 
 
@@ -42,11 +44,11 @@ class StartingPoint:
 
 
 def class_names_of(config: DataConfig, num_classes: int) -> tuple[str, ...]:
-    """Class names by id: ``background``, then the last path component of each class's labels datasets."""
+    """Class names by id: ``background``, then the organelle each class's labels datasets are named after."""
     names = ["background"]
     for class_id in range(1, num_classes):
         datasets = config.classes.get(class_id, ())
-        names.append("+".join(sorted({d.rstrip("/").rsplit("/", 1)[-1] for d in datasets})) or f"class_{class_id}")
+        names.append("+".join(sorted({organelle_of(d) for d in datasets})) or f"class_{class_id}")
     return tuple(names)
 
 
@@ -64,7 +66,7 @@ def _check_classes(config: DataConfig, num_classes: int, key: str) -> None:
 
 
 def load_training_data(
-    path: str | Path, voxel_size_nm: Sequence[float], num_classes: int, data_root: str | Path | None, what: str
+    path: str | os.PathLike[str], voxel_size_nm: Sequence[float], num_classes: int, data_root: str | os.PathLike[str] | None, what: str
 ) -> DataConfig:
     """Load a training or validation data config and check its voxel size, labels and class ids."""
     config = load_data_config(path, data_root=data_root, model_voxel_size=voxel_size_nm)
@@ -87,8 +89,7 @@ def check_block_shapes(architecture: UNetConfig, training: TrainingConfig, trans
     expected = architecture.output_shape(input_shape)
     if expected != output_shape:
         raise ConfigError(
-            f"key 'training.output_size_voxels' must be {list(expected)} for input {list(input_shape)} "
-            f"with this network, got {list(output_shape)}"
+            f"key 'training.output_size_voxels' must be {list(expected)} for input {list(input_shape)} with this network, got {list(output_shape)}"
         )
     if len({input_shape[a] for a in transpose_axes}) > 1 and len(transpose_axes) > 1:
         raise ConfigError(
@@ -115,18 +116,18 @@ def check_step_memory(architecture: UNetConfig, training: TrainingConfig, precis
         )
 
 
-def _first_voxel_size(path: str | Path, data_root: str | Path | None) -> tuple[float, float, float]:
+def _first_voxel_size(path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None) -> tuple[float, float, float]:
     config = load_data_config(path, data_root=data_root, check_datasets=False)
     if not len(config):
         raise ConfigError(f"{config.path}: the training data config has no entries")
-    return tuple(config.voxel_size)
+    return config.voxel_size
 
 
 def resolve_config(
     training: TrainingConfig,
     card: ModelCard | None,
-    train_data: str | Path,
-    data_root: str | Path | None,
+    train_data: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None,
     start_from: str | None = None,
 ) -> TrainingConfig:
     """The config with ``data.voxel_size`` and ``data.num_classes`` filled in.
@@ -143,7 +144,7 @@ def resolve_config(
         ):
             if key in given and own != theirs:
                 raise ConfigError(
-                    f"--start-from {start_from}: the model has data.{key} {_show(theirs)}, the training config "
+                    f"{option('start_from', '--start-from')} {start_from}: the model has data.{key} {_show(theirs)}, the training config "
                     f"{_show(own)}: drop the key (the model's value is used), or start from scratch"
                 )
         data = data.model_copy(update={"voxel_size": tuple(card.voxel_size_nm), "num_classes": card.architecture.num_classes})
@@ -161,7 +162,7 @@ def starting_point(training: TrainingConfig, class_names: tuple[str, ...], start
 
     A loaded (``--start-from``) model keeps its architecture, class names and organelle.
     """
-    voxel_size = tuple(training.data.voxel_size)
+    voxel_size = training.data.voxel_size
     if start is None:
         architecture = UNetConfig(**training.model_kwargs())
         organelle = "+".join(class_names[1:])
@@ -169,13 +170,17 @@ def starting_point(training: TrainingConfig, class_names: tuple[str, ...], start
     model, card = start
     model.train()
     fresh = ModelCard(
-        voxel_size, card.class_names, card.organelle, f"fine-tuned from {card.source}",
-        architecture=card.architecture, preparation=card.preparation,
+        voxel_size,
+        card.class_names,
+        card.organelle,
+        f"fine-tuned from {card.source}",
+        architecture=card.architecture,
+        preparation=card.preparation,
     )
     return StartingPoint(model, fresh)
 
 
-def load_start(start_from: str, cache_dir: str | Path | None = None) -> tuple[UNet, ModelCard]:
-    """The model a ``--start-from`` name (checkpoint file, published id, ``run:ID``) refers to."""
-    model, card = load_checkpoint(resolve_model(start_from, cache_dir))
+def load_start(start_from: str, cache_dir: str | os.PathLike[str] | None = None, runs_dir: str | os.PathLike[str] | None = None) -> tuple[UNet, ModelCard]:
+    """The model a ``--start-from`` name (checkpoint file, published id, ``run:ID`` in ``runs_dir``) refers to."""
+    model, card = load_checkpoint(resolve_model(start_from, cache_dir, runs_dir))
     return model, card

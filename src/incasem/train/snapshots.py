@@ -14,7 +14,9 @@ import imagecodecs
 import numpy as np
 import zarr
 
-__all__ = ["write_snapshot", "snapshot_picture"]
+from incasem.io.layout import encode_probability
+
+__all__ = ["snapshot_picture", "write_snapshot"]
 
 
 def snapshot_picture(raw: np.ndarray, labels: np.ndarray, probability: np.ndarray) -> np.ndarray:
@@ -24,7 +26,7 @@ def snapshot_picture(raw: np.ndarray, labels: np.ndarray, probability: np.ndarra
     panels = (
         raw[middle],
         (labels[middle].astype(np.float32) * (255.0 / top)).astype(np.uint8),
-        np.clip(probability[middle] * 255.0 + 0.5, 0, 255).astype(np.uint8),
+        encode_probability(probability[middle]),
     )
     return np.concatenate(panels, axis=1)
 
@@ -51,7 +53,7 @@ def write_snapshot(folder: Path, name: str, raw: np.ndarray, labels: np.ndarray,
     for key, data in (
         ("raw", raw.astype(np.uint8)),
         ("labels", labels.astype(np.uint8)),
-        ("prediction", np.clip(probability * 255.0 + 0.5, 0, 255).astype(np.uint8)),
+        ("prediction", encode_probability(probability)),
     ):
         group.create_array(key, data=data)
     picture = snapshot_picture(raw, labels, probability)

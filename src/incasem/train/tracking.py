@@ -31,7 +31,7 @@ from typing import Any, Self
 import numpy as np
 import yaml
 
-from incasem.errors import ConfigError, InvalidValueError
+from incasem.errors import ConfigError, InvalidValueError, option
 from incasem.files import atomic_write_text
 from incasem.runs import RunFolder, metrics_lines
 
@@ -88,10 +88,10 @@ def check_tracking(mlflow: bool | None, tracking_uri: str | None) -> None:
         _use_mlflow(mlflow)
         return
     if mlflow is False:
-        raise ConfigError("--tracking-uri is an MLflow store: drop --no-mlflow or the URI")
+        raise ConfigError(f"{option('tracking_uri', '--tracking-uri')} is an MLflow store: drop {option('mlflow=False', '--no-mlflow')} or the URI")
     if not _URI.match(tracking_uri):
         raise ConfigError(
-            f"--tracking-uri {tracking_uri!r} is not an MLflow store URI: give e.g. sqlite:///runs/mlflow.db, "
+            f"{option('tracking_uri', '--tracking-uri')} {tracking_uri!r} is not an MLflow store URI: give e.g. sqlite:///runs/mlflow.db, "
             "file:///path/mlruns or http://host:5000"
         )
     _use_mlflow(True)
@@ -115,8 +115,7 @@ class _MlflowRun:
             self.run_id = self._continue(run) or self._create(run)
         except self.errors as error:
             raise ConfigError(
-                f"cannot log run {run.id} to MLflow at {tracking_uri} ({_first_line(error)}): check the "
-                "tracking URI, or train without MLflow"
+                f"cannot log run {run.id} to MLflow at {tracking_uri} ({_first_line(error)}): check the tracking URI, or train without MLflow"
             ) from None
 
     def _experiment_id(self) -> str:
@@ -126,7 +125,9 @@ class _MlflowRun:
         try:
             return self._client.create_experiment(EXPERIMENT, artifact_location=self._artifact_location)
         except self.errors:  # created meanwhile by a concurrent training
-            return self._client.get_experiment_by_name(EXPERIMENT).experiment_id
+            created = self._client.get_experiment_by_name(EXPERIMENT)
+            assert created is not None, f"MLflow could neither create nor find experiment {EXPERIMENT}"
+            return created.experiment_id
 
     def _continue(self, run: RunFolder) -> str | None:
         """The MLflow run recorded in ``run.json``, set running again; ``None`` if none is there."""
@@ -244,8 +245,7 @@ class Tracker:
             self._mlflow.log(iteration, values)
         except self._mlflow.errors as error:
             warnings.warn(
-                f"MLflow logging failed ({_first_line(error)}); run {self.run.id} goes on with "
-                "metrics.jsonl and TensorBoard only",
+                f"MLflow logging failed ({_first_line(error)}); run {self.run.id} goes on with metrics.jsonl and TensorBoard only",
                 stacklevel=3,
             )
             self._mlflow = None
@@ -333,9 +333,7 @@ class Tracker:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
         if kind is None:
             self._close("FINISHED")
         elif issubclass(kind, Exception):
@@ -350,8 +348,6 @@ def _truncate_metrics(run: RunFolder, start_iteration: int) -> None:
     if not lines:
         return
     kept = [
-        text + "\n"
-        for _, text, parsed in lines
-        if parsed is not None and isinstance(parsed.get("iteration"), int) and parsed["iteration"] <= start_iteration
+        text + "\n" for _, text, parsed in lines if parsed is not None and isinstance(parsed.get("iteration"), int) and parsed["iteration"] <= start_iteration
     ]
     atomic_write_text(run.metrics_path, "".join(kept))

@@ -27,16 +27,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from incasem.errors import ConfigError, RunError
+from incasem.errors import ConfigError, RunError, option
 from incasem.io.data_config import DataConfig
-from incasem.model.checkpoint import ModelCard, load_checkpoint, read_optimizer_state, save_checkpoint
+from incasem.model.card import ModelCard
+from incasem.model.checkpoint import (
+    load_checkpoint,
+    read_optimizer_state,
+    save_checkpoint,
+)
 from incasem.model.unet import UNet, UNetConfig
-from incasem.predict.core import PRECISIONS, check_choice, resolve_precision
+from incasem.predict.core import PRECISIONS, PrecisionChoice, check_choice, resolve_precision
 from incasem.predict.device import free_memory_bytes, select_device
 from incasem.runs import RunFolder, create_run, open_run, runs_dir
 from incasem.train.config import TrainingConfig, load_training_config
@@ -56,7 +61,7 @@ from incasem.train.snapshots import write_snapshot
 from incasem.train.tracking import Tracker, check_tracking
 from incasem.train.validate import ValidationResult, validate
 
-__all__ = ["TrainOptions", "train", "resume_training", "RESUMABLE_KEYS"]
+__all__ = ["RESUMABLE_KEYS", "TrainOptions", "resume_training", "train"]
 
 #: Config keys a resumed run may change (how long, how it is logged), by prefix.
 RESUMABLE_KEYS = ("training.iterations", "training.num_workers", "intervals.")
@@ -146,12 +151,19 @@ class _Trainer:
         device: torch.device,
     ) -> None:
         self.config, self.card, self.run, self.progress, self.options, self.dist, self.device = (
-            config, card, run, progress, options, dist, device,
+            config,
+            card,
+            run,
+            progress,
+            options,
+            dist,
+            device,
         )
-        self.precision = resolve_precision(options.precision, device)
+        self.precision = resolve_precision(cast(PrecisionChoice, options.precision), device)  # checked by _check_options
         self.model = model.to(device)
         if device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
+            # torch's stubs lack Module.to(memory_format=...), which nn.Module.to accepts
+            self.model = self.model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.model.train()
         self.network = dist.wrap(self.model, device)
         optimizer_config = config.optimizer
@@ -159,9 +171,7 @@ class _Trainer:
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
         section = config.training
-        self.stream = SampleStream(
-            samples, device, section.batch_size, progress.iteration, section.num_workers, dist.rank, dist.world_size
-        )
+        self.stream = SampleStream(samples, device, section.batch_size, progress.iteration, section.num_workers, dist.rank, dist.world_size)
         self.val_config = val_config
         self.last_validation: tuple[int | None, Mapping[str, Any]] = (None, {})
         record = run.record() if run is not None else {}
@@ -177,6 +187,18 @@ class _Trainer:
             else None
         )
 
+    @property
+    def _run(self) -> RunFolder:
+        """The run folder: only rank 0 (``dist.is_main``) has one, and only it writes there."""
+        assert self.run is not None, "only rank 0 has the run folder"
+        return self.run
+
+    @property
+    def _tracker(self) -> Tracker:
+        """The run's tracker: only rank 0 (``dist.is_main``) logs."""
+        assert self.tracker is not None, "only rank 0 tracks the run"
+        return self.tracker
+
     # -- one step -----------------------------------------------------------------------
 
     def _step(self, batch: Mapping[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -189,10 +211,7 @@ class _Trainer:
         clip = (self.config.loss.clip_min, self.config.loss.clip_max)
         logits = logits.float()
         loss = torch.stack(
-            [
-                balanced_masked_cross_entropy(logits[i : i + 1], batch["labels"][i : i + 1], batch["mask"][i : i + 1], clip)
-                for i in range(logits.shape[0])
-            ]
+            [balanced_masked_cross_entropy(logits[i : i + 1], batch["labels"][i : i + 1], batch["mask"][i : i + 1], clip) for i in range(logits.shape[0])]
         ).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -247,7 +266,7 @@ class _Trainer:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=total, initial=self.progress.iteration, desc=f"train run {self.run.id}", unit="it")
+        return tqdm(total=total, initial=self.progress.iteration, desc=f"train run {self._run.id}", unit="it")
 
     def _say(self, message: str) -> None:
         if self.options.log is not None and self.dist.is_main:
@@ -270,14 +289,15 @@ class _Trainer:
         """Validate (rank 0; the others wait); whether the F1 is a new best."""
         improved = False
         if self.dist.is_main:
+            assert self.val_config is not None, "run_loop validates only with validation data"
             result = validate(self.model, self.val_config, self.card.class_names, device=self.device, precision=self.precision)
             self.model.train()
-            self.tracker.log_validation(iteration, result.per_roi, result.summary)
+            self._tracker.log_validation(iteration, result.per_roi, result.summary)
             if result.example is not None and iteration % self.config.intervals.snapshot_every == 0:
                 example = result.example
                 name = f"iteration_{iteration:07d}_validation"
-                picture = write_snapshot(self.run.snapshots_dir, name, example.raw, example.labels, example.probability)
-                self.tracker.log_image("snapshot/validation", iteration, picture)
+                picture = write_snapshot(self._run.snapshots_dir, name, example.raw, example.labels, example.probability)
+                self._tracker.log_image("snapshot/validation", iteration, picture)
             improved = self._record_validation(iteration, result)
         self.dist.barrier()
         return bool(self.dist.broadcast(improved))
@@ -291,7 +311,7 @@ class _Trainer:
         loss_text = "undefined" if loss is None else f"{loss:.4f}"
         self._say(f"iteration {iteration}: validation F1 {shown}, loss {loss_text}" + ("  (best so far)" if improved else ""))
         if iteration == 0:
-            self.run.update(initial_validation=result.summary)
+            self._run.update(initial_validation=result.summary)
         if improved:
             self.progress.best_f1 = f1
         return improved
@@ -303,20 +323,21 @@ class _Trainer:
         validated_at, summary = self.last_validation
         scores = dict(summary) if validated_at == iteration else None
         card = replace(self.card, iteration=iteration, validation_scores=scores, training=self.training_summary)
-        path = self.run.checkpoint_path(iteration)
+        path = self._run.checkpoint_path(iteration)
         try:
             with _interrupts_deferred():
                 save_checkpoint(path, self.model, card, self.optimizer)
         except OSError as error:
-            previous = "none yet" if self.progress.last_saved is None else str(self.run.checkpoint_path(self.progress.last_saved))
+            previous = "none yet" if self.progress.last_saved is None else str(self._run.checkpoint_path(self.progress.last_saved))
             raise RunError(
                 f"could not write checkpoint {path} ({error.strerror or error}): the previous checkpoint ({previous}) is "
-                f"intact: free space, then continue with `incasem train --resume {self.run.id} --runs-dir {self.run.path.parent}`"
+                f"intact: free space, then continue with `incasem train --resume {self._run.id} --runs-dir {self._run.path.parent}`"
             ) from error
-        self.run.add_checkpoint(iteration, path, scores)
+        self._run.add_checkpoint(iteration, path, scores)
         if best:
-            self.run.set_best(iteration, scores)
-        self.run.update(iteration=iteration)
+            assert scores is not None, "a new best comes from this iteration's validation"
+            self._run.set_best(iteration, scores)
+        self._run.update(iteration=iteration)
         self.progress.last_saved = iteration
         self._say(f"iteration {iteration}: checkpoint {path}" + ("  (best)" if best else ""))
 
@@ -326,10 +347,8 @@ class _Trainer:
         starts = [(r - o) // 2 for r, o in zip(raw.shape, output)]
         raw = raw[tuple(slice(s, s + o) for s, o in zip(starts, output))]
         probability = torch.softmax(logits[0], dim=0)[1:].sum(dim=0).cpu().numpy()
-        picture = write_snapshot(
-            self.run.snapshots_dir, f"iteration_{iteration:07d}_train", _as_uint8(raw), batch["labels"][0].cpu().numpy(), probability
-        )
-        self.tracker.log_image("snapshot/train", iteration, picture)
+        picture = write_snapshot(self._run.snapshots_dir, f"iteration_{iteration:07d}_train", _as_uint8(raw), batch["labels"][0].cpu().numpy(), probability)
+        self._tracker.log_image("snapshot/train", iteration, picture)
 
     def stop(self, error: BaseException | None) -> None:
         """Record how the run ended; on Ctrl-C save the last finished iteration first."""
@@ -338,16 +357,16 @@ class _Trainer:
             return
         try:
             if error is None:
-                self.run.update(status="finished", iteration=self.progress.iteration)
+                self._run.update(status="finished", iteration=self.progress.iteration)
             elif isinstance(error, Exception):
-                self.run.update(status="failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
+                self._run.update(status="failed", error=str(error).splitlines()[0] if str(error) else type(error).__name__)
             else:
                 if self.progress.iteration > 0:
                     self._save(self.progress.iteration)
-                self.run.update(status="interrupted")
+                self._run.update(status="interrupted")
                 self._say(
                     f"interrupted at iteration {self.progress.iteration}; continue with "
-                    f"`incasem train --resume {self.run.id} --runs-dir {self.run.path.parent}`"
+                    f"`incasem train --resume {self._run.id} --runs-dir {self._run.path.parent}`"
                 )
         finally:
             if self.tracker is not None:
@@ -356,12 +375,13 @@ class _Trainer:
 
 def _check_memory(architecture: UNetConfig, config: TrainingConfig, options: TrainOptions, device: torch.device, dist: Distributed) -> None:
     batch = config.training.batch_size // dist.world_size
-    check_step_memory(architecture, config, resolve_precision(options.precision, device), batch, free_memory_bytes(device))
+    precision = resolve_precision(cast(PrecisionChoice, options.precision), device)  # checked by _check_options
+    check_step_memory(architecture, config, precision, batch, free_memory_bytes(device))
 
 
 def _check_options(options: TrainOptions) -> None:
     """Refuse bad options before any data is read or a run folder exists."""
-    check_choice("--precision", options.precision, PRECISIONS)
+    check_choice(option("precision", "--precision"), options.precision, PRECISIONS)
     select_device(options.device)
     runs_dir(options.runs_dir)
     check_tracking(options.mlflow, options.tracking_uri)
@@ -380,9 +400,15 @@ def _run_trainer(trainer_arguments: dict[str, Any]) -> None:
 def _samples(config: TrainingConfig, train_config: DataConfig, device: torch.device) -> TrainingSamples:
     """The training samples, with the sampler's up-front checks run (ROI sizes, raw dtype, foreground)."""
     section = config.training
+    assert section.seed is not None, "train gives a run its seed (_seeded), a resumed run has it in its config"
     samples = TrainingSamples(
-        train_config, config.augment_config(), section.input_size_voxels, section.output_size_voxels,
-        config.sampler_kwargs(), section.seed, augment_here=device.type == "cpu",
+        train_config,
+        config.augmentation,
+        section.input_size_voxels,
+        section.output_size_voxels,
+        config.sampler_kwargs(),
+        section.seed,
+        augment_here=device.type == "cpu",
     )
     samples.check()
     return samples
@@ -435,7 +461,7 @@ def train(
     _check_options(options)
     config = config if config is not None else load_training_config(None)
     train_path = Path(train_data)
-    start = load_start(start_from, options.cache_dir) if start_from is not None else None
+    start = load_start(start_from, options.cache_dir, options.runs_dir) if start_from is not None else None
     config = resolve_config(config, start[1] if start else None, train_path, options.data_root, start_from)
     device = select_device(options.device)
     dist, device = start_distributed(device, config.training.batch_size)
@@ -451,8 +477,12 @@ def train(
     run = None
     if dist.is_main:
         run = create_run(
-            options.runs_dir, config=config.to_dict(), train_data=train_path, val_data=None if val_data is None else Path(val_data),
-            command=list(command), start_from=start_from,
+            options.runs_dir,
+            config=config.to_dict(),
+            train_data=train_path,
+            val_data=None if val_data is None else Path(val_data),
+            command=list(command),
+            start_from=start_from,
         )
         run.update(
             train_data_root=_data_root(train_path, options.data_root),
@@ -462,10 +492,19 @@ def train(
         )
     with run.claim() if run is not None else contextlib.nullcontext():
         _run_trainer(
-            dict(
-                config=config, model=point.model, card=point.card, samples=samples, val_config=val_config, run=run,
-                progress=_Progress(0, None, None), optimizer_state=None, options=options, dist=dist, device=device,
-            )
+            {
+                "config": config,
+                "model": point.model,
+                "card": point.card,
+                "samples": samples,
+                "val_config": val_config,
+                "run": run,
+                "progress": _Progress(0, None, None),
+                "optimizer_state": None,
+                "options": options,
+                "dist": dist,
+                "device": device,
+            }
         )
     return run
 
@@ -485,18 +524,20 @@ def _resumed_config(run: RunFolder, overrides: Sequence[str]) -> TrainingConfig:
     changed = load_training_config(run.config_path, overrides)
     for key in _changed_keys(stored.to_dict(), changed.to_dict()):
         if not key.startswith(RESUMABLE_KEYS):
+            start = option(f"start_from='run:{run.id}'", f"--start-from run:{run.id}")
             raise ConfigError(
                 f"key '{key}' differs from run {run.id}'s config ({_value(stored.to_dict(), key)} there): a resumed run "
                 f"keeps its recipe (only {', '.join(RESUMABLE_KEYS)} may change); to train with the new value start a "
-                f"new run with --start-from run:{run.id}"
+                f"new run with {start}"
             )
     return changed
 
 
 def _value(data: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = data
     for part in dotted.split("."):
-        data = data.get(part) if isinstance(data, Mapping) else None
-    return data
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def resume_training(
@@ -550,7 +591,7 @@ def resume_training(
         optimizer_state = read_optimizer_state(path)
         card = replace(card, iteration=None, validation_scores=None, training=None)
     else:
-        start = load_start(record["start_from"], options.cache_dir) if record.get("start_from") else None
+        start = load_start(record["start_from"], options.cache_dir, options.runs_dir) if record.get("start_from") else None
         point = starting_point(config, tuple(record["class_names"]), start)
         model, card, optimizer_state = point.model, point.card, None
     best = (record.get("best") or {}).get("scores") or {}
@@ -561,10 +602,18 @@ def resume_training(
             run.update(status="running", iteration=iteration, iterations=config.training.iterations)
             run.write_config(config.to_dict())  # resumable keys may have changed
         _run_trainer(
-            dict(
-                config=config, model=model, card=card, samples=samples, val_config=val_config,
-                run=run if dist.is_main else None, progress=_Progress(iteration, iteration if checkpoints else None, best.get("f1")),
-                optimizer_state=optimizer_state, options=options, dist=dist, device=device,
-            )
+            {
+                "config": config,
+                "model": model,
+                "card": card,
+                "samples": samples,
+                "val_config": val_config,
+                "run": run if dist.is_main else None,
+                "progress": _Progress(iteration, iteration if checkpoints else None, best.get("f1")),
+                "optimizer_state": optimizer_state,
+                "options": options,
+                "dist": dist,
+                "device": device,
+            }
         )
     return run if dist.is_main else None

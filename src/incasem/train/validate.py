@@ -25,7 +25,7 @@ from incasem.model.unet import UNet
 from incasem.predict.core import Precision, predict_array
 from incasem.train.loss import balanced_masked_cross_entropy
 
-__all__ = ["VALIDATION_TILE", "EXAMPLE_SHAPE", "Example", "RoiScores", "ValidationResult", "validate"]
+__all__ = ["EXAMPLE_SHAPE", "VALIDATION_TILE", "Example", "RoiScores", "ValidationResult", "validate"]
 
 #: Largest region (voxels) of a validation ROI predicted at once.
 VALIDATION_TILE = (256, 256, 256)
@@ -103,16 +103,12 @@ def _score_tile(
 ) -> tuple[RoiScores, Example]:
     context = model.config.context
     raw = raw_volume.read(tile.grow(context), padding="reflect")
-    probabilities = predict_array(
-        model, raw, Roi(context, tile.shape), block_shape=None, padding="reflect", precision=precision, device=device
-    )
+    probabilities = predict_array(model, raw, Roi(context, tile.shape), block_shape=None, padding="reflect", precision=precision, device=device)
     target, inside = reference.read(tile)
     segmentation = probabilities.argmax(axis=0)
     counts = {c: confusion_counts(segmentation == c, target == c, inside) for c in class_ids}
     log_probabilities = torch.from_numpy(np.log(np.maximum(probabilities, 1e-12)))[None]
-    loss = balanced_masked_cross_entropy(
-        log_probabilities, torch.from_numpy(target.astype(np.int64))[None], torch.from_numpy(inside)[None]
-    )
+    loss = balanced_masked_cross_entropy(log_probabilities, torch.from_numpy(target.astype(np.int64))[None], torch.from_numpy(inside)[None])
     voxels = int(inside.sum())
     return RoiScores(counts, float(loss) * voxels, voxels), _example(raw, target, probabilities, context)
 
@@ -152,6 +148,7 @@ def validate(
         class_ids = tuple(sorted({label.class_id for label in entry.labels})) or tuple(range(1, len(class_names)))
         roi_scores = RoiScores({c: ConfusionCounts() for c in class_ids})
         raw_volume, reference = open_volume(entry.container, entry.raw), Reference.open(entry)
+        assert entry.roi is not None, "a config loaded with its datasets checked has every ROI resolved"
         for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
             scores, tile_example = _score_tile(model, raw_volume, reference, tile, class_ids, device, precision)
             example = example or tile_example

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import yaml
@@ -74,16 +74,9 @@ def read_curves(run: RunFolder) -> RunCurves:
     """
     lines = read_metrics(run)
     train = {line["iteration"]: line for line in lines if line.get("split") == "train" and "iteration" in line}
-    validation = {
-        line["iteration"]: line
-        for line in lines
-        if line.get("split") == "validation" and line.get("roi") is None and "iteration" in line
-    }
+    validation = {line["iteration"]: line for line in lines if line.get("split") == "validation" and line.get("roi") is None and "iteration" in line}
     if not train and not validation:
-        raise RunError(
-            f"run {run.id} has no metrics yet ({run.metrics_path} is missing or empty): "
-            "plot it after its first logged iteration"
-        )
+        raise RunError(f"run {run.id} has no metrics yet ({run.metrics_path} is missing or empty): plot it after its first logged iteration")
     train_lines = [train[i] for i in sorted(train)]
     validation_lines = [validation[i] for i in sorted(validation)]
     return RunCurves(
@@ -247,5 +240,5 @@ def plot_run(run: RunFolder, output_png: str | Path | None = None, *, overwrite:
         If ``output_png`` does not end in ``.png``.
     """
     path = _target(run, output_png, overwrite)
-    figure = curves_figure(run)
-    return atomic_write(path, lambda stream: figure.canvas.print_png(stream))
+    canvas = cast(FigureCanvasAgg, curves_figure(run).canvas)  # curves_figure draws on an Agg canvas
+    return atomic_write(path, lambda stream: canvas.print_png(stream))

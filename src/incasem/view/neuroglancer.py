@@ -37,10 +37,13 @@ reads at most its chunk times that rest, again at most :data:`MAX_READ_VOXELS`; 
 client may then zoom out further (:func:`max_downsampling`). Full-resolution viewing is
 unchanged, and datasets without such levels are served exactly as above.
 
-Layers, by dataset (:func:`layer_kind`): probability maps under
-``volumes/predictions/.../prob*`` are a heat map, labels, masks, segmentations and
-instances (and integer data wider than 16 bits) are segmentation layers, everything
-else (raw, equalised raw) is a grey image.
+Layers, by what the dataset holds (:func:`incasem.io.layout.dataset_kind`): probability
+maps are a heat map, labels, masks, segmentations and instances (and integer data wider
+than 16 bits) are segmentation layers, the raw and other grey levels a grey image.
+Labels are drawn in one colour (:data:`LABELS_COLOR`) and predictions in another
+(:data:`PREDICTION_COLOR`), so the two can be told apart where they overlap (by segment
+id alone, neuroglancer would draw class 1 of both alike); masks and instances keep a
+colour per segment id.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import neuroglancer
 import neuroglancer.chunks
@@ -62,26 +65,19 @@ import neuroglancer.server
 import numpy as np
 import zarr
 
-from incasem.errors import DatasetNotFoundError, InvalidValueError, PortInUseError
+from incasem.errors import DatasetNotFoundError, InvalidValueError, PortInUseError, option
 from incasem.geometry import NmTriple, Triple, as_triple
+from incasem.io.defaults import RAW_ORDER, label_datasets, latest_prediction
+from incasem.io.layout import LABELS_GROUP, PREDICTIONS_GROUP, DatasetKind, dataset_kind
+from incasem.io.metadata import JOB_KEY
 from incasem.io.ngff import pyramid_level_paths
 from incasem.io.volume import (
     Volume,
     dataset_name,
     dataset_names,
-    label_datasets,
     open_container,
     open_volume,
 )
-from incasem.predict.outputs import PREDICTIONS_GROUP, latest_prediction
-
-LayerKind = Literal["image", "segmentation", "probabilities"]
-
-#: Raw datasets shown by default, the first that exists.
-DEFAULT_RAW: tuple[str, ...] = ("volumes/raw_equalized_0.02", "volumes/raw")
-
-#: Path components that make an integer dataset a segmentation layer.
-SEGMENTATION_PARTS = frozenset({"labels", "mask", "masks", "metric_masks", "segmentation", "instances"})
 
 #: The largest chunk the client may ask for, log2 of voxels (neuroglancer's default 2**18, e.g. 512 x 512 x 1).
 MAX_VOXELS_PER_CHUNK_LOG2 = 18
@@ -96,12 +92,24 @@ RANGE_SAMPLE = 64
 AXES = ("z", "y", "x")
 
 
+#: Colour of the segments of labels layers (``volumes/labels/*``): ground truth in green.
+LABELS_COLOR = "#00ff00"
+#: Colour of the segments of prediction layers (``volumes/predictions/*``): magenta, distinct from the labels'.
+PREDICTION_COLOR = "#ff00ff"
+
+
+def _is_instances(volume: Volume) -> bool:
+    """Whether ``volume`` holds object ids (``incasem instances``), each of which keeps its own colour."""
+    job = volume.array.attrs.get(JOB_KEY)
+    return (isinstance(job, dict) and job.get("job") == "instances") or volume.name.endswith("instances")
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """One layer of the viewer: a dataset, how it is drawn and its geometry."""
 
     name: str
-    kind: LayerKind
+    kind: DatasetKind
     volume: Volume
     #: Display range of the image / heat-map shader in data values (None for segmentations).
     value_range: tuple[float, float] | None
@@ -120,6 +128,19 @@ class LayerSpec:
     def voxel_offset(self) -> Triple:
         """World offset in voxels of this dataset (``offset_nm / voxel_size``, z, y, x)."""
         return self.volume.roi.offset
+
+    @property
+    def segment_color(self) -> str | None:
+        """The one colour of every segment of a labels (:data:`LABELS_COLOR`) or prediction
+        (:data:`PREDICTION_COLOR`) layer, so that the two are told apart where they overlap; None
+        (neuroglancer's colour per segment id) for other segmentations, instances among them."""
+        if self.kind != "segmentation" or _is_instances(self.volume):
+            return None
+        if self.dataset.startswith(f"{PREDICTIONS_GROUP}/"):
+            return PREDICTION_COLOR
+        if self.dataset.startswith(f"{LABELS_GROUP}/"):
+            return LABELS_COLOR
+        return None
 
     @property
     def shader(self) -> str | None:
@@ -145,31 +166,11 @@ class ViewSpec:
     position: Triple
 
 
-def layer_kind(name: str, dtype: np.dtype) -> LayerKind:
-    """How dataset ``name`` of element type ``dtype`` is drawn.
-
-    ``probabilities`` (a heat map) for datasets under ``volumes/predictions/`` with a
-    path component starting with ``prob``; ``segmentation`` for integer datasets with a
-    component in :data:`SEGMENTATION_PARTS` or anywhere else under the predictions,
-    and for integers wider than 16 bits; ``image`` (grey) otherwise.
-    """
-    name = dataset_name(name)
-    parts, dtype = name.split("/"), np.dtype(dtype)
-    predicted = name.startswith(f"{PREDICTIONS_GROUP}/")
-    if predicted and any(part.startswith("prob") for part in parts[2:]):
-        return "probabilities"
-    integer = dtype.kind in "biu"
-    if integer and (predicted or SEGMENTATION_PARTS.intersection(parts) or dtype.itemsize > 2):
-        return "segmentation"
-    return "image"
-
-
 def default_datasets(container: str | Path) -> list[str]:
-    """The datasets ``incasem view`` shows when none are named.
+    """The datasets ``incasem view`` shows when none are named (:mod:`incasem.io.defaults`).
 
-    The raw (``volumes/raw_equalized_0.02``, else ``volumes/raw``), every dataset under
-    ``volumes/labels/`` and the segmentation of the latest prediction (by its
-    provenance time), those that exist.
+    The raw (the first of :data:`~incasem.io.defaults.RAW_ORDER`), every labels dataset and
+    the segmentation of the latest prediction (by its provenance time), those that exist.
 
     Raises
     ------
@@ -177,19 +178,15 @@ def default_datasets(container: str | Path) -> list[str]:
         If the container holds none of these (the message lists what it holds).
     """
     path = Path(container)
-    group = open_container(path)
-    names = dataset_names(group, path)
-    raw = [next((name for name in DEFAULT_RAW if name in names), None)]
-    chosen = [name for name in [*raw, *label_datasets(group, path), latest_prediction(path, finished_only=False)] if name is not None]
+    names = dataset_names(open_container(path), path)
+    raw = [next((name for name in RAW_ORDER if name in names), None)]
+    chosen = [name for name in [*raw, *label_datasets(path), latest_prediction(path, finished_only=False)] if name is not None]
     if not chosen:
-        raise DatasetNotFoundError(
-            f"{path} has no raw, labels or prediction to show by default (it has: {', '.join(names) or 'none'}): "
-            "name datasets with -d"
-        )
+        raise DatasetNotFoundError(f"{path} has no raw, labels or prediction to show by default (it has: {', '.join(names) or 'none'}): name datasets with -d")
     return chosen
 
 
-def _value_range(volume: Volume, kind: LayerKind) -> tuple[float, float] | None:
+def _value_range(volume: Volume, kind: DatasetKind) -> tuple[float, float] | None:
     """The data values the shader maps onto its colour range (None for segmentations).
 
     uint8 and probabilities use the value range of their type (probabilities stored as
@@ -233,14 +230,12 @@ def _check_position(position: Triple, layers: Sequence[LayerSpec], voxel_size: N
             return
     first = layers[0]
     raise InvalidValueError(
-        f"--position {','.join(map(str, position))} (voxels z,y,x) lies outside every dataset shown; "
-        f"{first.dataset} covers {first.volume.roi}: give a position inside it, or leave --position out for its centre"
+        f"{option('position', '--position')} {','.join(map(str, position))} (voxels z,y,x) lies outside every dataset shown; "
+        f"{first.dataset} covers {first.volume.roi}: give a position inside it, or leave {option('position', '--position')} out for its centre"
     )
 
 
-def describe_view(
-    container: str | Path, datasets: Sequence[str] | None = None, position: Sequence[int] | None = None
-) -> ViewSpec:
+def describe_view(container: str | Path, datasets: Sequence[str] | None = None, position: Sequence[int] | None = None) -> ViewSpec:
     """The layers, grid and position that :func:`open_viewer` shows (opens nothing but metadata).
 
     Parameters
@@ -263,22 +258,22 @@ def describe_view(
         For a position outside every dataset shown.
     """
     path = Path(container)
-    names = _unique(default_datasets(path) if not datasets else datasets)
+    names = _unique(datasets if datasets else default_datasets(path))
     volumes = [open_volume(path, name, require_complete=False) for name in names]
     layers = []
     for layer_name, volume in zip(_layer_names(names), volumes):
-        kind = layer_kind(volume.name, volume.dtype)
+        kind = dataset_kind(volume.name, volume.dtype)
         layers.append(LayerSpec(layer_name, kind, volume, _value_range(volume, kind)))
     first = volumes[0]
     if position is None:
         centre = tuple(o + s // 2 for o, s in zip(first.roi.offset, first.shape))
     else:
-        centre = as_triple(position, "--position")
+        centre = as_triple(position, option("position", "--position"))
         _check_position(centre, layers, first.voxel_size)
     return ViewSpec(path, tuple(layers), first.voxel_size, centre)  # type: ignore[arg-type]
 
 
-def _served_dtype(dtype: np.dtype, kind: LayerKind) -> np.dtype:
+def _served_dtype(dtype: np.dtype, kind: DatasetKind) -> np.dtype:
     """The element type the client receives: one neuroglancer draws (segment ids unsigned)."""
     if kind == "segmentation":
         return np.dtype(f"uint{8 * max(1, dtype.itemsize)}") if dtype.kind in "biu" else dtype
@@ -358,7 +353,7 @@ def served_levels(dataset: Volume, dtype: np.dtype) -> tuple[ServedLevel, ...]:
             continue
         begin = tuple(o // f - lo for o, f, lo in zip(dataset.roi.offset, factor, level.roi.offset))
         covered = [-(-s // f) for s, f in zip(dataset.shape, factor)]
-        if all(0 <= b and b + c <= s for b, c, s in zip(begin, covered, level.shape)):
+        if all(b >= 0 and b + c <= s for b, c, s in zip(begin, covered, level.shape)):
             levels.append(ServedLevel(level.name, factor, begin, LazyArray(level.array, dtype)))  # type: ignore[arg-type]
     return tuple(levels)
 
@@ -447,12 +442,7 @@ class ServedVolume(neuroglancer.LocalVolume):
         factor = np.array(scale_key.split(","), dtype=np.int64)
         if len(start) != self.rank or len(end) != self.rank:
             raise ValueError("Invalid request")
-        if (
-            len(factor) != self.rank
-            or np.any(factor < 1)
-            or np.any(factor > self.max_downsampling)
-            or np.prod(factor) > self.max_downsampling
-        ):
+        if len(factor) != self.rank or np.any(factor < 1) or np.any(factor > self.max_downsampling) or np.prod(factor) > self.max_downsampling:
             raise ValueError("Invalid downsampling factor.")
         downsampled_shape = -(-np.asarray(self.shape) // factor)
         start, end = np.asarray(start), np.asarray(end)
@@ -485,9 +475,7 @@ class ServedVolume(neuroglancer.LocalVolume):
                 region.append(slice(b + start[axis] * r, b + min(covered, end[axis] * r)))
         data = level.data[tuple(region)]
         if any(r != 1 for r in rest):
-            reduce = neuroglancer.downsample.downsample_with_averaging if self.volume_type == "image" else (
-                neuroglancer.downsample.downsample_with_striding
-            )
+            reduce = neuroglancer.downsample.downsample_with_averaging if self.volume_type == "image" else (neuroglancer.downsample.downsample_with_striding)
             data = reduce(data, rest)
         thickness = level.factor[normal]
         if thickness > 1:
@@ -526,7 +514,8 @@ def served_volume(layer: LayerSpec) -> ServedVolume:
 def _neuroglancer_layer(layer: LayerSpec) -> neuroglancer.Layer:
     source = served_volume(layer)
     if layer.kind == "segmentation":
-        return neuroglancer.SegmentationLayer(source=source)
+        color = layer.segment_color
+        return neuroglancer.SegmentationLayer(source=source, **({"segment_default_color": color} if color else {}))
     return neuroglancer.ImageLayer(source=source, shader=layer.shader)
 
 
@@ -543,13 +532,13 @@ def apply_view(spec: ViewSpec, state: neuroglancer.ViewerState) -> None:
 def _bind_error(error: OSError, bind_address: str, port: int) -> Exception:
     """The incasem error for a server that could not listen on ``bind_address:port``."""
     if error.errno == errno.EADDRINUSE:
-        return PortInUseError(f"port {port} on {bind_address} is in use: pick another with --port or leave it out")
+        return PortInUseError(f"port {port} on {bind_address} is in use: pick another with {option('port', '--port')} or leave it out")
     if error.errno == errno.EACCES:
         return InvalidValueError(
-            f"port {port} on {bind_address} needs administrator rights: pick one above 1023 with --port or leave it out"
+            f"port {port} on {bind_address} needs administrator rights: pick one above 1023 with {option('port', '--port')} or leave it out"
         )
     return InvalidValueError(
-        f"--bind {bind_address} is not an address of this machine ({error.strerror or error}): "
+        f"{option('bind_address', '--bind')} {bind_address} is not an address of this machine ({error.strerror or error}): "
         "use 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)"
     )
 
@@ -570,7 +559,7 @@ def start_server(bind_address: str = "127.0.0.1", port: int = 0) -> None:
         that is not this machine's.
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise InvalidValueError(f"--port must be 0 (a free port) or 1..65535, got {port!r}")
+        raise InvalidValueError(f"{option('port', '--port')} must be 0 (a free port) or 1..65535, got {port!r}")
     server = neuroglancer.server
     running = server.global_server
     if running is not None and server.global_server_args["bind_address"] == bind_address and port in (0, running.port):

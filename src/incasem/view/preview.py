@@ -36,11 +36,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import hsv_to_rgb
+from matplotlib.colors import ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
 from matplotlib.patches import Patch
@@ -48,11 +49,17 @@ from skimage.exposure import rescale_intensity
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
-from incasem.errors import DatasetNotFoundError, InvalidValueError, OutputExistsError, RoiError
+from incasem.errors import InvalidValueError, OutputExistsError, RoiError, option
 from incasem.files import atomic_write
 from incasem.geometry import NmTriple, Roi, Triple, as_positive_triple, as_triple
-from incasem.io.volume import Volume, dataset_name, dataset_names, label_datasets, open_container, open_volume
-from incasem.predict.outputs import latest_prediction
+from incasem.io.defaults import default_raw, label_datasets, latest_prediction
+from incasem.io.volume import (
+    Volume,
+    dataset_name,
+    dataset_names,
+    open_container,
+    open_volume,
+)
 
 __all__ = [
     "DEFAULT_CROP_PIXELS",
@@ -61,7 +68,6 @@ __all__ = [
     "Preview",
     "check_png_output",
     "default_overlays",
-    "default_raw",
     "render_preview",
     "view_region",
     "write_preview",
@@ -77,13 +83,14 @@ DEFAULT_CROP_PIXELS = 512
 #: Opacity of an overlay's fill; its outline is opaque.
 FILL_ALPHA = 0.4
 
-#: Raw datasets tried, in this order, when none is named.
-RAW_CANDIDATES = ("volumes/raw", "volumes/raw_equalized_0.02")
 #: A prediction's segmentation, as ``incasem predict`` names it (``volumes/predictions/<model>/<id>/segmentation``).
+
+# matplotlib's tab10: a ListedColormap whose colours are a tuple of RGB tuples
+_TAB10 = cast("tuple[tuple[float, float, float], ...]", cast(ListedColormap, matplotlib.colormaps["tab10"]).colors)
 
 #: One colour per overlay, in order: matplotlib's tab10 without its grey (index 7), which
 #: would vanish on the grey raw.
-OVERLAY_COLOURS = tuple(colour for i, colour in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7)
+OVERLAY_COLOURS = tuple(colour for i, colour in enumerate(_TAB10) if i != 7)
 
 #: Panels: the axis each plane is normal to, and the axes along its rows and columns.
 _PANELS = (("z", 1, 2), ("x", 1, 0), ("y", 0, 2))
@@ -177,29 +184,10 @@ def _names(container: Path) -> list[str]:
     return dataset_names(open_container(container), container)
 
 
-def default_raw(container: str | Path) -> str:
-    """The grey-level dataset shown when none is named: ``volumes/raw``, else the equalised raw.
-
-    Raises
-    ------
-    DatasetNotFoundError
-        If the container has neither (the message lists its datasets).
-    """
-    container = Path(container)
-    names = _names(container)
-    for candidate in RAW_CANDIDATES:
-        if candidate in names:
-            return candidate
-    raise DatasetNotFoundError(
-        f"{container} has no {' or '.join(RAW_CANDIDATES)} (it has: {', '.join(names) or 'none'}): "
-        "name the grey-level dataset with --raw"
-    )
-
-
 def default_overlays(container: str | Path) -> list[str]:
     """The overlays shown when none are named: every ``volumes/labels/*`` dataset and the newest prediction's segmentation."""
     container = Path(container)
-    labels = label_datasets(open_container(container), container)
+    labels = label_datasets(container)
     prediction = latest_prediction(container, finished_only=True)
     return labels if prediction is None else [*labels, prediction]
 
@@ -207,10 +195,7 @@ def default_overlays(container: str | Path) -> list[str]:
 def _open_overlay(container: Path, name: str) -> Volume:
     volume = open_volume(container, name)
     if np.issubdtype(volume.dtype, np.floating):
-        raise InvalidValueError(
-            f"overlay {volume.label} holds floating-point values ({volume.dtype}), not labels: "
-            "overlay a label or segmentation dataset"
-        )
+        raise InvalidValueError(f"overlay {volume.label} holds floating-point values ({volume.dtype}), not labels: overlay a label or segmentation dataset")
     return volume
 
 
@@ -250,28 +235,21 @@ def view_region(
     InvalidValueError
         If ``size_voxels`` is not positive whole numbers.
     """
-    point = as_triple(position, "position")
+    point = as_triple(position, option("position", "--position"))
     if not raw_roi.contains(Roi(point, (1, 1, 1))):
         raise RoiError(
-            f"position {list(point)} (voxels, z,y,x) lies outside {raw_label}, which covers {raw_roi}: "
-            "choose a --position inside it"
+            f"{option('position', '--position')} {list(point)} (voxels, z,y,x) lies outside {raw_label}, which covers {raw_roi}: choose a position inside it"
         )
-    size = _default_size(raw_roi, voxel_size) if size_voxels is None else as_positive_triple(size_voxels, "--size")
+    size = _default_size(raw_roi, voxel_size) if size_voxels is None else as_positive_triple(size_voxels, option("size_voxels", "--size"))
     lengths = [min(s, n) for s, n in zip(size, raw_roi.shape)]
-    starts = [
-        min(max(p - length // 2, begin), end - length)
-        for p, length, begin, end in zip(point, lengths, raw_roi.offset, raw_roi.end)
-    ]
-    return Roi(starts, lengths)
+    starts = [min(max(p - length // 2, begin), end - length) for p, length, begin, end in zip(point, lengths, raw_roi.offset, raw_roi.end)]
+    return Roi((starts[0], starts[1], starts[2]), (lengths[0], lengths[1], lengths[2]))
 
 
 def _default_size(raw_roi: Roi, voxel_size: NmTriple) -> Triple:
     """Voxels per axis of the default view: whole up to :data:`WHOLE_AXIS_PIXELS` drawn, else :data:`DEFAULT_CROP_PIXELS`."""
     scales = [v / min(voxel_size) for v in voxel_size]
-    z, y, x = (
-        n if n * scale <= WHOLE_AXIS_PIXELS else max(1, round(DEFAULT_CROP_PIXELS / scale))
-        for n, scale in zip(raw_roi.shape, scales)
-    )
+    z, y, x = (n if n * scale <= WHOLE_AXIS_PIXELS else max(1, round(DEFAULT_CROP_PIXELS / scale)) for n, scale in zip(raw_roi.shape, scales))
     return z, y, x
 
 
@@ -279,7 +257,7 @@ def _plane(region: Roi, position: Triple, axis: int) -> Roi:
     """The one-voxel-thick slab of ``region`` through ``position`` normal to ``axis``."""
     offset, shape = list(region.offset), list(region.shape)
     offset[axis], shape[axis] = position[axis], 1
-    return Roi(offset, shape)
+    return Roi((offset[0], offset[1], offset[2]), (shape[0], shape[1], shape[2]))
 
 
 def _orient(data: np.ndarray, axis: int, rows: int, columns: int) -> np.ndarray:
@@ -369,10 +347,7 @@ def _overlay(volume: Volume, colour: tuple[float, float, float], planes: dict[st
         samples[axis] = (_orient(values, index, rows, columns), _orient(covered, index, rows, columns))
     shown = np.concatenate([values[covered] for values, covered in samples.values()])
     ids = np.unique(shown[shown != 0])
-    labels = {
-        axis: np.where(covered & (values != 0), np.searchsorted(ids, values) + 1, 0).astype(np.int32)
-        for axis, (values, covered) in samples.items()
-    }
+    labels = {axis: np.where(covered & (values != 0), np.searchsorted(ids, values) + 1, 0).astype(np.int32) for axis, (values, covered) in samples.items()}
     return _Overlay(volume.name, colour, ids, labels)
 
 
@@ -381,10 +356,7 @@ def _panel_boxes(shapes: dict[str, tuple[int, int]], regions: dict[str, Roi]) ->
     top = _MARGIN + _TITLE + _LABEL
     right, below = _MARGIN + shapes["z"][1] + _GAP, top + shapes["z"][0] + _GAP
     corners = {"z": (top, _MARGIN), "x": (top, right), "y": (below, _MARGIN)}
-    return {
-        axis: PanelBox(axis, _AXES[rows], _AXES[columns], *corners[axis], *shapes[axis], regions[axis])
-        for axis, rows, columns in _PANELS
-    }
+    return {axis: PanelBox(axis, _AXES[rows], _AXES[columns], *corners[axis], *shapes[axis], regions[axis]) for axis, rows, columns in _PANELS}
 
 
 def _legend_handles(overlays: Sequence[_Overlay]) -> list[Patch]:
@@ -404,19 +376,14 @@ def _title(container: Path, raw: Volume, position: Triple) -> str:
     stretch = max(raw.voxel_size) / min(raw.voxel_size)
     longest = _AXES[int(np.argmax(raw.voxel_size))]
     note = f"; side views drawn to scale (×{stretch:.3g} along {longest})" if stretch > 1 else ""
-    return (
-        f"{container.name}: {raw.name} at z,y,x = {position[0]},{position[1]},{position[2]} (voxels)\n"
-        f"voxel size {voxel} nm{note}"
-    )
+    return f"{container.name}: {raw.name} at z,y,x = {position[0]},{position[1]},{position[2]} (voxels)\nvoxel size {voxel} nm{note}"
 
 
 def _panel_label(box: PanelBox, position: Triple) -> str:
     return f"{box.axis} = {position[_AXES.index(box.axis)]}   ({box.rows} ↓, {box.columns} →)"
 
 
-def _picture(
-    canvas: np.ndarray, boxes: dict[str, PanelBox], title: str, position: Triple, handles: list[Patch]
-) -> np.ndarray:
+def _picture(canvas: np.ndarray, boxes: dict[str, PanelBox], title: str, position: Triple, handles: list[Patch]) -> np.ndarray:
     """Put the panels' canvas into a matplotlib figure with title, panel labels and legend; RGB pixels."""
     height, width = canvas.shape[:2]
     figure = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
@@ -445,9 +412,7 @@ def _centre(roi: Roi) -> Triple:
     return (roi.offset[0] + roi.shape[0] // 2, roi.offset[1] + roi.shape[1] // 2, roi.offset[2] + roi.shape[2] // 2)
 
 
-def _canvas(
-    boxes: dict[str, PanelBox], grey: dict[str, np.ndarray], drawn: Sequence[_Overlay], position: Triple, outline: bool
-) -> np.ndarray:
+def _canvas(boxes: dict[str, PanelBox], grey: dict[str, np.ndarray], drawn: Sequence[_Overlay], position: Triple, outline: bool) -> np.ndarray:
     """White picture with the panels drawn in, the position ticked beside them, room for the legend below."""
     bottom = max(box.row + box.height for box in boxes.values())
     right = max(box.col + box.width for box in boxes.values())
@@ -470,9 +435,7 @@ def _mark_position(canvas: np.ndarray, box: PanelBox, position: Triple) -> None:
     """Black ticks outside the panel, left of the position's row and below its column."""
     row_axis, column_axis = _AXES.index(box.rows), _AXES.index(box.columns)
     row = box.row + int((position[row_axis] - box.region.offset[row_axis] + 0.5) * box.height / box.region.shape[row_axis])
-    column = box.col + int(
-        (position[column_axis] - box.region.offset[column_axis] + 0.5) * box.width / box.region.shape[column_axis]
-    )
+    column = box.col + int((position[column_axis] - box.region.offset[column_axis] + 0.5) * box.width / box.region.shape[column_axis])
     canvas[row - 1 : row + 2, box.col - _TICK - 1 : box.col - 1] = 0
     canvas[box.row + box.height + 1 : box.row + box.height + _TICK + 1, column - 1 : column + 2] = 0
 
@@ -493,7 +456,7 @@ def render_preview(
     container
         A .zarr container.
     raw
-        Grey-level dataset; default :func:`default_raw` (``volumes/raw``).
+        Grey-level dataset; default :func:`incasem.io.defaults.default_raw` (the equalised raw, else ``volumes/raw``).
     overlays
         Label / segmentation datasets drawn in colour, in this order (later on top);
         default :func:`default_overlays`; ``()`` for none. An overlay with one id in
@@ -527,10 +490,7 @@ def render_preview(
     region = view_region(raw_volume.roi, point, size_voxels, raw_volume.voxel_size, raw_volume.label)
     planes = {axis: _plane(region, point, _AXES.index(axis)) for axis, _, _ in _PANELS}
     grey = _grey({axis: _orient(raw_volume.read(planes[axis]), _AXES.index(axis), r, c) for axis, r, c in _PANELS})
-    drawn = [
-        _overlay(volume, OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)], planes, raw_volume.voxel_size)
-        for i, volume in enumerate(volumes)
-    ]
+    drawn = [_overlay(volume, OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)], planes, raw_volume.voxel_size) for i, volume in enumerate(volumes)]
     shapes = {axis: _display_shape(region, raw_volume.voxel_size, rows, columns) for axis, rows, columns in _PANELS}
     boxes = _panel_boxes(shapes, planes)
     canvas = _canvas(boxes, grey, drawn, point, outline)
