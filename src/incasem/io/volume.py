@@ -586,3 +586,9 @@ def set_geometry(path: str | Path, dataset: str, voxel_size: NmTriple | None = N
     array.attrs.update(geometry_attributes(new_voxel_size, new_offset, name))
     publish_ngff(open_container(path, "r+"), name, new_voxel_size, new_offset)
     return _volume_from_array(path, name, array)
+
+
+def create_like(source: Volume, dataset: str, dtype: DTypeLike, chunks: Triple | None = None, **options: Any) -> Volume:
+    """:func:`create_volume` of a dataset on ``source``'s grid (same container, shape, voxel size and
+    offset); ``options`` are :func:`create_volume`'s keywords (``mode``, ``job``, ``reads``, ...)."""
+    return create_volume(source.container, dataset, source.shape, dtype, source.voxel_size, source.offset_nm, chunks, **options)

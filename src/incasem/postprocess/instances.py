@@ -34,7 +34,7 @@ from incasem.blockwise import (
 )
 from incasem.errors import InvalidValueError, option
 from incasem.geometry import Triple
-from incasem.io.volume import Volume, WriteMode, check_output, create_volume, open_volume
+from incasem.io.volume import Volume, WriteMode, check_output, create_like, open_volume
 from incasem.postprocess.components import (
     ComponentMap,
     label_fragments,
@@ -129,13 +129,10 @@ def label_instances(
     check_output(source.container, output, mode=mode, job=job, reads=reads)
     if foreground.kind == "probabilities":  # values outside [0, 1] are refused before anything is written
         check_probability_dataset(source, run)
-    target = create_volume(
-        source.container,
+    target = create_like(
+        source,
         output,
-        source.shape,
         dtype,
-        source.voxel_size,
-        source.offset_nm,
         chunks,
         mode=mode,
         job=job,

@@ -36,7 +36,7 @@ from incasem.io.volume import (
     Volume,
     WriteMode,
     check_output,
-    create_volume,
+    create_like,
     open_volume,
 )
 from incasem.postprocess.components import ComponentMap
@@ -129,13 +129,10 @@ def threshold_probabilities(
     reads = [n for n in (foreground.dataset, foreground.mask) if n]
     check_output(source.container, output, mode=mode, job=job, reads=reads)
     check_probability_dataset(source, run)
-    target = create_volume(
-        source.container,
+    target = create_like(
+        source,
         output,
-        source.shape,
         np.uint8,
-        source.voxel_size,
-        source.offset_nm,
         chunks,
         mode=mode,
         job=job,

@@ -56,7 +56,7 @@ from incasem.io.layout import (
     metric_mask_dataset,
     organelle_of,
 )
-from incasem.io.volume import Volume, WriteMode, create_volume, open_volume
+from incasem.io.volume import Volume, WriteMode, create_like, open_volume
 
 #: The 6-connected structuring element (a voxel and its face neighbours).
 CROSS = ndimage.generate_binary_structure(3, 1)
@@ -318,13 +318,10 @@ def _run_filter(
 
     ``job`` (the parameters) is stored with the output; a resumed run must have the same.
     """
-    target = create_volume(
-        source.container,
+    target = create_like(
+        source,
         output,
-        source.shape,
         np.uint8,
-        source.voxel_size,
-        source.offset_nm,
         chunks,
         mode=mode,
         job=job,
