@@ -70,7 +70,7 @@ class PeakMemory:
 def _container(data: Path, folder: Path) -> Path:
     """Lucchi++ raw and labels as a zarr container, and a data config over all of it."""
     from incasem.io.volume import create_volume
-    from tests.conftest import read_stack
+    from tests.helpers import read_stack
 
     whole = (slice(None),) * 3
     for name, source in (("volumes/raw", data / "image"), ("volumes/labels/mito", data / "labels" / "mito")):
@@ -92,7 +92,7 @@ def original(size: int, iterations: int, data: Path) -> dict[str, float]:
 
     from incasem.model.unet import UNet, UNetConfig, normalize_raw
     from incasem.train.loss import balanced_masked_cross_entropy
-    from tests.conftest import read_stack
+    from tests.helpers import read_stack
 
     model = UNet(UNetConfig())
     output = model.config.output_shape((size,) * 3)

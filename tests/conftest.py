@@ -8,8 +8,7 @@ import time
 import numpy as np
 import pytest
 
-# Plain helpers live in tests/helpers.py; these names stay importable from here for modules not yet moved over.
-from tests.helpers import LUCCHI, QUIET, error_line, expected_uint8, read_stack  # noqa: F401
+from tests.helpers import LUCCHI, read_stack
 
 
 @pytest.fixture(scope="session")
