@@ -84,22 +84,34 @@ def best_threshold(checkpoint: Path, config_json: Path, data_root: Path) -> floa
 SEED_CANDIDATES = (0.5, *(round(0.8 + 0.005 * k, 3) for k in range(40)))
 
 
-def seed_sweep(checkpoint: Path, config_json: Path, data_root: Path) -> dict:
-    """Pooled F1 over a data config's ROIs for each of :data:`SEED_CANDIDATES`, and the plain
-    segmentation's objects: how many, and how many hold no labelled voxel.
-
-    The model's probabilities of each ROI (predicted without seeds) are read into memory
-    (the recipes' ROIs are small) and thresholded with ``skimage.filters.apply_hysteresis_threshold``
-    at 0.5 and each candidate, the rule ``incasem predict --seed-threshold`` applies blockwise.
-    """
+def unseeded_predictions(checkpoint: Path, config_json: Path, data_root: Path) -> list[tuple[np.ndarray, ...]]:
+    """Predict each ROI of a data config without a seed threshold; per ROI, in memory (the
+    recipes' ROIs are small): the first organelle's probabilities (uint8, 255 = 1), its
+    labels, the cell mask and the metric masks (AND-combined with the cell mask), as bool."""
     config = load_data_config(config_json, data_root=data_root)
     results = predict_config(config_json, str(checkpoint), PredictOptions(seed_threshold="none"), data_root=data_root, run=QUIET)
-    counts, objects, false_objects = np.zeros((len(SEED_CANDIDATES), 3)), 0, 0
+    parts = []
     for entry, result in zip(config.entries, results, strict=True):
         probability = open_volume(entry.container, result.output.probabilities[0]).read()
         label = entry.labels[0]
         truth = open_volume(entry.container, label.dataset).read(entry.roi) == label.class_id
         inside = np.ones_like(truth) if entry.mask is None else open_volume(entry.container, entry.mask).read(entry.roi) != 0
+        scored = inside.copy()
+        for metric_mask in entry.metric_masks:
+            scored &= open_volume(entry.container, metric_mask).read(entry.roi) != 0
+        parts.append((probability, truth, inside, scored))
+    return parts
+
+
+def seed_sweep(checkpoint: Path, config_json: Path, data_root: Path) -> dict:
+    """Pooled F1 over a data config's ROIs for each of :data:`SEED_CANDIDATES`, and the plain
+    segmentation's objects: how many, and how many hold no labelled voxel.
+
+    The model's probabilities of each ROI (:func:`unseeded_predictions`) are thresholded with ``skimage.filters.apply_hysteresis_threshold``
+    at 0.5 and each candidate, the rule ``incasem predict --seed-threshold`` applies blockwise.
+    """
+    counts, objects, false_objects = np.zeros((len(SEED_CANDIDATES), 3)), 0, 0
+    for probability, truth, inside, _ in unseeded_predictions(checkpoint, config_json, data_root):
         for row, seed in enumerate(SEED_CANDIDATES):
             found = apply_hysteresis_threshold(probability, 127.5, seed * 255 - 1e-3) & inside
             counts[row] += [(found & truth).sum(), (found & ~truth & inside).sum(), (~found & truth & inside).sum()]
@@ -134,8 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="a run folder, or a checkpoint file")
     parser.add_argument("name")
-    parser.add_argument("--recipe", type=Path, required=True,
-                        help="recipe folder: train.json, val.json (selection) and heldout.json (held out; without it val.json is)")
+    parser.add_argument(
+        "--recipe", type=Path, required=True, help="recipe folder: train.json, val.json (selection) and heldout.json (held out; without it val.json is)"
+    )
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--data", required=True, help="what it was trained on, in words")
     parser.add_argument("--selected-on", required=True, help="what chose the checkpoint and the thresholds, in words")

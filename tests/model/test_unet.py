@@ -345,6 +345,41 @@ def test_max_pooling_stays_in_bf16_under_cpu_autocast():
         assert torch.equal(after, torch.nn.functional.max_pool3d(before.float(), 2).bfloat16())
 
 
+def test_one_channel_first_layer_trains_like_torchs_convolution() -> None:
+    """The first layer takes oneDNN's path on the CPU (a zero second channel); its output and
+    the gradients of its weight and bias are those of ``nn.Conv3d``."""
+    model = UNet(UNetConfig(num_fmaps=4)).to(memory_format=torch.channels_last_3d)
+    first = model.unet.l_conv[0].conv_pass[0]
+    plain = torch.nn.Conv3d(1, 4, 3)
+    plain.load_state_dict(first.state_dict())
+    x = torch.randn(2, 1, 14, 15, 16)
+    ours, theirs = first(x), plain(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(theirs)
+    (ours * upstream).sum().backward()
+    (theirs * upstream).sum().backward()
+    torch.testing.assert_close(first.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_last_network_keeps_every_convolution_channels_last() -> None:
+    """On the CPU the trainer and predict run the network channels-last; every convolution gets
+    its input in that layout (no conversion in and out of oneDNN), with the same output."""
+    config = UNetConfig(num_fmaps=4)
+    model = seeded_model(config)
+    layouts = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv3d) and module.in_channels > 1:
+            module.register_forward_hook(lambda module, inputs, output: layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last_3d)))
+    x = torch.randn(1, 1, 108, 108, 108)
+    with torch.no_grad():
+        expected = model(x)
+        layouts.clear()
+        fast = model.to(memory_format=torch.channels_last_3d)(x.contiguous(memory_format=torch.channels_last_3d))
+    assert layouts and all(layouts)
+    torch.testing.assert_close(fast, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("quantile", [0.2, 0.5, 0.9])
 def test_foreground_threshold_moves_the_argmax_to_that_threshold(quantile: float) -> None:
     torch.manual_seed(3)

@@ -23,7 +23,7 @@ from incasem.runs import open_run
 from incasem.train import trainer as trainer_module
 from incasem.train.config import load_training_config
 from incasem.train.data import SampleStream, TrainingSamples
-from incasem.train.trainer import TrainOptions, resume_training, train
+from incasem.train.trainer import TrainOptions, resume_training, train, training_memory_format
 from tests.helpers import DROSOPHILA, TINY_TRAINING, read_stack
 
 
@@ -329,3 +329,20 @@ def test_the_shipped_anisotropic_config_trains_on_real_sstem(tmp_path):
     assert card.voxel_size_nm == (50, 4.6, 4.6)  # taken from the data
     assert model.config.downsample_factors == ((1, 2, 2),) * 3 and model.config.kernel_size_down[0] == ((1, 3, 3), (1, 3, 3))
     assert run.record()["best"] is not None and card.validation_scores is not None
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "fmaps", "layout"),
+    [
+        ("cpu", "fp32", 12, torch.channels_last_3d),
+        ("cpu", "fp32", 20, torch.channels_last_3d),
+        ("cpu", "fp32", 32, torch.contiguous_format),
+        ("cpu", "bf16", 32, torch.channels_last_3d),
+        ("cuda", "bf16", 12, torch.contiguous_format),
+    ],
+)
+def test_training_layout_is_the_faster_one_measured(device: str, precision: str, fmaps: int, layout: torch.memory_format) -> None:
+    """fp32 trains channels-last on the CPU only for narrow networks (wide ones train faster
+    channels-first there), bf16 always; a GPU channels-first (BENCHMARKS.md, Training)."""
+    config = load_training_config(None, [f"model.num_fmaps={fmaps}"])
+    assert training_memory_format(config, torch.device(device), precision) == layout

@@ -29,6 +29,7 @@ from typing import Any, cast, overload
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from incasem.errors import InvalidValueError
@@ -406,6 +407,31 @@ def standard_config() -> UNetConfig:
     return UNetConfig()
 
 
+class _Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and state-dict keys) that keeps a channels-last network
+    channels-last on the CPU.
+
+    For a batch of one, torch gives oneDNN only maps whose ``N·C·D·H`` exceeds 20480 and
+    runs the others with its direct convolution, which returns channels-first maps: the
+    first layer (one channel: 2x the time of oneDNN there) and the small maps at the bottom
+    of the network, each then converted back by the next layer and again in the backward
+    pass. A zero second input channel with a zero second weight channel gives the first
+    layer the same sums on oneDNN's path (the weight gradient reaches ``self.weight``
+    through the concatenation); the small maps are handed on channels-last.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of ``x`` (batch, channels, z, y, x)."""
+        weight = self.weight
+        channels_last = weight.stride(1) == 1 and weight.stride(-1) == weight.shape[1]  # a one-channel map looks the same in both layouts
+        if x.device.type != "cpu" or not channels_last:
+            return super().forward(x)
+        if self.in_channels == 1:
+            x = torch.cat([x, torch.zeros_like(x)], dim=1).contiguous(memory_format=torch.channels_last_3d)
+            weight = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+        return F.conv3d(x, weight, self.bias).contiguous(memory_format=torch.channels_last_3d)
+
+
 class ConvPass(nn.Module):
     """Valid 3D convolutions, each optionally followed by a ReLU.
 
@@ -436,7 +462,7 @@ class ConvPass(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for kernel_size in kernel_sizes:
-            layers.append(nn.Conv3d(in_channels, out_channels, kernel_size))
+            layers.append(_Conv3d(in_channels, out_channels, kernel_size))
             if activation:
                 layers.append(nn.ReLU(inplace=True))
             in_channels = out_channels
@@ -462,6 +488,17 @@ def _center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     slices = tuple(slice((a - b) // 2, (a - b) // 2 + b) for a, b in zip(x.shape[-3:], shape))
     index: tuple[EllipsisType | slice, ...] = (..., *slices)
     return x[index]
+
+
+def _concatenate_like(like: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``maps`` along the channels in the memory layout of ``like``.
+
+    A concatenation of cropped views comes out channels-first; a network running
+    channels-last (the CPU) would have oneDNN convert it for the next convolution and its
+    gradient back again.
+    """
+    channels_last = like.is_contiguous(memory_format=torch.channels_last_3d) and not like.is_contiguous()
+    return torch.cat(maps, dim=1).contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
 
 
 def _in_input_dtype(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -523,7 +560,7 @@ class _UNetBody(nn.Module):
             target = [(s - c) // f * f + c for s, c, f in zip(up.shape[-3:], conv_crop, self.config.crop_factors[level])]
             up = _center_crop(up, target)
             skip = _center_crop(skips[level], target)
-            x = cast(nn.ModuleList, self.r_conv[0])[level](torch.cat([skip, up], dim=1))
+            x = cast(nn.ModuleList, self.r_conv[0])[level](_concatenate_like(skips[level], skip, up))
         return x
 
 
