@@ -6,6 +6,7 @@ no test module imports from another one.
 
 from __future__ import annotations
 
+import json
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -103,6 +104,24 @@ def write_volume(container: Path, name: str, data: np.ndarray, chunks=(16, 40, 4
 def write_raw(container: Path, data: np.ndarray, voxel_size=(5, 5, 5), name="volumes/raw_equalized_0.02", offset_nm=(0, 0, 0)):
     """An (equalized) raw dataset in chunks of 16 x 32 x 32."""
     return write_volume(container, name, data, (16, 32, 32), offset_nm, voxel_size)
+
+
+def write_mito_config(folder: Path, name: str, container: str, roi: tuple[tuple[int, int, int], tuple[int, int, int]], voxel_size, **extra) -> Path:
+    """``folder/<name>.json``: a data config of one ROI (offset, shape in voxels) named ``name``,
+    over ``container``'s ``volumes/raw`` and mitochondria labels ``volumes/labels/mito``."""
+    offset, shape = roi
+    entry = {
+        "file": container,
+        "offset": list(offset),
+        "shape": list(shape),
+        "voxel_size": list(voxel_size),
+        "raw": "volumes/raw",
+        "labels": {"volumes/labels/mito": 1},
+        **extra,
+    }
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({name: entry}))
+    return path
 
 
 # ---------------------------------------------------------------------- models

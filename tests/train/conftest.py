@@ -1,6 +1,5 @@
 """Fixtures of the training tests."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from incasem.io.volume import create_volume
-from tests.helpers import LUCCHI, read_stack
+from tests.helpers import LUCCHI, read_stack, write_mito_config
 
 #: The whole Lucchi++ crop, rich in mitochondria: 64 × 224 × 224 voxels (Lucchi++ slices 52-115).
 REGION = (slice(0, 64), slice(0, 224), slice(0, 224))
@@ -29,18 +28,6 @@ def cell(tmp_path_factory) -> Path:
         volume = create_volume(folder / "cell.zarr", name, array.shape, "uint8", (5, 5, 5), (0, 0, 0), chunks=(64, 128, 128))
         volume.write(volume.roi, array)
         volume.mark_complete()
-    for config_name, (offset, shape), extra in (
-        ("train.json", TRAIN_ROI, {}),
-        ("val.json", VAL_ROI, {"metric_masks": ["volumes/metric_masks/mito"]}),
-    ):
-        entry = {
-            "file": "cell.zarr",
-            "offset": list(offset),
-            "shape": list(shape),
-            "voxel_size": [5, 5, 5],
-            "raw": "volumes/raw",
-            "labels": {"volumes/labels/mito": 1},
-            **extra,
-        }
-        (folder / config_name).write_text(json.dumps({config_name.split(".")[0]: entry}))
+    write_mito_config(folder, "train", "cell.zarr", TRAIN_ROI, (5, 5, 5))
+    write_mito_config(folder, "val", "cell.zarr", VAL_ROI, (5, 5, 5), metric_masks=["volumes/metric_masks/mito"])
     return folder

@@ -24,7 +24,7 @@ from incasem.train import trainer as trainer_module
 from incasem.train.config import load_training_config
 from incasem.train.data import SampleStream, TrainingSamples
 from incasem.train.trainer import TrainOptions, resume_training, train, training_memory_format
-from tests.helpers import DROSOPHILA, TINY_TRAINING, read_stack
+from tests.helpers import DROSOPHILA, TINY_TRAINING, read_stack, write_mito_config
 
 
 def options(tmp_path: Path, **changes) -> TrainOptions:
@@ -302,16 +302,8 @@ def test_the_shipped_anisotropic_config_trains_on_real_sstem(tmp_path):
         volume = create_volume(tmp_path / "sstem.zarr", name, array.shape, "uint8", (50, 4.6, 4.6), (0, 0, 0))
         volume.write(volume.roi, array)
         volume.mark_complete()
-    for name, (offset, shape) in {"train": ((0, 0, 0), (20, 160, 200)), "val": ((0, 0, 220), (20, 160, 100))}.items():
-        entry = {
-            "file": "sstem.zarr",
-            "offset": list(offset),
-            "shape": list(shape),
-            "voxel_size": [50, 4.6, 4.6],
-            "raw": "volumes/raw",
-            "labels": {"volumes/labels/mito": 1},
-        }
-        (tmp_path / f"{name}.json").write_text(json.dumps({name: entry}))
+    for name, roi in {"train": ((0, 0, 0), (20, 160, 200)), "val": ((0, 0, 220), (20, 160, 100))}.items():
+        write_mito_config(tmp_path, name, "sstem.zarr", roi, (50, 4.6, 4.6))
     config = load_training_config(
         "anisotropic",
         [

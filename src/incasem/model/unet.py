@@ -423,8 +423,7 @@ class _Conv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of ``x`` (batch, channels, z, y, x)."""
         weight = self.weight
-        channels_last = weight.stride(1) == 1 and weight.stride(-1) == weight.shape[1]  # a one-channel map looks the same in both layouts
-        if x.device.type != "cpu" or not channels_last:
+        if x.device.type != "cpu" or not _is_channels_last(weight):
             return super().forward(x)
         if self.in_channels == 1:
             x = torch.cat([x, torch.zeros_like(x)], dim=1).contiguous(memory_format=torch.channels_last_3d)
@@ -490,6 +489,12 @@ def _center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return x[index]
 
 
+def _is_channels_last(tensor: torch.Tensor) -> bool:
+    """Whether a 5D map or convolution weight is laid out channels-last, read from its strides
+    (``is_contiguous`` cannot tell: a one-channel tensor is contiguous in both layouts)."""
+    return tensor.stride(1) == 1 and tensor.stride(-1) == tensor.shape[1]
+
+
 def _concatenate_like(like: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
     """Concatenate ``maps`` along the channels in the memory layout of ``like``.
 
@@ -497,8 +502,8 @@ def _concatenate_like(like: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
     channels-last (the CPU) would have oneDNN convert it for the next convolution and its
     gradient back again.
     """
-    channels_last = like.is_contiguous(memory_format=torch.channels_last_3d) and not like.is_contiguous()
-    return torch.cat(maps, dim=1).contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    layout = torch.channels_last_3d if _is_channels_last(like) else torch.contiguous_format
+    return torch.cat(maps, dim=1).contiguous(memory_format=layout)
 
 
 def _in_input_dtype(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
