@@ -12,6 +12,7 @@ Layout of one cell's container (axis order z, y, x)::
     volumes/raw_equalized_0.02                    3D CLAHE of the raw (the networks' input)
     volumes/labels/<organelle>                    0 = background, non-zero = organelle
     volumes/metric_masks/<organelle>              0 = exclusion zone, 255 = scored
+    volumes/labelled/<organelle>                  which voxels of the labels are labelled: 0 = not labelled, 1 = labelled
     volumes/mask                                  the cell: 0 = outside, non-zero = inside
     volumes/predictions/<model>/<id>/prob_maps/class_<c>   probability, uint8 0..255
     volumes/predictions/<model>/<id>/segmentation          class id per voxel
@@ -28,6 +29,7 @@ __all__ = [
     "CELL_MASK",
     "DEFAULT_CLIP_LIMIT",
     "EXCLUSION_WIDTHS_VOXELS",
+    "LABELLED_GROUP",
     "LABELS_GROUP",
     "METRIC_MASKS_GROUP",
     "PREDICTIONS_GROUP",
@@ -41,6 +43,7 @@ __all__ = [
     "encode_probability",
     "equalized_dataset",
     "is_probability_map",
+    "labelled_mask_dataset",
     "labels_dataset",
     "metric_mask_dataset",
     "organelle_of",
@@ -57,6 +60,9 @@ DEFAULT_CLIP_LIMIT = 0.02
 LABELS_GROUP = "volumes/labels"
 #: Group of the metric masks, the exclusion zones (``volumes/metric_masks/<organelle>``).
 METRIC_MASKS_GROUP = "volumes/metric_masks"
+#: Group of the labelled masks of partial labels (``volumes/labelled/<organelle>``): 0 where the
+#: labels say nothing (not labelled), non-zero where they are background or organelle.
+LABELLED_GROUP = "volumes/labelled"
 #: The cell mask.
 CELL_MASK = "volumes/mask"
 #: Group of the predictions (``volumes/predictions/<model>/<id>``).
@@ -103,6 +109,11 @@ def metric_mask_dataset(labels: str) -> str:
     return f"{METRIC_MASKS_GROUP}/{organelle_of(labels)}"
 
 
+def labelled_mask_dataset(labels: str) -> str:
+    """The labelled mask of partial labels ``labels``: ``volumes/labelled/<organelle>``."""
+    return f"{LABELLED_GROUP}/{organelle_of(labels)}"
+
+
 def prediction_group(model_name: str, prediction_id: str) -> str:
     """Dataset group of one prediction: ``volumes/predictions/<model>/<id>``."""
     return f"{PREDICTIONS_GROUP}/{model_name}/{prediction_id}"
@@ -133,7 +144,7 @@ def is_probability_map(name: str) -> bool:
 DatasetKind = Literal["image", "probabilities", "segmentation"]
 
 #: Path components that make an integer dataset a segmentation (ids or a mask, never grey levels).
-_SEGMENTATION_PARTS = frozenset({"labels", "mask", "masks", "metric_masks", SEGMENTATION, "instances"})
+_SEGMENTATION_PARTS = frozenset({"labels", "labelled", "mask", "masks", "metric_masks", SEGMENTATION, "instances"})
 
 
 def _is_raw(parts: list[str]) -> bool:
