@@ -245,6 +245,8 @@ BAD_FILES = {
     "class_zero": ({"a": _entry(labels={"volumes/labels/er": 0})}, ConfigError, ["class id 0", "1..1"]),
     "class_twice": ({"a": _entry(labels={"volumes/labels/er": 1, "volumes/labels/mito": 1})}, ConfigError, ["class id 1 is given to both"]),
     "mixed_voxel_sizes": ({"a": _entry(), "b": _entry(voxel_size=[4, 4, 4])}, VoxelSizeError, ["entry 'b'", "[4, 4, 4]", "entry 'a'"]),
+    "labelled_without_labels": ({"a": _entry(labels={}, labelled="volumes/labelled/er")}, ConfigError, ["key 'labelled'", "add 'labels'"]),
+    "labelled_list": ({"a": _entry(labelled=["volumes/labelled/er"])}, ConfigError, ["key 'labelled'", "a dataset name"]),
 }
 
 BAD_DATA = {
@@ -263,6 +265,12 @@ BAD_DATA = {
     "roi_outside_mask": (_entry(labels={}, metric_masks=[], offset=[12, 22, 2]), RoiError, ["key 'mask'"]),
     "voxel_size_vs_datasets": (_entry(voxel_size=[4, 4, 4]), VoxelSizeError, ["key 'raw'", "[5, 5, 5] nm", "[4, 4, 4] nm"]),
     "incomplete_dataset": (_entry(mask="volumes/unfinished"), DatasetMismatchError, ["key 'mask'", "unfinished"]),
+    "labelled_off_the_labels_grid": (
+        _entry(labelled="volumes/labelled/shifted"),
+        ConfigError,
+        ["key 'labelled'", "grid of its labels", "[21:41, 30:60, 10:50]"],
+    ),
+    "labelled_float": (_entry(labelled="volumes/labelled/float"), ConfigError, ["key 'labelled'", "float32", "uint8 mask"]),
 }
 
 
@@ -286,12 +294,24 @@ def test_bad_files_fail_with_one_line_naming_file_entry_and_key(tmp_path, case):
 def test_bad_data_fails_with_one_line_naming_file_entry_and_key(tmp_path, cell, case):
     (tmp_path / "data" / "notes.txt").write_text("not zarr")
     _dataset(cell, "volumes/unfinished", (20, 30, 40), offset_nm=(100, 150, 50), complete=False)
+    _dataset(cell, "volumes/labelled/shifted", (20, 30, 40), offset_nm=(105, 150, 50))
+    create_volume(cell, "volumes/labelled/float", (20, 30, 40), "float32", (5, 5, 5), (100, 150, 50)).mark_complete()
     entry, error_type, words = BAD_DATA[case]
     path = _write(tmp_path / "data" / "bad.json", {"roi_b": entry})
     with pytest.raises(error_type) as caught:
         load_data_config(path)
     _assert_one_line(caught.value, path, ["entry 'roi_b'", *words])
     load_data_config(path, check_datasets=False)  # the file itself is fine
+
+
+def test_partial_labels_name_their_labelled_mask(tmp_path, cell):
+    _dataset(cell, "volumes/labelled/er", (20, 30, 40), offset_nm=(100, 150, 50))
+    path = _write(tmp_path / "data" / "sparse.json", {"roi_a": _entry(labelled="volumes/labelled/er")})
+    config = load_data_config(path)
+    assert config.entries[0].labelled == "volumes/labelled/er"
+    assert config.entries[0].datasets["labelled"] == "volumes/labelled/er"
+    assert config.summary()["entries"][0]["labelled"] == "volumes/labelled/er"
+    assert load_data_config(_write(tmp_path / "data" / "dense.json", {"roi_a": _entry()})).entries[0].labelled is None
 
 
 def test_model_voxel_size_must_match(config_path):

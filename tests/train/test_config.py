@@ -37,6 +37,7 @@ def test_defaults_are_those_of_design_section_6():
         "mask_reject_probability": 0.95,
         "min_foreground": 0.05,
         "foreground_reject_probability": 0.9,
+        "min_labelled": 0.0,
         "max_attempts": 1000,
     }
     a = c.augmentation

@@ -171,7 +171,7 @@ def test_roi_smaller_than_the_output_block_is_a_config_error(data):
 def test_labels_without_foreground_fail_at_once(data):
     path = write_config(data["folder"], "empty.json", labels={"volumes/labels/empty": 1})
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match="no labels dataset has any foreground") as error:
+    with pytest.raises(ConfigError, match="no labels dataset has any labelled foreground") as error:
         TrainingSampler(load_data_config(path), SOURCE, OUTPUT)
     assert time.perf_counter() - start < 2
     assert "\n" not in str(error.value) and str(path) in str(error.value)
@@ -196,3 +196,75 @@ def test_consecutive_rejections_are_bounded(config):
 def test_invalid_settings_are_refused(config, shapes, options, match):
     with pytest.raises(InvalidValueError, match=match):
         TrainingSampler(config, *shapes, **options)
+
+
+# ---------------------------------------------------------------------- partial labels
+
+#: Rows 160-255, columns 224-335 of the Lucchi++ crop's 64 sections, followed by its first 36 in reverse
+#: order: 100 sections of real data, of which 2 (2 %) are labelled.
+SPARSE_REGION = (slice(0, 64), slice(32, 128), slice(0, 112))
+LABELLED_SECTIONS = (23, 71)
+
+
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory) -> dict:
+    """``sparse.zarr``: real raw and mitochondria, labelled on 2 of 100 sections; labels elsewhere are 0,
+    as ``incasem convert --sparse`` writes them."""
+    raw, mito = (read_stack(LUCCHI / kind, *SPARSE_REGION) for kind in ("image", "labels/mito"))
+    raw, mito = (np.concatenate([a, a[35::-1]]) for a in (raw, mito))
+    labelled = np.zeros_like(mito, dtype=np.uint8)
+    labelled[list(LABELLED_SECTIONS)] = 1
+    mito = ((mito != 0) & (labelled != 0)).astype(np.uint8)
+    folder = tmp_path_factory.mktemp("sparse")
+    for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito, "volumes/labelled/mito": labelled}.items():
+        volume = create_volume(folder / "sparse.zarr", name, array.shape, "uint8", (5, 5, 5), (0, 0, 0), chunks=(20, 48, 56))
+        volume.write(volume.roi, array)
+        volume.mark_complete()
+    entry = {"file": "sparse.zarr", "voxel_size": [5, 5, 5], "raw": "volumes/raw", "labels": {"volumes/labels/mito": 1}, "labelled": "volumes/labelled/mito"}
+    (folder / "sparse.json").write_text(json.dumps({"sparse": entry}))
+    return {"folder": folder, "labelled": labelled, "mito": mito}
+
+
+def test_the_sampler_finds_the_labelled_sections_of_a_volume_labelled_on_2_percent(sparse):
+    """With the default rejection settings every block holds labelled voxels, the loss mask is exactly them,
+    and both labelled sections are trained on."""
+    sampler = TrainingSampler(load_data_config(sparse["folder"] / "sparse.json"), SOURCE, OUTPUT, max_attempts=50)
+    generator = np.random.default_rng(3)
+    sections = Counter()
+    for _ in range(40):
+        sample = sampler.sample(generator)
+        region = sample.source_roi.to_slices()
+        inside = Roi((0, 0, 0), sparse["labelled"].shape).contains(sample.source_roi)
+        window = sample.output_roi.relative_to(sample.source_roi.offset).to_slices()
+        assert sample.mask[window].any()
+        if inside:
+            np.testing.assert_array_equal(sample.mask, sparse["labelled"][region])
+            np.testing.assert_array_equal(sample.labels, sparse["mito"][region])
+        sections.update(z for z in LABELLED_SECTIONS if sample.output_roi.offset[0] <= z < sample.output_roi.end[0])
+    assert set(sections) == set(LABELLED_SECTIONS)
+
+
+def test_rejection_statistics_count_labelled_voxels_only(sparse):
+    """The foreground share that rejection raises is the share among labelled voxels: unlabelled voxels would
+    put it below 0.05 for every block here (at most 1 of the 8 output sections is labelled)."""
+    config = load_data_config(sparse["folder"] / "sparse.json")
+    uniform = TrainingSampler(config, SOURCE, OUTPUT, **NO_REJECTION)
+    rejecting = TrainingSampler(config, SOURCE, OUTPUT)
+    shares = {}
+    for name, sampler in {"uniform": uniform, "rejecting": rejecting}.items():
+        generator = np.random.default_rng(4)
+        blocks = [sampler.sample(generator) for _ in range(60)]
+        shares[name] = np.array([output_shares(b)[1] / output_shares(b)[0] for b in blocks])
+    assert (shares["rejecting"] <= 0.05).mean() < (shares["uniform"] <= 0.05).mean() / 2
+
+
+def test_an_entry_without_labelled_voxels_is_refused_at_once(sparse):
+    path = write_config(sparse["folder"], "unlabelled.json", rois={"gap": ((30, 0, 0), (30, 96, 112))})
+    entries = json.loads(path.read_text())
+    for entry in entries.values():
+        entry.update(file="sparse.zarr", labels={"volumes/labels/mito": 1}, labelled="volumes/labelled/mito", mask=None)
+        del entry["mask"]
+    path.write_text(json.dumps(entries))
+    with pytest.raises(ConfigError, match="marks no voxel of the ROI") as error:
+        TrainingSampler(load_data_config(path), SOURCE, OUTPUT)
+    assert "\n" not in str(error.value) and "'gap'" in str(error.value) and "'labelled'" in str(error.value)

@@ -173,7 +173,7 @@ def test_no_foreground_anywhere_stops_with_a_message(cell, tmp_path):
     empty = create_volume(cell / "cell.zarr", "volumes/labels/none", shape, "uint8", (5, 5, 5), (0, 0, 0), chunks=(64, 128, 128))
     empty.mark_complete()
     path = write_entry(cell, "none.json", labels={"volumes/labels/none": 1})
-    with pytest.raises(ConfigError, match="no labels dataset has any foreground"):
+    with pytest.raises(ConfigError, match="no labels dataset has any labelled foreground"):
         train(path, None, load_training_config(None, TINY_TRAINING), options=options(tmp_path))
 
 

@@ -43,6 +43,8 @@ def _region_row(name: str, scores: RegionScores) -> str:
 def format_evaluation(evaluation: Evaluation) -> str:
     """The evaluation as a table: one block per organelle, one row per region, then instances."""
     lines = [f"{evaluation.container}  {evaluation.source}  region {evaluation.roi}"]
+    if evaluation.labelled:
+        lines.append(f"partial labels: scored on labelled voxels only ({', '.join(evaluation.labelled)})")
     for organelle in evaluation.classes:
         sweep = any(s.histogram is not None for s in organelle.regions.values())
         header = f"  {'':<15} {'F1':>6}  {'IoU':>6}  {'prec.':>6}  {'recall':>6}" + ("  AP      best threshold" if sweep else "")
@@ -68,8 +70,8 @@ def _labels(given: list[str]) -> list[LabelSource] | None:
     return sources or None
 
 
-def _metric_masks(given: list[str]) -> list[str] | None:
-    """``--metric-mask`` as given, ``none`` for none; none given: the API's default metric masks."""
+def _masks_or_default(given: list[str]) -> list[str] | None:
+    """Masks (``--metric-mask``, ``--labelled``) as given, ``none`` for none; none given: the API's default."""
     if not given:
         return None
     return [] if given == ["none"] else given
@@ -102,6 +104,12 @@ def evaluate_command(
         [],
         "--metric-mask",
         help="Metric mask (exclusion zone), repeatable; default volumes/metric_masks/<organelle> where it exists; 'none' for none (container only).",
+    ),
+    labelled: list[str] = typer.Option(
+        [],
+        "--labelled",
+        help="Labelled mask of partial labels (voxels outside it count nowhere), repeatable; default volumes/labelled/<organelle> where it exists; "
+        "'none' for none (container only).",
     ),
     roi_offset: str | None = typer.Option(None, "--roi-offset", help="Region start in voxels Z,Y,X (container only; default: where all datasets overlap)."),
     roi_shape: str | None = typer.Option(None, "--roi-shape", help="Region shape in voxels Z,Y,X."),
@@ -137,7 +145,19 @@ def evaluate_command(
         if (offset is None) != (shape is None):
             raise typer.BadParameter("give both --roi-offset and --roi-shape, or neither")
         roi = Roi(offset, shape) if offset is not None and shape is not None else None
-        results = [evaluate(source, prediction, _labels(labels), mask=mask, metric_masks=_metric_masks(metric_masks), roi=roi, options=options, run=run)]
+        results = [
+            evaluate(
+                source,
+                prediction,
+                _labels(labels),
+                mask=mask,
+                metric_masks=_masks_or_default(metric_masks),
+                labelled=_masks_or_default(labelled),
+                roi=roi,
+                options=options,
+                run=run,
+            )
+        ]
     if json_path is not None and str(json_path) == "-":
         data = results[0].to_json() if len(results) == 1 else [r.to_json() for r in results]
         typer.echo(json.dumps(data, indent=2))

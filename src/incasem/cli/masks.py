@@ -27,6 +27,7 @@ _METRIC_MASK_HELP = (
     "Write the metric mask: 0 in a band around the labelled objects' boundaries, 255 elsewhere.\n\n"
     "The band is dilate(labels, outwards) minus erode(labels, inwards) with 6-connected steps; "
     "outside the dataset counts as background (objects cut by it are eroded from it too). "
+    "Partial labels (a labelled mask) get bands only between labelled organelle and labelled background. "
     f"Default widths, inwards/outwards voxels: {_WIDTHS}."
 )
 _MASK_HELP = (
@@ -45,6 +46,9 @@ def metric_mask(
     exclude_inwards: int | None = typer.Option(None, "--exclude-inwards", help="Band inside objects, voxels."),
     exclude_outwards: int | None = typer.Option(None, "--exclude-outwards", help="Band outside objects, voxels."),
     organelle: str | None = typer.Option(None, "--organelle", help="Organelle whose default widths to use (default: guessed from --labels)."),
+    labelled: str | None = typer.Option(
+        None, "--labelled", help="Labelled mask of partial labels (default: volumes/labelled/<labels name> where it exists; 'none' for none)."
+    ),
     chunks: str | None = _CHUNKS,
     *,
     mode: WriteMode = "create",
@@ -53,7 +57,8 @@ def metric_mask(
     """Write the metric mask of a labels dataset (help text: ``_METRIC_MASK_HELP``)."""
     options = MetricMaskOptions(exclude_inwards, exclude_outwards, organelle)
     chunk_shape = parse_triple(chunks, "--chunks")
-    volume = create_metric_mask(container, labels, output, options=options, chunks=chunk_shape, mode=mode, run=run)
+    masks = None if labelled is None else [] if labelled == "none" else [labelled]
+    volume = create_metric_mask(container, labels, output, options=options, chunks=chunk_shape, labelled=masks, mode=mode, run=run)
     typer.echo(describe_volume(volume))
 
 

@@ -10,6 +10,10 @@ Per organelle (class id of the labels), two regions:
 - ``exclusion_zone``: inside the cell mask and the metric masks, which leave out a
   band around each labelled object's boundary (``incasem metric-mask``).
 
+Partial labels count only where they are labelled: with labelled masks
+(``volumes/labelled/<organelle>``, found beside the labels by default) both regions
+leave out every voxel that a labelled mask marks 0.
+
 The prediction is a segmentation (class ids; ``segmentation`` of a prediction group)
 or probability maps (``prob_maps/class_<c>``): scored at a threshold (default 0.5),
 and with ``sweep`` at every threshold k/1000, giving the best threshold and the
@@ -54,7 +58,7 @@ from incasem.evaluate.metrics import (
 )
 from incasem.geometry import Roi, Triple, as_positive_triple, check_not_empty
 from incasem.io.data_config import LabelSource, RoiEntry
-from incasem.io.defaults import default_labels, default_metric_masks
+from incasem.io.defaults import default_labelled_masks, default_labels, default_metric_masks
 from incasem.io.layout import PROB_MAPS, organelle_of, probability_map, segmentation_of
 from incasem.io.volume import Volume, dataset_exists, open_volume
 from incasem.postprocess.components import (
@@ -92,30 +96,36 @@ def _inside(volumes: Sequence[Volume], roi: Roi) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Reference:
-    """The opened labels (with their class ids), cell mask and metric masks of a region."""
+    """The opened labels (with their class ids), cell mask, metric masks and labelled masks of a region."""
 
     labels: tuple[tuple[Volume, int], ...]
     mask: Volume | None = None
     metric_masks: tuple[Volume, ...] = ()
+    labelled: tuple[Volume, ...] = ()
 
     @classmethod
-    def of(cls, container: Path, labels: Sequence[LabelSource], mask: str | None, metric_masks: Sequence[str]) -> Reference:
-        """Open the labels, the cell mask and the metric masks of ``container``."""
+    def of(cls, container: Path, labels: Sequence[LabelSource], mask: str | None, metric_masks: Sequence[str], labelled: Sequence[str] = ()) -> Reference:
+        """Open the labels, the cell mask, the metric masks and the labelled masks of ``container``."""
         return cls(
             labels=tuple((open_volume(container, label.dataset), label.class_id) for label in labels),
             mask=None if mask is None else open_volume(container, mask),
             metric_masks=tuple(open_volume(container, name) for name in metric_masks),
+            labelled=tuple(open_volume(container, name) for name in labelled),
         )
 
     @classmethod
     def open(cls, entry: RoiEntry) -> Reference:
-        """Open a data-config entry's labels, cell mask and metric masks."""
-        return cls.of(entry.container, entry.labels, entry.mask, entry.metric_masks)
+        """Open a data-config entry's labels, cell mask, metric masks and labelled mask."""
+        return cls.of(entry.container, entry.labels, entry.mask, entry.metric_masks, () if entry.labelled is None else (entry.labelled,))
+
+    def scored(self, roi: Roi) -> np.ndarray:
+        """Where voxels count over ``roi`` (bool): inside the cell mask and labelled."""
+        return _inside(([] if self.mask is None else [self.mask]) + list(self.labelled), roi)
 
     def read_regions(self, roi: Roi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Class ids (:func:`class_targets`), inside the cell mask, inside cell mask ∧ metric masks (bool) over ``roi``."""
+        """Class ids (:func:`class_targets`), where voxels count (:meth:`scored`), and there ∧ metric masks (bool) over ``roi``."""
         target = class_targets([(volume.read(roi), c) for volume, c in self.labels], roi.shape)
-        cell = _inside([] if self.mask is None else [self.mask], roi)
+        cell = self.scored(roi)
         return target, cell, cell & _inside(self.metric_masks, roi)
 
     def read(self, roi: Roi) -> tuple[np.ndarray, np.ndarray]:
@@ -241,6 +251,7 @@ class Evaluation:
     roi: Roi
     source: str
     classes: tuple[ClassEvaluation, ...] = field(default_factory=tuple)
+    labelled: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Strict JSON (undefined scores are ``null``)."""
@@ -248,6 +259,7 @@ class Evaluation:
             "container": str(self.container),
             "prediction": self.prediction,
             "scored": self.source,
+            "labelled": list(self.labelled),
             "roi": {"offset": list(self.roi.offset), "shape": list(self.roi.shape)},
             "classes": {c.name: c.to_json() for c in self.classes},
         }
@@ -301,12 +313,12 @@ class _BlockSources:
 
 
 def _open_block_sources(
-    predicted: _Predicted, container: Path, labels: tuple[LabelSource, ...], mask: str | None, metric_masks: tuple[str, ...]
+    predicted: _Predicted, container: Path, labels: tuple[LabelSource, ...], mask: str | None, metric_masks: tuple[str, ...], labelled: tuple[str, ...]
 ) -> _BlockSources:
     return _BlockSources(
         {c: f.open() for c, f in predicted.foregrounds.items()},
         {c: open_volume(f.container, f.dataset) for c, f in predicted.probabilities.items()},
-        Reference.of(container, labels, mask, metric_masks),
+        Reference.of(container, labels, mask, metric_masks, labelled),
     )
 
 
@@ -360,10 +372,10 @@ def _components(foreground: Foreground, blocks: list[Block], roi: Roi, scratch: 
 
 
 def _overlap_block(maps: tuple[ComponentMap, ComponentMap], block: Block, state: tuple) -> tuple[np.ndarray, ...]:
-    """Sizes inside the cell mask of the block's predicted and true instances, and their overlaps."""
+    """Sizes inside the cell mask (and the labelled voxels) of the block's predicted and true instances, and their overlaps."""
     read_predicted, read_true, reference = state
     roi = block.write_roi
-    cell = _inside([] if reference.mask is None else [reference.mask], roi)
+    cell = reference.scored(roi)
     predicted = np.where(cell, maps[0].labels(block, read_predicted(roi)), 0)
     true = np.where(cell, maps[1].labels(block, read_true(roi)), 0)
     both = (predicted != 0) & (true != 0)
@@ -421,6 +433,7 @@ def evaluate(
     *,
     mask: str | None = None,
     metric_masks: Sequence[str] | None = None,
+    labelled: Sequence[str] | None = None,
     roi: Roi | None = None,
     options: EvaluationOptions = EvaluationOptions(),
     run: RunOptions = RunOptions(),
@@ -443,6 +456,10 @@ def evaluate(
         Cell mask (counts everywhere in it) and metric masks (the exclusion zone); metric
         masks default to ``volumes/metric_masks/<organelle>`` of each labels dataset where
         it exists (:func:`incasem.io.defaults.default_metric_masks`), ``()`` for none.
+    labelled
+        Labelled masks of partial labels (AND-combined; voxels outside them count
+        nowhere); default ``volumes/labelled/<organelle>`` of each labels dataset where it
+        exists (:func:`incasem.io.defaults.default_labelled_masks`), ``()`` for none.
     roi
         Region in voxels on the world grid; default: where all datasets overlap.
     options, run
@@ -464,16 +481,19 @@ def evaluate(
     if metric_masks is None:
         metric_masks = default_metric_masks(container, [label.dataset for label in labels])
     metric_masks = tuple(metric_masks)
+    if labelled is None:
+        labelled = default_labelled_masks(container, [label.dataset for label in labels])
+    labelled = tuple(labelled)
     class_ids = sorted({label.class_id for label in labels})
     predicted = resolve_prediction(container, prediction, class_ids, options)
     datasets = [f.dataset for f in predicted.foregrounds.values()] + [label.dataset for label in labels]
-    datasets += [f.dataset for f in predicted.probabilities.values()] + [n for n in (mask, *metric_masks) if n]
+    datasets += [f.dataset for f in predicted.probabilities.values()] + [n for n in (mask, *metric_masks, *labelled) if n]
     roi = _check_geometry(container, datasets, roi)
     task = BlockwiseTask(
         f"evaluate {prediction}",
         plan_blocks(roi, options.block_voxels, (0, 0, 0), roi.offset),
         partial(_score_block, options.bins),
-        partial(_open_block_sources, predicted, container, labels, mask, tuple(metric_masks)),
+        partial(_open_block_sources, predicted, container, labels, mask, metric_masks, labelled),
     )
     sums: dict[int, dict[str, list]] = {c: {r: [ConfusionCounts(), None] for r in REGIONS} for c in class_ids}
     for block_result in run_blockwise(task, run):
@@ -482,24 +502,40 @@ def evaluate(
                 total = sums[c][region]
                 total[0] = total[0] + counts
                 total[1] = histogram if total[1] is None else total[1] + histogram
-    reference = Reference.of(container, labels, mask, metric_masks)
+    reference = Reference.of(container, labels, mask, metric_masks, labelled)
     classes = []
     for label in sorted(labels, key=lambda item: item.class_id):
         c = label.class_id
         regions = {r: RegionScores(*sums[c][r]) for r in REGIONS if r == "plain" or metric_masks}
         instances = _instance_scores(container, predicted.foregrounds[c], label, reference, roi, options, run) if options.instances else ()
         classes.append(ClassEvaluation(organelle_of(label.dataset), c, regions, instances))
-    return Evaluation(container, prediction, roi, predicted.source, tuple(classes))
+    return Evaluation(container, prediction, roi, predicted.source, tuple(classes), labelled)
 
 
 def evaluate_entry(entry: RoiEntry, prediction: str, options: EvaluationOptions = EvaluationOptions(), run: RunOptions = RunOptions()) -> Evaluation:
     """:func:`evaluate` over a data-config entry's region, labels, mask and metric masks."""
-    return evaluate(entry.container, prediction, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks, roi=entry.roi, options=options, run=run)
+    return evaluate(
+        entry.container,
+        prediction,
+        entry.labels,
+        mask=entry.mask,
+        metric_masks=entry.metric_masks,
+        labelled=_labelled(entry),
+        roi=entry.roi,
+        options=options,
+        run=run,
+    )
+
+
+def _labelled(entry: RoiEntry) -> tuple[str, ...]:
+    return () if entry.labelled is None else (entry.labelled,)
 
 
 def evaluate_segmentation(container: str | Path, segmentation: str, entry: RoiEntry, run: RunOptions = RunOptions()) -> dict[int, ConfusionCounts]:
     """Confusion counts per class id of segmentation dataset ``segmentation`` over ``entry``'s region,
     inside its mask ∧ metric masks (what ``incasem predict`` reports)."""
-    result = evaluate(container, segmentation, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks, roi=entry.roi, run=run)
+    result = evaluate(
+        container, segmentation, entry.labels, mask=entry.mask, metric_masks=entry.metric_masks, labelled=_labelled(entry), roi=entry.roi, run=run
+    )
     region = "exclusion_zone" if entry.metric_masks else "plain"
     return {c.class_id: c.regions[region].counts for c in result.classes}

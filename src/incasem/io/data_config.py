@@ -16,6 +16,12 @@ unchanged::
         }
     }
 
+Partial labels (labels drawn on a few sections, boxes or scribbles) add ``"labelled":
+"volumes/labelled/er"``: a uint8 mask on the grid of the labels, non-zero where a voxel is
+labelled (background or organelle), 0 where the labels say nothing. Unlabelled voxels
+count nowhere: not in the loss, the class balancing, the sampler's statistics, validation
+or evaluation. Without the key every voxel is labelled, as in the original's configs.
+
 ``offset`` and ``shape`` are in **voxels** on the world grid (a dataset whose
 ``offset`` attribute is ``o`` nm starts at voxel ``o / voxel_size``); leaving both out
 takes the region that all datasets of the entry cover. ``voxel_size`` is in nm.
@@ -59,7 +65,7 @@ from incasem.errors import (
 )
 from incasem.geometry import NmTriple, Roi, as_nm_triple
 from incasem.io.tiff import convert_first, is_tiff_source
-from incasem.io.volume import open_container, open_volume
+from incasem.io.volume import Volume, open_container, open_volume
 
 _PositiveInt = Annotated[StrictInt, Field(gt=0)]
 _PositiveNm = Annotated[StrictInt | StrictFloat, Field(gt=0, allow_inf_nan=False)]
@@ -79,6 +85,7 @@ class _EntrySpec(BaseModel):
     labels: dict[_Name, StrictInt] = Field(default_factory=dict)
     mask: _Name | None = None
     metric_masks: tuple[_Name, ...] = ()
+    labelled: _Name | None = None
     name: StrictStr | None = None
 
 
@@ -96,6 +103,7 @@ _EXPECTED = {
     "labels": 'an object {"<labels dataset>": <class id 1..K>}',
     "mask": "a dataset name",
     "metric_masks": "a list of dataset names",
+    "labelled": "a dataset name (the labelled mask of partial labels)",
     "name": "a string",
 }
 
@@ -134,6 +142,9 @@ class RoiEntry:
         Cell mask dataset, or ``None`` (everywhere inside).
     metric_masks
         Metric mask datasets (AND-combined; empty: everywhere).
+    labelled
+        Labelled mask of partial labels (non-zero = labelled), or ``None``: every voxel
+        of the labels is labelled.
     """
 
     name: str
@@ -145,6 +156,7 @@ class RoiEntry:
     labels: tuple[LabelSource, ...] = ()
     mask: str | None = None
     metric_masks: tuple[str, ...] = ()
+    labelled: str | None = None
 
     @property
     def datasets(self) -> dict[str, str]:
@@ -154,6 +166,8 @@ class RoiEntry:
         if self.mask is not None:
             named["mask"] = self.mask
         named.update({f"metric_masks[{i}]": dataset for i, dataset in enumerate(self.metric_masks)})
+        if self.labelled is not None:
+            named["labelled"] = self.labelled
         return named
 
 
@@ -202,6 +216,7 @@ class DataConfig:
                 "labels": {label.dataset: label.class_id for label in entry.labels},
                 "mask": entry.mask,
                 "metric_masks": list(entry.metric_masks),
+                "labelled": entry.labelled,
             }
             for entry in self.entries
         ]
@@ -352,6 +367,8 @@ def _entry(path: Path, root: Path, name: str, spec: _EntrySpec) -> RoiEntry:
                 f"and '{dataset}': give each labels dataset its own class id"
             )
         seen[class_id] = dataset
+    if spec.labelled is not None and not spec.labels:
+        raise ConfigError(f"{_where(path, name, 'labelled')}: a labelled mask says which voxels of the labels are labelled: add 'labels', or drop 'labelled'")
     return RoiEntry(
         name=name,
         file=spec.file,
@@ -362,6 +379,7 @@ def _entry(path: Path, root: Path, name: str, spec: _EntrySpec) -> RoiEntry:
         labels=tuple(LabelSource(dataset, class_id) for dataset, class_id in spec.labels.items()),
         mask=spec.mask,
         metric_masks=spec.metric_masks,
+        labelled=spec.labelled,
     )
 
 
@@ -409,6 +427,7 @@ def _check_datasets(path: Path, root: Path, entry: RoiEntry) -> RoiEntry:
     with _located(_where(path, entry.name, "file")):
         open_container(entry.container)
     rois = {}
+    volumes: dict[str, Volume] = {}
     for key, dataset in entry.datasets.items():
         with _located(_where(path, entry.name, key)):
             volume = open_volume(entry.container, dataset)
@@ -422,6 +441,9 @@ def _check_datasets(path: Path, root: Path, entry: RoiEntry) -> RoiEntry:
                 f"{_where(path, entry.name, key)}: ROI {entry.roi} (voxels) reaches outside {volume.label}, which covers {volume.roi}: fix 'offset'/'shape'"
             )
         rois[key] = volume.roi
+        volumes[key] = volume
+    if entry.labelled is not None:
+        _check_labelled(path, entry, volumes)
     if entry.roi is not None:
         return entry
     common = next(iter(rois.values()))
@@ -431,3 +453,19 @@ def _check_datasets(path: Path, root: Path, entry: RoiEntry) -> RoiEntry:
         listing = ", ".join(f"{key} {roi}" for key, roi in rois.items())
         raise RoiError(f"{_where(path, entry.name)}: its datasets do not overlap ({listing}): give 'offset' and 'shape'")
     return replace(entry, roi=common)
+
+
+def _check_labelled(path: Path, entry: RoiEntry, volumes: dict[str, Volume]) -> None:
+    """The labelled mask is an integer (or boolean) mask on the grid of every labels dataset of the entry."""
+    mask = volumes["labelled"]
+    if mask.dtype.kind not in "biu":
+        raise ConfigError(
+            f"{_where(path, entry.name, 'labelled')}: {mask.label} is {mask.dtype}, a labelled mask holds 0 (not labelled) and 1 (labelled): give a uint8 mask"
+        )
+    for label in entry.labels:
+        labels = volumes[f"labels[{label.dataset}]"]
+        if labels.roi != mask.roi:
+            raise ConfigError(
+                f"{_where(path, entry.name, 'labelled')}: {mask.label} covers {mask.roi}, its labels {labels.label} cover "
+                f"{labels.roi} (voxels): a labelled mask lies on the grid of its labels (convert it with --like the labels)"
+            )

@@ -16,6 +16,7 @@ from incasem.io.layout import (
     RAW,
     RAW_EQUALIZED,
     SEGMENTATION,
+    labelled_mask_dataset,
     metric_mask_dataset,
 )
 from incasem.io.metadata import INCOMPLETE, JOB_KEY, STATUS_KEY
@@ -25,6 +26,7 @@ from incasem.io.volume import dataset_names, open_container
 __all__ = [
     "DERIVED_JOBS",
     "RAW_ORDER",
+    "default_labelled_masks",
     "default_labels",
     "default_metric_masks",
     "default_raw",
@@ -93,12 +95,21 @@ def default_labels(container: str | Path) -> list[str]:
     return labels
 
 
+def _existing(container: str | Path, candidates: list[str]) -> list[str]:
+    container = Path(container)
+    names = set(dataset_names(open_container(container), container))
+    return [name for name in candidates if name in names]
+
+
 def default_metric_masks(container: str | Path, labels: list[str]) -> list[str]:
     """The metric masks (exclusion zones) of labels datasets ``labels``: ``volumes/metric_masks/<organelle>``
     of each, those that exist."""
-    container = Path(container)
-    names = set(dataset_names(open_container(container), container))
-    return [mask for mask in (metric_mask_dataset(label) for label in labels) if mask in names]
+    return _existing(container, [metric_mask_dataset(label) for label in labels])
+
+
+def default_labelled_masks(container: str | Path, labels: list[str]) -> list[str]:
+    """The labelled masks of partial labels ``labels``: ``volumes/labelled/<organelle>`` of each, those that exist."""
+    return _existing(container, [labelled_mask_dataset(label) for label in labels])
 
 
 def latest_prediction(container: str | Path, *, finished_only: bool) -> str | None:

@@ -13,6 +13,10 @@ scipy assumes beyond the edge of a whole-volume array (its ``border_value``):
   border is eroded from that border too: its voxels within ``exclude_inwards_voxels`` of
   the border are excluded from the metric. A width of 0 excludes nothing on that
   side (the original's ``iterations=0`` made scipy repeat until nothing changed).
+  With partial labels (a labelled mask, ``volumes/labelled/<organelle>``) only
+  boundaries between labelled organelle and labelled background make a band, and it
+  grows through labelled voxels only, so a single labelled section gets the band of its
+  objects' outlines in the section.
 - **cell mask** (:func:`create_mask`, :class:`MaskOptions`): outside the dataset is ignored (scikit-image's
   ``mode="ignore"``): erosion sees foreground there, dilation background, so
   opening and closing do not eat into a cell that the dataset border cuts.
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -50,6 +54,7 @@ from incasem.blockwise import (
 )
 from incasem.errors import ConfigError, DatasetMismatchError, InvalidValueError, option
 from incasem.geometry import Triple
+from incasem.io.defaults import default_labelled_masks
 from incasem.io.layout import (
     CELL_MASK,
     EXCLUSION_WIDTHS_VOXELS,
@@ -66,7 +71,7 @@ CROSS = ndimage.generate_binary_structure(3, 1)
 #: voxels of structuring element and every block reads r voxels of context per step.
 MAX_RADIUS_VOXELS = 64
 
-Filter = Callable[[np.ndarray], np.ndarray]
+Filter = Callable[..., np.ndarray]
 
 
 def _morph(mask: np.ndarray, operation: Callable[..., np.ndarray], structure: np.ndarray, iterations: int, border_value: bool) -> np.ndarray:
@@ -84,20 +89,37 @@ def _to_uint8(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, np.uint8(255), np.uint8(0))
 
 
-def _metric_mask(labels: np.ndarray, exclude_inwards_voxels: int, exclude_outwards_voxels: int) -> np.ndarray:
+def _metric_mask(labels: np.ndarray, *labelled: np.ndarray, exclude_inwards_voxels: int, exclude_outwards_voxels: int) -> np.ndarray:
     objects = labels != 0
-    dilated = _morph(objects, ndimage.binary_dilation, CROSS, exclude_outwards_voxels, False)
-    eroded = _morph(objects, ndimage.binary_erosion, CROSS, exclude_inwards_voxels, False)
-    boundary = dilated & ~eroded
-    return _to_uint8(~boundary)
+    if not labelled:
+        dilated = _morph(objects, ndimage.binary_dilation, CROSS, exclude_outwards_voxels, False)
+        eroded = _morph(objects, ndimage.binary_erosion, CROSS, exclude_inwards_voxels, False)
+        return _to_uint8(~(dilated & ~eroded))
+    known = np.logical_and.reduce([mask != 0 for mask in labelled])
+    objects &= known
+    # Both bands grow through labelled voxels only; erosion is the growth of the background,
+    # which (as in the original) also enters from beyond the dataset.
+    outwards = _grow_within(objects, known, exclude_outwards_voxels, outside=False)
+    inwards = _grow_within(known & ~objects, known, exclude_inwards_voxels, outside=True)
+    return _to_uint8(~((outwards & ~objects) | (objects & inwards)))
 
 
-def metric_mask_array(labels: np.ndarray, exclude_inwards_voxels: int, exclude_outwards_voxels: int) -> np.ndarray:
+def _grow_within(region: np.ndarray, within: np.ndarray, steps: int, outside: bool) -> np.ndarray:
+    """``region`` grown by ``steps`` 6-connected steps through the voxels of ``within``; beyond the array is ``outside``."""
+    if steps == 0:
+        return region
+    return ndimage.binary_dilation(region, CROSS, steps, mask=within, border_value=int(outside))
+
+
+def metric_mask_array(labels: np.ndarray, exclude_inwards_voxels: int, exclude_outwards_voxels: int, labelled: np.ndarray | None = None) -> np.ndarray:
     """The metric mask of a whole labels array, in memory.
 
     ``NOT (dilate(labels != 0, outwards) - erode(labels != 0, inwards))`` with the
     6-connected structuring element applied ``exclude_*_voxels`` times; outside the array
-    counts as background (scipy's ``border_value=0``), as in the original incasem.
+    counts as background (scipy's ``border_value=0``), as in the original incasem. With
+    partial labels (``labelled``: non-zero = labelled) the band lies between labelled
+    organelle and labelled background only: both widths are counted in steps through
+    labelled voxels.
 
     Parameters
     ----------
@@ -106,6 +128,8 @@ def metric_mask_array(labels: np.ndarray, exclude_inwards_voxels: int, exclude_o
     exclude_inwards_voxels, exclude_outwards_voxels
         Width of the excluded band inside and outside the objects, in voxels
         (6-connected steps); 0 excludes nothing on that side.
+    labelled
+        Labelled mask of partial labels (same shape), or ``None``: every voxel is labelled.
 
     Returns
     -------
@@ -114,7 +138,8 @@ def metric_mask_array(labels: np.ndarray, exclude_inwards_voxels: int, exclude_o
     """
     _check_radius(option("exclude_inwards_voxels", "--exclude-inwards"), exclude_inwards_voxels)
     _check_radius(option("exclude_outwards_voxels", "--exclude-outwards"), exclude_outwards_voxels)
-    return _metric_mask(labels, exclude_inwards_voxels, exclude_outwards_voxels)
+    extra = () if labelled is None else (labelled,)
+    return _metric_mask(labels, *extra, exclude_inwards_voxels=exclude_inwards_voxels, exclude_outwards_voxels=exclude_outwards_voxels)
 
 
 def _threshold_mask(raw: np.ndarray, min_grey: float, max_grey: float, opening_voxels: int, closing_voxels: int) -> np.ndarray:
@@ -287,19 +312,19 @@ class MaskOptions:
         return 2 * self.opening_voxels + 2 * self.closing_voxels
 
 
-def _open_pair(container: Path, source: str, output: str) -> tuple[Volume, Volume]:
-    return open_volume(container, source), open_volume(container, output, "r+", require_complete=False)
+def _open_sources(container: Path, sources: tuple[str, ...], output: str) -> tuple[tuple[Volume, ...], Volume]:
+    return tuple(open_volume(container, name) for name in sources), open_volume(container, output, "r+", require_complete=False)
 
 
-def _filter_block(filter_: Filter, block: Block, state: tuple[Volume, Volume]) -> None:
-    """Read ``block`` with its context, clipped to the dataset, filter it, write its write region.
+def _filter_block(filter_: Filter, block: Block, state: tuple[tuple[Volume, ...], Volume]) -> None:
+    """Read ``block`` with its context from every source, clipped to the dataset, filter, write its write region.
 
     Where the read region is clipped, the array ends where the dataset ends, so the
     morphology sees there what it sees beyond the edge of the whole volume.
     """
-    source, target = state
-    read_roi = block.read_roi.intersect(source.roi)
-    result = filter_(source.read(read_roi))
+    sources, target = state
+    read_roi = block.read_roi.intersect(sources[0].roi)
+    result = filter_(*(source.read(read_roi) for source in sources))
     target.write(block.write_roi, result[block.write_roi.to_slices(read_roi.offset)])
 
 
@@ -313,8 +338,10 @@ def _run_filter(
     chunks: Triple | None,
     mode: WriteMode,
     run: RunOptions,
+    also_reads: tuple[str, ...] = (),
 ) -> Volume:
-    """Write ``filter_`` of ``source`` into uint8 dataset ``output``, block by block with ``context`` voxels.
+    """Write ``filter_`` of ``source`` (and of ``also_reads`` on its grid) into uint8 dataset ``output``,
+    block by block with ``context`` voxels.
 
     ``job`` (the parameters) is stored with the output; a resumed run must have the same.
     """
@@ -325,14 +352,14 @@ def _run_filter(
         chunks,
         mode=mode,
         job=job,
-        reads=[source.name],
+        reads=[source.name, *also_reads],
     )
     blocks = plan_blocks(target.roi, target.chunks, (context, context, context), target.roi.offset)
     task = BlockwiseTask(
         f"{job['job']} {output}",
         blocks,
         partial(_filter_block, filter_),
-        partial(_open_pair, source.container, source.name, output),
+        partial(_open_sources, source.container, (source.name, *also_reads), output),
         done_record_for(source.container, output),
     )
     run_blockwise(task, run)
@@ -347,6 +374,7 @@ def create_metric_mask(
     *,
     options: MetricMaskOptions = MetricMaskOptions(),
     chunks: Triple | None = None,
+    labelled: Sequence[str] | None = None,
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> Volume:
@@ -365,6 +393,9 @@ def create_metric_mask(
         :class:`MetricMaskOptions`.
     chunks
         Chunk shape of the output (voxels); blocks are one chunk. Default 128³.
+    labelled
+        Labelled masks of partial labels (AND-combined, on the labels' grid); default
+        ``volumes/labelled/<organelle>`` where it exists, ``()`` for none.
     mode, run
         Write mode (:data:`~incasem.io.volume.WriteMode`) and run options
         (:class:`~incasem.blockwise.RunOptions`).
@@ -381,10 +412,20 @@ def create_metric_mask(
         raise DatasetMismatchError(f"labels {source.label} are {source.dtype}, not integers: give an integer labels dataset (0 = background)")
     inwards, outwards = options.widths(labels_dataset)
     output = output_dataset or metric_mask_dataset(labels_dataset)
+    labelled = tuple(default_labelled_masks(container, [labels_dataset]) if labelled is None else labelled)
+    for name in labelled:
+        mask = open_volume(container, name)
+        if mask.roi != source.roi or mask.dtype.kind not in "biu":
+            raise DatasetMismatchError(
+                f"labelled mask {mask.label} ({mask.dtype}, {mask.roi}) must be an integer mask on the grid of the labels "
+                f"{source.label} ({source.roi}): convert it with --like the labels"
+            )
     job = {"job": "metric-mask", "labels": labels_dataset, "exclude_inwards": inwards, "exclude_outwards": outwards}
+    if labelled:
+        job["labelled"] = list(labelled)
     filter_ = partial(_metric_mask, exclude_inwards_voxels=inwards, exclude_outwards_voxels=outwards)
     context = max(inwards, outwards)  # n steps of the cross reach n voxels; both steps read the labels
-    return _run_filter(source, output, filter_, context, job, chunks=chunks, mode=mode, run=run)
+    return _run_filter(source, output, filter_, context, job, chunks=chunks, mode=mode, run=run, also_reads=labelled)
 
 
 def create_mask(

@@ -21,6 +21,7 @@ original incasem's ``config_training.yaml``::
         mask_reject_probability: 0.95
         min_foreground: 0.05
         foreground_reject_probability: 0.9
+        min_labelled: 0.0           # partial labels: blocks with at most this labelled share are skipped
         max_attempts: 1000
     augmentation:                   # AugmentConfig (incasem.train.augment applies it)
         control_point_spacing: [32, 32, 32]
@@ -126,6 +127,7 @@ class RejectSection(_Section):
     mask_reject_probability: _Fraction = Field(0.95, description="a probability in [0, 1]")
     min_foreground: _Fraction = Field(0.05, description="a fraction in [0, 1] (share of foreground in the block)")
     foreground_reject_probability: _Fraction = Field(0.9, description="a probability in [0, 1]")
+    min_labelled: _Fraction = Field(0.0, description="a fraction in [0, 1] (share of labelled voxels in the block, partial labels)")
     max_attempts: _PosInt = Field(1000, description="a whole number >= 1 (consecutive rejections before giving up)")
 
 

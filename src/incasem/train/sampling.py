@@ -2,15 +2,22 @@
 
 Each call of :meth:`TrainingSampler.sample` draws, with a ``numpy.random.Generator``:
 
-1. a ROI (data config entry), with probability proportional to its volume;
+1. a ROI (data config entry), with probability proportional to its labelled voxels (its
+   volume, when all of it is labelled);
 2. a location such that the *output* block (``output_shape``, the region the labels are
-   trained on) lies inside the ROI, uniformly over all such locations;
-3. acceptance, as the original's gunpowder ``Reject`` nodes do it: a block whose share of
-   voxels inside the cell mask is at most ``min_masked`` (0.75) is rejected with
-   probability ``mask_reject_probability`` (0.95), and a block whose share of foreground
-   voxels (class id != 0 and inside the mask) is at most ``min_foreground`` (0.05) is
-   rejected with probability ``foreground_reject_probability`` (0.9). Both shares are
-   counted over the output block. A rejected block starts again at step 1.
+   trained on) lies inside the ROI: uniformly over all such locations when every voxel is
+   labelled; with partial labels (an entry's ``labelled`` mask), uniformly among the
+   locations that contain a labelled voxel drawn uniformly from all labelled voxels, so a
+   volume labelled on a few sections is sampled where it is labelled;
+3. acceptance, as the original's gunpowder ``Reject`` nodes do it, counted over the
+   *labelled* voxels of the output block (all of them, for fully labelled data, which is
+   the original's rule): a block whose labelled share inside the cell mask is at most
+   ``min_masked`` (0.75) is rejected with probability ``mask_reject_probability`` (0.95),
+   and a block whose labelled share of foreground voxels (class id != 0 and inside the
+   mask) is at most ``min_foreground`` (0.05) is rejected with probability
+   ``foreground_reject_probability`` (0.9). A block whose share of labelled voxels is at
+   most ``min_labelled`` (default 0: a block without any labelled voxel) is always
+   rejected. A rejected block starts again at step 1.
 
 Grid convention
 ---------------
@@ -25,12 +32,14 @@ must be even per axis), which is what :func:`incasem.train.augment.augment` expe
   background, see :func:`incasem.evaluate.evaluate.class_targets`) and ``mask`` are read
   inside the ROI only. Outside the ROI ``labels`` is 0 and ``mask`` is 0, so voxels that
   augmentation moves in from outside the ROI never count in the loss.
-* ``mask`` is the entry's cell mask (non-zero = inside; everywhere when the entry has
-  none). Metric masks are not used for training.
+* ``mask`` is where the loss counts: the entry's cell mask (non-zero = inside; everywhere
+  when the entry has none) and, with partial labels, its labelled mask. Metric masks are
+  not used for training.
 
 Impossible requests fail early with one-line errors: a ROI smaller than the output block,
-a config whose labels hold no foreground anywhere (checked up front, chunk by chunk, stopping
-at the first foreground voxel), or ``max_attempts`` consecutive rejections.
+an entry whose labelled mask marks no voxel of its ROI, a config whose labels hold no
+(labelled) foreground anywhere (checked up front, chunk by chunk, stopping at the first
+foreground voxel), or ``max_attempts`` consecutive rejections.
 """
 
 from __future__ import annotations
@@ -59,7 +68,8 @@ class Sample:
     labels : numpy.ndarray
         int64 class ids (z, y, x), 0 (background) outside the ROI.
     mask : numpy.ndarray
-        uint8 (z, y, x), 1 inside the cell mask and the ROI, else 0.
+        uint8 (z, y, x), 1 where the loss counts (inside the cell mask, the ROI and the
+        labelled voxels), else 0.
     entry : str
         Name of the data config entry the block comes from.
     source_roi : Roi
@@ -77,14 +87,34 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class _LabelledTiles:
+    """Where an entry's partial labels are: the chunk tiles of its ROI that hold labelled voxels, and how many."""
+
+    tiles: tuple[Roi, ...]
+    counts: np.ndarray
+
+    @property
+    def total(self) -> int:
+        """Labelled voxels in the ROI."""
+        return int(self.counts.sum())
+
+
+@dataclass(frozen=True)
 class _Source:
-    """The opened datasets of one entry."""
+    """The opened datasets of one entry (``labelled``/``tiles`` only with partial labels)."""
 
     entry: RoiEntry
     roi: Roi
     raw: Volume
     labels: tuple[tuple[Volume, int], ...]
     mask: Volume | None
+    labelled: Volume | None = None
+    tiles: _LabelledTiles | None = None
+
+    @property
+    def labelled_voxels(self) -> int:
+        """Labelled voxels in the ROI (all of them without a labelled mask)."""
+        return self.roi.size if self.tiles is None else self.tiles.total
 
 
 class TrainingSampler:
@@ -106,6 +136,9 @@ class TrainingSampler:
     min_foreground, foreground_reject_probability : float
         A block with at most this share of foreground inside the mask is rejected with
         this probability (original: 0.05, 0.9).
+    min_labelled : float
+        A block with at most this share of labelled voxels is always rejected (default 0:
+        blocks without labelled voxels).
     max_attempts : int
         Consecutive rejections after which :meth:`sample` gives up with an error.
 
@@ -114,8 +147,9 @@ class TrainingSampler:
     InvalidValueError
         If the shapes or the rejection settings are invalid.
     ConfigError
-        If a ROI is unknown or smaller than ``output_shape``, raw is not uint8, or no
-        labels dataset holds any foreground inside its ROI.
+        If a ROI is unknown or smaller than ``output_shape``, raw is not uint8, a labelled
+        mask marks nothing in its ROI, or no labels dataset holds any labelled foreground
+        inside its ROI.
     """
 
     def __init__(
@@ -128,6 +162,7 @@ class TrainingSampler:
         mask_reject_probability: float = 0.95,
         min_foreground: float = 0.05,
         foreground_reject_probability: float = 0.9,
+        min_labelled: float = 0.0,
         max_attempts: int = 1000,
     ) -> None:
         self.source_shape = as_positive_triple(source_shape, "source_shape")
@@ -140,12 +175,13 @@ class TrainingSampler:
         self.mask_reject_probability = _fraction(mask_reject_probability, "mask_reject_probability")
         self.min_foreground = _fraction(min_foreground, "min_foreground")
         self.foreground_reject_probability = _fraction(foreground_reject_probability, "foreground_reject_probability")
+        self.min_labelled = _fraction(min_labelled, "min_labelled")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise InvalidValueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
         self.max_attempts = max_attempts
         self.config = config
         self._sources = tuple(_open_source(config, entry, self.output_shape) for entry in config)
-        sizes = np.array([source.roi.size for source in self._sources], dtype=np.float64)
+        sizes = np.array([source.labelled_voxels for source in self._sources], dtype=np.float64)
         self.probabilities = sizes / sizes.sum()
         _require_foreground(config, self._sources)
 
@@ -169,41 +205,56 @@ class TrainingSampler:
         """
         for _ in range(self.max_attempts):
             source = self._sources[generator.choice(len(self._sources), p=self.probabilities)]
-            output_roi = self._location(source.roi, generator)
+            output_roi = self._location(source, generator)
             source_roi = output_roi.grow([(s - o) // 2 for s, o in zip(self.source_shape, self.output_shape)])
-            labels, mask = self._labels_and_mask(source, source_roi)
-            if self._accept(labels, mask, source_roi, output_roi, generator):
+            labels, cell, labelled = self._read_labels(source, source_roi)
+            if self._accept(labels, cell, labelled, source_roi, output_roi, generator):
                 raw = source.raw.read(source_roi, padding="reflect")
-                return Sample(raw, labels, mask, source.entry.name, source_roi, output_roi)
+                return Sample(raw, labels, cell & labelled, source.entry.name, source_roi, output_roi)
         raise ConfigError(
             f"{self.config.path}: no training block of {list(self.output_shape)} voxels with more than {self.min_masked:g} "
-            f"inside the mask and more than {self.min_foreground:g} foreground in {self.max_attempts} attempts: lower "
-            "min_masked/min_foreground or the reject probabilities, or choose ROIs with more labelled foreground"
+            f"inside the mask, more than {self.min_foreground:g} foreground and more than {self.min_labelled:g} labelled in "
+            f"{self.max_attempts} attempts: lower reject.min_masked/min_foreground/min_labelled or the reject probabilities, "
+            "or choose ROIs with more labelled foreground"
         )
 
-    def _location(self, roi: Roi, generator: np.random.Generator) -> Roi:
-        """A uniformly random output block inside ``roi``."""
-        last = [e - n for e, n in zip(roi.end, self.output_shape)]
-        z, y, x = (int(o) for o in generator.integers(roi.offset, np.array(last) + 1))
+    def _location(self, source: _Source, generator: np.random.Generator) -> Roi:
+        """A random output block inside the entry's ROI: uniform, or around a random labelled voxel (partial labels)."""
+        roi = source.roi
+        first, last = np.array(roi.offset), np.array([e - n for e, n in zip(roi.end, self.output_shape)])
+        if source.tiles is not None and source.labelled is not None:
+            tiles = source.tiles
+            tile = tiles.tiles[generator.choice(len(tiles.tiles), p=tiles.counts / tiles.total)]
+            where = np.flatnonzero(source.labelled.read(tile))
+            voxel = np.array(np.unravel_index(where[generator.integers(len(where))], tile.shape)) + tile.offset
+            first, last = np.maximum(first, voxel - np.array(self.output_shape) + 1), np.minimum(last, voxel)
+        z, y, x = (int(o) for o in generator.integers(first, last + 1))
         return Roi((z, y, x), self.output_shape)
 
-    def _labels_and_mask(self, source: _Source, source_roi: Roi) -> tuple[np.ndarray, np.ndarray]:
-        """Class ids (int64) and mask (uint8) over ``source_roi``, zero outside the entry's ROI."""
+    def _read_labels(self, source: _Source, source_roi: Roi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class ids (int64), cell mask and labelled mask (uint8 0/1) over ``source_roi``, zero outside the entry's ROI."""
         inside = source_roi.intersect(source.roi)
         labels = class_targets([(volume.read(inside), class_id) for volume, class_id in source.labels], inside.shape)
-        mask = np.ones(inside.shape, np.uint8) if source.mask is None else (source.mask.read(inside) != 0).astype(np.uint8)
+        cell, labelled = (
+            np.ones(inside.shape, np.uint8) if volume is None else (volume.read(inside) != 0).astype(np.uint8) for volume in (source.mask, source.labelled)
+        )
         return (
             pad_to_region(labels.astype(np.int64), inside, source_roi, "constant"),
-            pad_to_region(mask, inside, source_roi, "constant"),
+            pad_to_region(cell, inside, source_roi, "constant"),
+            pad_to_region(labelled, inside, source_roi, "constant"),
         )
 
-    def _accept(self, labels: np.ndarray, mask: np.ndarray, source_roi: Roi, output_roi: Roi, generator: np.random.Generator) -> bool:
-        """The original's two ``Reject`` checks, on the output block."""
+    def _accept(self, labels: np.ndarray, cell: np.ndarray, labelled: np.ndarray, source_roi: Roi, output_roi: Roi, generator: np.random.Generator) -> bool:
+        """The original's two ``Reject`` checks, over the labelled voxels of the output block, after the labelled-share check."""
         window = output_roi.relative_to(source_roi.offset).to_slices()
-        inside = mask[window] != 0
+        counted = labelled[window] != 0
+        labelled_voxels = int(counted.sum())
+        if labelled_voxels == 0 or labelled_voxels <= self.min_labelled * counted.size:
+            return False
+        inside = counted & (cell[window] != 0)
         checks = (
-            (inside.mean(), self.min_masked, self.mask_reject_probability),
-            ((inside & (labels[window] != 0)).mean(), self.min_foreground, self.foreground_reject_probability),
+            (inside.sum() / labelled_voxels, self.min_masked, self.mask_reject_probability),
+            ((inside & (labels[window] != 0)).sum() / labelled_voxels, self.min_foreground, self.foreground_reject_probability),
         )
         return all(not (share <= minimum and generator.random() < reject_probability) for share, minimum, reject_probability in checks)
 
@@ -229,17 +280,41 @@ def _open_source(config: DataConfig, entry: RoiEntry, output_shape: Triple) -> _
         raise ConfigError(f"{where}, key 'raw': {raw.label} is {raw.dtype}, training reads uint8 raw: convert it to uint8 first")
     labels = tuple((open_volume(entry.container, label.dataset), label.class_id) for label in entry.labels)
     mask = None if entry.mask is None else open_volume(entry.container, entry.mask)
-    return _Source(entry, entry.roi, raw, labels, mask)
+    if entry.labelled is None:
+        return _Source(entry, entry.roi, raw, labels, mask)
+    labelled = open_volume(entry.container, entry.labelled)
+    tiles = _labelled_tiles(labelled, entry.roi)
+    if not tiles.tiles:
+        raise ConfigError(
+            f"{where}, key 'labelled': {labelled.label} marks no voxel of the ROI {entry.roi} as labelled, so the entry has "
+            "nothing to train on: fix the ROI or the labelled mask, or remove the entry"
+        )
+    return _Source(entry, entry.roi, raw, labels, mask, labelled, tiles)
+
+
+def _labelled_tiles(labelled: Volume, roi: Roi) -> _LabelledTiles:
+    """The chunk tiles of ``roi`` holding labelled voxels (one pass over the mask, one chunk at a time)."""
+    tiles, counts = [], []
+    for tile in roi.tiles(labelled.chunks, grid_origin=labelled.roi.offset):
+        count = int(np.count_nonzero(labelled.read(tile)))
+        if count:
+            tiles.append(tile)
+            counts.append(count)
+    return _LabelledTiles(tuple(tiles), np.array(counts, dtype=np.float64))
 
 
 def _require_foreground(config: DataConfig, sources: Sequence[_Source]) -> None:
-    """Raise unless some labels dataset has a non-zero voxel inside its ROI (stops at the first)."""
+    """Raise unless some labels dataset has a labelled non-zero voxel inside its ROI (stops at the first)."""
     for source in sources:
         for volume, _ in source.labels:
-            for tile in source.roi.tiles(volume.chunks, grid_origin=volume.roi.offset):
-                if np.any(volume.read(tile)):
+            tiles = source.roi.tiles(volume.chunks, grid_origin=volume.roi.offset) if source.tiles is None else source.tiles.tiles
+            for tile in tiles:
+                foreground = volume.read(tile) != 0
+                if source.labelled is not None:
+                    foreground &= source.labelled.read(tile) != 0
+                if np.any(foreground):
                     return
     raise ConfigError(
-        f"{config.path}: no labels dataset has any foreground (non-zero voxel) inside its ROI, so there is nothing to "
-        "train on: check the 'labels' datasets and the ROIs"
+        f"{config.path}: no labels dataset has any labelled foreground (non-zero voxel) inside its ROI, so there is "
+        "nothing to train on: check the 'labels' (and 'labelled') datasets and the ROIs"
     )
