@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from incasem.errors import InputFileError
-from incasem.io.tiff import list_slices, open_stack, slice_file_name, write_slices
+from incasem.io.tiff import list_slices, open_sections, open_stack, slice_file_name, write_slices
 from tests.helpers import LUCCHI, require
 
 
@@ -40,8 +40,41 @@ def test_pattern_selects_slices(tmp_path):
 
 def test_gap_in_numbering_names_the_missing_number(tmp_path):
     _write(tmp_path, ["0000.tif", "0001.tif", "0003.tif"])
-    with pytest.raises(InputFileError, match=r"slice number 2 is missing .*between 0001.tif and 0003.tif"):
+    with pytest.raises(InputFileError, match=r"slice number 2 is missing .*between 0001.tif and 0003.tif.* convert with sparse=True$"):
         list_slices(tmp_path)
+
+
+def test_sections_keep_their_numbers_with_gaps(tmp_path):
+    planes = _write(tmp_path / "s", ["m_20.tif", "m_5.tif", "m_110.tif"])  # plane values 0, 1, 2 in this order
+    sections = open_sections(tmp_path / "s")
+    assert sections.numbers == (5, 20, 110)
+    assert [p.name for p in sections.stack.files] == ["m_5.tif", "m_20.tif", "m_110.tif"]
+    assert sections.stack.shape == (3, 6, 7) and sections.stack.first_number == 5
+    np.testing.assert_array_equal(sections.stack.read(0, 3), np.stack([planes[1], planes[0], planes[2]]))
+
+
+def test_sections_refuse_a_file_duplicates_and_inconsistent_slices(tmp_path):
+    tifffile.imwrite(tmp_path / "labels.tif", np.zeros((3, 6, 7), np.uint8), photometric="minisblack")
+    with pytest.raises(InputFileError, match=r"labels\.tif is one file, but sparse=True reads a folder of 2D TIFF slices"):
+        open_sections(tmp_path / "labels.tif")
+    with pytest.raises(InputFileError, match="does not exist"):
+        open_sections(tmp_path / "nowhere")
+    _write(tmp_path / "dup", ["a_10.tif", "b_10.tif"])
+    with pytest.raises(InputFileError, match=r"a_10\.tif and b_10\.tif .* both have slice number 10"):
+        open_sections(tmp_path / "dup")
+    _write(tmp_path / "shape", ["0010.tif", "0020.tif"])
+    tifffile.imwrite(tmp_path / "shape" / "0030.tif", np.zeros((6, 8), np.uint8))
+    with pytest.raises(InputFileError, match=r"0030\.tif has shape \[6, 8\] uint8 but 0010\.tif has \[6, 7\] uint8"):
+        open_sections(tmp_path / "shape")
+
+
+def test_first_number_of_a_stack(tmp_path):
+    _write(tmp_path / "f", ["cell_z0042.tif", "cell_z0043.tif"])
+    assert open_stack(tmp_path / "f").first_number == 42
+    tifffile.imwrite(tmp_path / "stack_7.tif", np.zeros((3, 6, 7), np.uint8), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "one.tif", np.zeros((6, 7), np.uint8))
+    assert open_stack(tmp_path / "stack_7.tif").first_number is None  # a file's pages carry no numbers
+    assert open_stack(tmp_path / "one.tif").first_number is None
 
 
 def test_duplicate_numbers_and_names_without_number(tmp_path):

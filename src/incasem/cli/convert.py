@@ -11,7 +11,7 @@ from incasem.blockwise import RunOptions
 from incasem.cli.app import app
 from incasem.cli.options import job_options, parse_nm_triple, parse_range, parse_triple
 from incasem.io.inspect import describe_volume
-from incasem.io.layout import RAW
+from incasem.io.layout import RAW, labelled_mask_dataset
 from incasem.io.metadata import JOB_KEY
 from incasem.io.tiff import DEFAULT_PATTERN
 from incasem.io.volume import WriteMode
@@ -21,12 +21,19 @@ from incasem.preprocess.export import MANIFEST, zarr_to_tiff
 _LINEAR = "round_half_up(255 * (clip(v, LOW, HIGH) - LOW) / (HIGH - LOW))"
 _CONVERT_HELP = (
     "Convert a TIFF stack into a zarr dataset. SOURCE is a folder of 2D slices, ordered by the last number in "
-    "each file name (the numbers must run without gaps), or one multi-page TIFF.\n\n"
+    "each file name (the numbers must run without gaps, unless --sparse), or one multi-page TIFF.\n\n"
     "The dtype is kept (uint8, uint16, labels); 16-bit becomes 8-bit only with --to-uint8. "
     "A crop keeps its world position: the dataset's offset is --offset plus the crop's start times the voxel size. "
     "Label stacks: --like CONTAINER:DATASET checks that they have the raw's shape and copies its voxel size and "
     "offset. The dataset is marked complete only when all slices are written. "
-    "For the reverse direction use `incasem export`."
+    "For the reverse direction use `incasem export`.\n\n"
+    "Partial labels: with --sparse and --like, SOURCE is a folder of only the labelled sections, each file named "
+    "with its section's number (the last number in the name). They land on the raw's whole grid (0 on the other "
+    "sections), and the labelled mask volumes/labelled/<organelle> (uint8: 1 on the given sections, 0 elsewhere) "
+    "is written beside the labels. A file numbered N is section z = N - F, where F (--first-number) is the number "
+    "of the raw's first section's file: by default the number the raw's conversion record holds (files named "
+    "like the raw's TIFFs land on their section, also after a --z crop), else 0 (numbers are z indices, as "
+    "`incasem export` names them)."
 )
 _EXPORT_HELP = (
     "Write a zarr dataset (or a crop of it) as one TIFF per z slice into FOLDER, e.g. for Fiji.\n\n"
@@ -103,6 +110,17 @@ def convert(
         help=f"none: keep the dtype. LOW:HIGH: out = {_LINEAR} as uint8. "
         "minmax: the same with LOW, HIGH = the converted region's minimum and maximum (one extra pass).",
     ),
+    sparse: bool = typer.Option(
+        False,
+        "--sparse",
+        help="Partial labels: SOURCE holds only some sections, named with their numbers (gaps allowed). Needs --like; "
+        "writes the labels on the raw's grid and the labelled mask volumes/labelled/<organelle>.",
+    ),
+    first_number: int | None = typer.Option(
+        None,
+        "--first-number",
+        help="With --sparse: the number of the raw's first section's file (z = number - N). Default: from the raw's conversion record, else 0.",
+    ),
     *,
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
@@ -116,11 +134,17 @@ def convert(
         crop=_crop(z, y, x),
         chunks=parse_triple(chunks, "--chunks"),
         rescale=_rescale(to_uint8),  # type: ignore[arg-type]
+        sparse=sparse,
+        first_number=first_number,
     )
     volume = tiff_to_zarr(source, container, dataset, options=options, mode=mode, run=run)
     typer.echo(describe_volume(volume))
     job = cast(dict[str, Any], volume.array.attrs[JOB_KEY])  # the job record tiff_to_zarr wrote: a mapping
     typer.echo(f"values: {job['mapping']}")
+    if sparse:
+        first = job["first_number"]
+        numbering = "file number = z" if first == 0 else f"file number = z + {first}"
+        typer.echo(f"labelled: {len(job['sections'])} of {volume.shape[0]} sections ({labelled_mask_dataset(volume.name)}); {numbering}")
     if voxel_size is None and like is None:
         typer.echo(
             f"note: no --voxel-size given, recorded 1,1,1 nm; set it with `incasem info {container} --dataset {dataset} --voxel-size Z,Y,X`",

@@ -8,7 +8,9 @@ greyscale pages in file order: one image series (a plain or ImageJ stack) is rea
 as that series, a file of several series (pages written one by one, appended
 stacks, pages of differing shape) page by page. The returned :class:`TiffStack` then
 reads any range of z slices; a slice whose pixel data turns out to be corrupt is
-named in the error. :func:`write_slices` writes one TIFF per z slice with zero-padded names.
+named in the error. :func:`open_sections` reads a folder in which only some sections
+exist (partial labels): the same checks, but gaps in the numbers are allowed and each
+file keeps its number. :func:`write_slices` writes one TIFF per z slice with zero-padded names.
 
 Everything here only reads and writes; jobs that walk a whole stack live in
 :mod:`incasem.preprocess.convert`.
@@ -67,6 +69,11 @@ class TiffStack:
     def multipage(self) -> bool:
         """Whether the slices are the pages of one file rather than one file each."""
         return self.by_page or len(self.files) != self.shape[0]
+
+    @property
+    def first_number(self) -> int | None:
+        """The number in the name of the first slice's file (a folder's slices), ``None`` for a multi-page file."""
+        return None if self.files == (self.path,) else slice_number(self.files[0])
 
     def read(self, z_start: int, z_stop: int) -> np.ndarray:
         """Read slices ``z_start`` (inclusive) to ``z_stop`` (exclusive), shape (z, y, x).
@@ -132,25 +139,30 @@ def _decode_series(path: Path, out: np.ndarray, z_start: int) -> None:
         raise InputFileError(f"{path} is corrupt ({error}): replace or remove it") from error
 
 
-def _slice_number(path: Path) -> int:
+def slice_number(path: Path) -> int:
+    """The number of a slice file: the last number in its name (``cell_z0042.tif`` -> 42).
+
+    Raises
+    ------
+    InputFileError
+        If the name holds no number.
+    """
     numbers = _NUMBER.findall(path.name.rsplit(".", 1)[0])
     if not numbers:
         raise InputFileError(f"{path} has no number in its name: name slices like 0000.tif, 0001.tif, ...")
     return int(numbers[-1])
 
 
-def list_slices(folder: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path]:
-    """The slice files of ``folder`` in z order, by the last number in each file name.
+def numbered_files(folder: str | Path, pattern: str = DEFAULT_PATTERN) -> dict[int, Path]:
+    """The files of ``folder`` matching ``pattern``, by their number (:func:`slice_number`), in number order.
 
     Files matching the glob ``pattern`` (case-insensitively; hidden files skipped)
-    are the slices. Their numbers must be distinct and consecutive; the first may be
-    any number.
+    are the slices; their numbers need not be consecutive.
 
     Raises
     ------
     InputFileError
-        If no file matches, a file has no number, two files share a number, or a
-        number is missing (the message names it).
+        If no file matches, a file has no number or two files share a number.
     """
     folder = Path(folder)
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -160,20 +172,38 @@ def list_slices(folder: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path
         raise InputFileError(f"no files matching '{pattern}' in {folder}{others}: give a folder of TIFF slices or pass {option('pattern', '--pattern')}")
     numbered: dict[int, Path] = {}
     for path in matching:
-        number = _slice_number(path)
+        number = slice_number(path)
         if number in numbered:
             raise InputFileError(
                 f"{numbered[number].name} and {path.name} in {folder} both have slice number {number}: remove one or narrow {option('pattern', '--pattern')}"
             )
         numbered[number] = path
-    order = sorted(numbered)
-    for before, after in pairwise(order):
+    return {number: numbered[number] for number in sorted(numbered)}
+
+
+def list_slices(folder: str | Path, pattern: str = DEFAULT_PATTERN) -> list[Path]:
+    """The slice files of ``folder`` in z order, by the last number in each file name.
+
+    Files matching the glob ``pattern`` (case-insensitively; hidden files skipped)
+    are the slices. Their numbers must be distinct and consecutive; the first may be
+    any number (a folder of some sections only is read by :func:`open_sections`).
+
+    Raises
+    ------
+    InputFileError
+        If no file matches, a file has no number, two files share a number, or a
+        number is missing (the message names it, and the option for partial labels).
+    """
+    folder = Path(folder)
+    numbered = numbered_files(folder, pattern)
+    for before, after in pairwise(numbered):
         if after != before + 1:
             raise InputFileError(
                 f"slice number {before + 1} is missing from {folder} (between {numbered[before].name} and "
-                f"{numbered[after].name}): add it, or convert the parts on either side separately"
+                f"{numbered[after].name}): add it, or convert the parts on either side separately; labels of only "
+                f"some sections (partial labels) convert with {option('sparse=True', '--sparse')}"
             )
-    return [numbered[n] for n in order]
+    return list(numbered.values())
 
 
 _Layout = tuple[tuple[int, ...], np.dtype | None, str]
@@ -230,8 +260,8 @@ def _page_layouts(path: Path) -> list[tuple[bool, tuple[int, ...], np.dtype | No
         raise InputFileError(f"{path} is not a readable TIFF file ({error}): replace or remove it") from error
 
 
-def _stack_from_folder(folder: Path, pattern: str) -> TiffStack:
-    files = list_slices(folder, pattern)
+def _stack_of_files(folder: Path, files: list[Path]) -> TiffStack:
+    """The stack of ``files`` (one 2D greyscale slice each, of one shape and dtype), checked from their headers."""
     shape, dtype, axes = _page_layout(files[0])
     if len(shape) != 2:
         raise InputFileError(
@@ -246,6 +276,10 @@ def _stack_from_folder(folder: Path, pattern: str) -> TiffStack:
                 "all slices of a stack need one shape and dtype"
             )
     return TiffStack(folder, tuple(files), (len(files), shape[0], shape[1]), dtype)
+
+
+def _stack_from_folder(folder: Path, pattern: str) -> TiffStack:
+    return _stack_of_files(folder, list_slices(folder, pattern))
 
 
 def _is_page_stack(shape: tuple[int, ...], axes: str) -> bool:
@@ -321,6 +355,48 @@ def open_stack(path: str | Path, pattern: str = DEFAULT_PATTERN) -> TiffStack:
     if path.is_file():
         return _stack_from_file(path)
     raise InputFileError(f"{path} does not exist: give a folder of TIFF slices or a multi-page TIFF file")
+
+
+@dataclass(frozen=True)
+class TiffSections:
+    """Some sections of a z-stack: a folder of 2D TIFF slices, each named with its section's number.
+
+    Attributes
+    ----------
+    stack
+        The sections in number order, read as a stack: its slice ``i`` is section ``numbers[i]``.
+    numbers
+        The number of each section (:func:`slice_number` of its file), increasing, gaps allowed.
+    """
+
+    stack: TiffStack
+    numbers: tuple[int, ...]
+
+
+def open_sections(path: str | Path, pattern: str = DEFAULT_PATTERN) -> TiffSections:
+    """Find and validate the sections of a folder in which only some exist (partial labels).
+
+    As :func:`open_stack` for a folder, from the TIFF headers alone, except that the
+    numbers in the file names may have gaps: every file must still be a 2D greyscale
+    image, all of one shape and dtype, with distinct numbers.
+
+    Raises
+    ------
+    InputFileError
+        If the path is missing or a file (a multi-page TIFF: the sections need a
+        folder of one file each), holds no TIFF slices, two files share a number or
+        the slices differ in shape or dtype; the message names the file.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise InputFileError(
+            f"{path} is one file, but {option('sparse=True', '--sparse')} reads a folder of 2D TIFF slices, one per "
+            "labelled section, each named with its section's number (e.g. 0010.tif, 0020.tif): save the sections so"
+        )
+    if not path.is_dir():
+        raise InputFileError(f"{path} does not exist: give a folder of TIFF slices, one per labelled section")
+    numbered = numbered_files(path, pattern)
+    return TiffSections(_stack_of_files(path, list(numbered.values())), tuple(numbered))
 
 
 def slice_file_name(index: int, digits: int) -> str:

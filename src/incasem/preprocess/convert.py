@@ -6,6 +6,12 @@ y, x extent, so the slabs align with the output chunks and memory stays at a few
 slabs whatever the depth of the stack. All slices are validated from their headers
 before anything is written, and the dataset is marked complete only at the end.
 
+Partial labels (``ConvertOptions(sparse=True)``, ``--sparse``): a folder holding only
+some sections, each file named with its section's number, becomes labels on the whole
+grid of the raw it belongs to (0 on the other sections) and, beside them, the labelled
+mask (:func:`incasem.io.layout.labelled_mask_dataset`: 1 on the given sections, 0
+elsewhere). Section numbers map to z by :func:`first_section_number`.
+
 :func:`incasem.preprocess.export.zarr_to_tiff` (in its own module) goes the other
 way. Both keep the dtype unless told otherwise; :func:`to_uint8` is the one rescaling
 they use: ``round_half_up(255 * (clip(v, low, high) - low) / (high - low))``.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -26,6 +33,7 @@ import numpy as np
 from incasem.blockwise import (
     Block,
     BlockwiseTask,
+    DoneRecord,
     RunOptions,
     check_job,
     done_record_for,
@@ -37,6 +45,7 @@ from incasem.errors import (
     DatasetMismatchError,
     InputFileError,
     InvalidValueError,
+    MetadataError,
     RoiError,
     VoxelSizeError,
     option,
@@ -49,12 +58,16 @@ from incasem.geometry import (
     as_positive_triple,
     voxels_to_nm,
 )
-from incasem.io.layout import RAW
-from incasem.io.tiff import DEFAULT_PATTERN, TiffStack, open_stack
+from incasem.io.layout import RAW, labelled_mask_dataset
+from incasem.io.metadata import JOB_KEY
+from incasem.io.provenance import PROVENANCE_KEY
+from incasem.io.tiff import DEFAULT_PATTERN, TiffSections, TiffStack, open_sections, open_stack
 from incasem.io.volume import (
     Volume,
     WriteMode,
+    check_output,
     create_volume,
+    dataset_exists,
     dataset_name,
     open_volume,
 )
@@ -70,6 +83,10 @@ Crop = tuple[slice, slice, slice]
 #: A rescaling to uint8: the value range ``(low, high)`` mapped onto 0..255, or
 #: ``"minmax"`` for the data's own minimum and maximum.
 Rescale = tuple[float, float] | Literal["minmax"]
+
+#: Field of a converted dataset's provenance record: the number in the name of its source
+#: folder's first slice file (before any crop); absent for a multi-page file.
+FIRST_SLICE_NUMBER = "first_slice_number"
 
 
 def to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -247,10 +264,15 @@ def _output_geometry(
             f"the stack{' crop' if region.shape != shape else ''} has shape {list(region.shape)} but {raw.label} has "
             f"{list(raw.shape)}: labels must cover their raw voxel for voxel (crop with {option('crop', '--z/--y/--x')} to match)"
         )
+    _check_like_geometry(raw, voxel_size, offset_nm)
+    return raw.voxel_size, raw.offset_nm, raw.chunks
+
+
+def _check_like_geometry(raw: Volume, voxel_size: NmTriple | None, offset_nm: NmTriple | None) -> None:
+    """Refuse a voxel size or offset given beside ``like`` that differs from the raw's."""
     for name, given, own in (("voxel size", voxel_size, raw.voxel_size), ("offset", offset_nm, raw.offset_nm)):
         if given is not None and given != own:
             raise VoxelSizeError(f"{name} {list(given)} nm differs from {list(own)} nm of {raw.label}: leave it out")
-    return raw.voxel_size, raw.offset_nm, raw.chunks
 
 
 @dataclass(frozen=True)
@@ -279,12 +301,24 @@ class ConvertOptions:
         ``None`` keeps the dtype; ``(low, high)`` or ``"minmax"`` (the converted
         region's extremes, found in an extra pass) maps that range onto uint8
         0..255 with :func:`to_uint8`.
+    sparse
+        Partial labels: the folder holds only some sections of the raw ``like``
+        (required), each file named with its section's number (gaps allowed). The
+        labels cover the raw's whole grid, 0 on the sections not given, and the
+        labelled mask (``volumes/labelled/<organelle>``, uint8) is written beside
+        them: 1 on the given sections, 0 elsewhere. A crop may cut y and x of the
+        sections (not z: their numbers place them); values are kept (no ``rescale``).
+    first_number
+        With ``sparse``: the number of the file of the raw's first section (z 0), so
+        a file numbered ``n`` is section ``z = n - first_number``. Default: from the
+        raw's conversion record (see :func:`first_section_number`), else 0.
 
     Raises
     ------
     InvalidValueError
         For a bad value, naming its option (``--voxel-size``, ``--offset``,
-        ``--like``, ``--z``/``--y``/``--x``, ``--chunks``, ``--to-uint8``, ``--pattern``).
+        ``--like``, ``--z``/``--y``/``--x``, ``--chunks``, ``--to-uint8``, ``--pattern``,
+        ``--sparse``, ``--first-number``).
     """
 
     pattern: str = DEFAULT_PATTERN
@@ -294,6 +328,8 @@ class ConvertOptions:
     crop: Crop | None = None
     chunks: Triple | None = None
     rescale: Rescale | None = None
+    sparse: bool = False
+    first_number: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
@@ -310,6 +346,60 @@ class ConvertOptions:
         if self.chunks is not None:
             object.__setattr__(self, "chunks", as_positive_triple(self.chunks, option("chunks", "--chunks")))
         check_rescale(self.rescale)
+        self._check_sparse()
+
+    def _check_sparse(self) -> None:
+        sparse, first = option("sparse=True", "--sparse"), option("first_number", "--first-number")
+        if not isinstance(self.sparse, bool):
+            raise InvalidValueError(f"sparse must be True or False, got {self.sparse!r}")
+        if self.first_number is not None:
+            if isinstance(self.first_number, bool) or not isinstance(self.first_number, numbers.Integral) or self.first_number < 0:
+                raise InvalidValueError(f"{first} must be a whole number of at least 0 (a file number), got {self.first_number!r}")
+            if not self.sparse:
+                raise InvalidValueError(f"{first} places the sections of partial labels: add {sparse}")
+        if not self.sparse:
+            return
+        if self.like is None:
+            raise InvalidValueError(
+                f"{sparse} places the labelled sections on the grid of the raw they belong to: "
+                f"add {option('like=(CONTAINER, DATASET)', '--like CONTAINER:DATASET')}"
+            )
+        if self.rescale is not None:
+            raise InvalidValueError(f"{sparse} keeps the labels' values: leave {option('rescale', '--to-uint8')} out")
+        if self.crop is not None and self.crop[0] != slice(None):
+            raise InvalidValueError(
+                f"{sparse} places each section by the number in its file name, not by {option('crop[0]', '--z')}: "
+                f"leave it out ({first} says which number the raw's first section has)"
+            )
+
+
+def first_section_number(raw: Volume) -> int | None:
+    """The number in the file name of the source slice of ``raw``'s first section (z 0), from its
+    conversion record; ``None`` where the record does not say.
+
+    :func:`tiff_to_zarr` records the number of a source folder's first slice file
+    (:data:`FIRST_SLICE_NUMBER` in the provenance record) and the crop (in the job
+    record): the first section's number is that number plus the crop's first z. A
+    dataset converted from a multi-page file, by another job (e.g. the equalised raw)
+    or by another tool has no such record.
+
+    Raises
+    ------
+    MetadataError
+        If the record holds the number but no readable crop.
+    """
+    provenance, job = raw.array.attrs.get(PROVENANCE_KEY), raw.array.attrs.get(JOB_KEY)
+    number = provenance.get(FIRST_SLICE_NUMBER) if isinstance(provenance, dict) else None
+    if not isinstance(job, dict) or job.get("job") != "convert" or isinstance(number, bool) or not isinstance(number, int):
+        return None
+    crop = job.get("crop")
+    start = crop[0][0] if isinstance(crop, list) and crop and isinstance(crop[0], list) and crop[0] else None
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise MetadataError(
+            f"the conversion record ({JOB_KEY}) of {raw.label} has no readable crop, so its first section's file "
+            f"number is unknown: give it with {option('first_number', '--first-number')}"
+        )
+    return number + start
 
 
 def tiff_to_zarr(
@@ -344,7 +434,10 @@ def tiff_to_zarr(
     Volume
         The complete dataset. Its attribute ``incasem_job`` records the source,
         the crop and the value mapping; ``incasem_provenance`` also the command
-        line, the time and the inputs.
+        line, the time, the inputs and, for a folder, the number of its first
+        slice file (:data:`FIRST_SLICE_NUMBER`). With ``options.sparse``: the
+        labels, whose job record also lists the labelled ``sections`` (z) and the
+        ``first_number`` used; the labelled mask lies beside them, complete too.
 
     Raises
     ------
@@ -354,11 +447,16 @@ def tiff_to_zarr(
     InvalidValueError, RoiError, DatasetExistsError, DatasetMismatchError, VoxelSizeError
         For a bad ``mode`` or ``run``, a crop outside the stack, an existing output,
         or a stack that does not match ``like``; all raised before anything is written.
+        With ``sparse`` also a section whose number maps outside the raw's z range
+        or whose shape differs from the raw's y, x (:class:`InputFileError`), and an
+        existing labelled mask (as for the labels).
     """
     check_job(mode, run)
     source, container = Path(source), Path(container)
     if (source / ".zgroup").is_file() or (source / "zarr.json").is_file():
         raise InputFileError(f"{source} is a zarr container: to write TIFF slices from it use `incasem export {source} FOLDER -d DATASET`")
+    if options.sparse:
+        return _sparse_to_zarr(source, container, dataset, options, mode, run)
     stack = open_stack(source, options.pattern)
     region = crop_region(stack.shape, options.crop)
     voxel_size, offset_nm, like_chunks = _output_geometry(stack.shape, region, options.voxel_size, options.offset_nm, options.like)
@@ -389,6 +487,7 @@ def tiff_to_zarr(
         job=job,
         reads=[like[1]] if like is not None and same_container else [],
         inputs=[job["source"], *elsewhere],
+        details={} if stack.first_number is None else {FIRST_SLICE_NUMBER: stack.first_number},
         default_chunks=default_chunks,
     )
     slab = (target.chunks[0], *target.shape[1:])
@@ -401,4 +500,115 @@ def tiff_to_zarr(
     )
     run_blockwise(task, run)
     target.mark_complete()
+    return target
+
+
+def _section_region(sections: TiffSections, crop: Crop | None, raw: Volume) -> Roi:
+    """The region of the sections stack to convert: all sections, cropped in y, x to the raw's y, x shape."""
+    stack = sections.stack
+    region = crop_region(stack.shape, crop)
+    if region.shape[1:] != raw.shape[1:]:
+        cropped = f" (cropped to {list(region.shape[1:])})" if region.shape[1:] != stack.shape[1:] else ""
+        raise InputFileError(
+            f"section {stack.files[0].name} of {stack.path} has shape {list(stack.shape[1:])} (y, x){cropped} but "
+            f"{raw.label} has {list(raw.shape[1:])}: label sections of that raw (crop with {option('crop', '--y/--x')} to match)"
+        )
+    return region
+
+
+def _section_depths(sections: TiffSections, first: int, basis: str, raw: Volume) -> list[int]:
+    """The z of each section in ``raw``: its number minus ``first`` (found by ``basis``); refuses a number outside the raw."""
+    depth, depths = raw.shape[0], []
+    for path, number in zip(sections.stack.files, sections.numbers):
+        z = number - first
+        if not 0 <= z < depth:
+            raise InputFileError(
+                f"{path} has section number {number}, outside {first}..{first + depth - 1}, the numbers of the {depth} "
+                f"sections of {raw.label} (first number {first}, {basis}): remove or rename the file, or give the "
+                f"number of the raw's first section with {option('first_number', '--first-number')}"
+            )
+        depths.append(z)
+    return depths
+
+
+_OVERWRITE = option('mode="overwrite"', "--overwrite")
+
+
+def _open_targets(container: Path, labels: str, labelled: str) -> tuple[Volume, Volume]:
+    return _open_target(container, labels), _open_target(container, labelled)
+
+
+def _sparse_block(stack: TiffStack, region: Roi, index_of: dict[int, int], block: Block, targets: tuple[Volume, Volume]) -> None:
+    """Write one slab of the labels (the sections it holds, 0 elsewhere) and of the labelled mask."""
+    labels, labelled = targets
+    z_start, z_stop = _slab_range(block, labels.roi.offset)
+    data = np.zeros(block.write_roi.shape, stack.dtype)
+    mask = np.zeros(block.write_roi.shape, np.uint8)
+    for z in range(z_start, z_stop):
+        index = index_of.get(z)
+        if index is not None:
+            data[z - z_start] = _stack_slab(stack, region, index, index + 1)[0]
+            mask[z - z_start] = 1
+    labels.write(block.write_roi, data)
+    labelled.write(block.write_roi, mask)
+
+
+def _sparse_to_zarr(source: Path, container: Path, dataset: str, options: ConvertOptions, mode: WriteMode, run: RunOptions) -> Volume:
+    """:func:`tiff_to_zarr` of partial labels (``options.sparse``): the labels and their labelled mask."""
+    assert options.like is not None  # ConvertOptions requires it with sparse
+    like = options.like
+    labels_name = dataset_name(dataset)
+    labelled_name = labelled_mask_dataset(labels_name)
+    if labelled_name == labels_name:
+        raise InvalidValueError(f"'{labels_name}' is where its labelled mask would go: name the labels volumes/labels/<organelle>")
+    sections = open_sections(source, options.pattern)
+    raw = open_volume(*like)
+    _check_like_geometry(raw, options.voxel_size, options.offset_nm)
+    region = _section_region(sections, options.crop, raw)
+    recorded = first_section_number(raw) if options.first_number is None else None
+    if options.first_number is not None:
+        first, basis = options.first_number, "as given"
+    elif recorded is not None:
+        first, basis = recorded, "from the raw's conversion record"
+    else:
+        first, basis = 0, "the default where the raw's conversion record does not say: numbers are z indices"
+    depths = _section_depths(sections, first, basis, raw)
+    stack = sections.stack
+    job: dict[str, Any] = {
+        "job": "convert",
+        "source": str(source.resolve()),
+        "crop": [[0, raw.shape[0]], *([b, e] for b, e in zip(region.offset[1:], region.end[1:]))],
+        "mapping": describe_mapping(stack.dtype, None),
+        "sparse": True,
+        "first_number": first,
+        "sections": depths,
+    }
+    same_container = Path(like[0]).resolve() == container.resolve()
+    reads = [like[1]] if same_container else []
+    inputs = [job["source"], *([] if same_container else [f"{Path(like[0]).resolve()}/{like[1]}"])]
+    for name in (labels_name, labelled_name):  # both refused or accepted before either is written
+        check_output(container, name, mode=mode, job=job, reads=[*reads, *([labels_name] if name == labelled_name else [])])
+    restart = mode == "resume" and container.exists() and dataset_exists(container, labels_name) and not dataset_exists(container, labelled_name)
+    shape, geometry = raw.shape, (raw.voxel_size, raw.offset_nm)
+    common: dict[str, Any] = {"mode": mode, "job": job, "reads": reads, "inputs": inputs, "default_chunks": raw.chunks}
+    target = create_volume(container, labels_name, shape, stack.dtype, *geometry, options.chunks, **common)
+    mask = create_volume(container, labelled_name, shape, np.uint8, *geometry, options.chunks, **common)
+    done: DoneRecord = done_record_for(container, target.name)
+    if restart:  # the labelled mask was lost since the interrupted run: write every block again
+        shutil.rmtree(done.folder, ignore_errors=True)
+    if mask.chunks[0] != target.chunks[0]:
+        raise DatasetMismatchError(
+            f"{mask.label} has chunks {list(mask.chunks)} but {target.label} has {list(target.chunks)}: rerun with {_OVERWRITE} to write both afresh"
+        )
+    index_of = {z: index for index, z in enumerate(depths)}
+    task = BlockwiseTask(
+        f"convert {target.name}",
+        plan_blocks(target.roi, (target.chunks[0], *target.shape[1:]), grid_origin=target.roi.offset),
+        partial(_sparse_block, stack, region, index_of),
+        partial(_open_targets, container, target.name, mask.name),
+        done,
+    )
+    run_blockwise(task, run)
+    target.mark_complete()
+    mask.mark_complete()
     return target
