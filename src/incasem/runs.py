@@ -213,6 +213,22 @@ class RunFolder:
         finally:
             self.lock_path.unlink(missing_ok=True)
 
+    @property
+    def model_path(self) -> Path:
+        """``run-<id>.pt``: the run's model, its best checkpoint with the decisions chosen on the
+        validation data (:mod:`incasem.train.calibrate`); predictions are filed under its name."""
+        return self.path / f"run-{self.id}.pt"
+
+    def set_model(self, iteration: int, decisions: Mapping[str, Any]) -> None:
+        """Record :attr:`model_path` as the run's model, made from the checkpoint of ``iteration``.
+
+        Raises
+        ------
+        RunError
+            If the file is missing or a value is not plain finite JSON.
+        """
+        self.update(model={"iteration": _iteration(iteration), "file": self._relative(self.model_path), **decisions})
+
     def checkpoint_path(self, iteration: int) -> Path:
         """Where the checkpoint of ``iteration`` goes: ``checkpoints/iteration_0001000.pt``.
 
@@ -579,8 +595,10 @@ def resolve_run_checkpoint(spec: str, root: str | os.PathLike[str] | None = None
     Parameters
     ----------
     spec : str
-        ``"12"``: the best checkpoint of run 12 (while none is marked best, its latest);
-        ``"12@5000"``: its checkpoint of iteration 5000.
+        ``"12"``: the model of run 12 (``run-12.pt``, its best checkpoint with the decisions
+        chosen on the validation data) where it was made from the best checkpoint, else the
+        best checkpoint (while none is marked best, its latest); ``"12@5000"``: its
+        checkpoint of iteration 5000.
     root : str or os.PathLike, optional
         Runs folder (see :func:`runs_dir`).
 
@@ -601,6 +619,9 @@ def resolve_run_checkpoint(spec: str, root: str | os.PathLike[str] | None = None
     run = open_run(root, match[1])
     record = run.record()
     entry = _best_or_latest(run, record) if match[2] is None else _at_iteration(run, record, int(match[2]))
+    model = record.get("model")
+    if match[2] is None and isinstance(model, dict) and _is_entry(model) and model["iteration"] == entry["iteration"] and (run.path / model["file"]).is_file():
+        entry = model
     path = run.path / entry["file"]
     if not path.is_file():
         raise RunError(
@@ -608,6 +629,19 @@ def resolve_run_checkpoint(spec: str, root: str | os.PathLike[str] | None = None
             "restore the file or name another checkpoint of the run"
         )
     return path
+
+
+def run_model_name(checkpoint: str | os.PathLike[str]) -> str | None:
+    """The name predictions of a run's checkpoint are filed under: ``run-12`` for the run's model,
+    ``run-12@5000`` for its checkpoint of iteration 5000; ``None`` for a file outside a run folder."""
+    path = Path(checkpoint)
+    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if not folder.name.isdigit() or not (folder / "run.json").is_file():
+        return None
+    if path.parent.name == "checkpoints":
+        iteration = re.fullmatch(r"iteration_(\d+)\.pt", path.name)
+        return f"run-{int(folder.name)}@{int(iteration[1])}" if iteration else None
+    return path.stem if path.name == f"run-{int(folder.name)}.pt" else None
 
 
 def metrics_lines(run: RunFolder) -> list[tuple[int, str, dict[str, Any] | None]]:

@@ -54,9 +54,11 @@ def test_train_then_follow_and_predict_by_run_id(cell, tmp_path, capsys, monkeyp
     status = main(["predict", str(cell / "val.json"), "--model", "run:1", "--runs-dir", str(runs), "--device", "cpu", "-q"])
     out = capsys.readouterr().out
     assert status == 0 and "F1" in out
-    segmentations = (cell / "cell.zarr" / "volumes" / "predictions").rglob("segmentation/.zattrs")
+    segmentations = list((cell / "cell.zarr" / "volumes" / "predictions" / "run-1").rglob("segmentation/.zattrs"))
     used = {json.loads(p.read_text())["incasem_provenance"]["checkpoint_sha256"] for p in segmentations}
-    assert checkpoint_sha256(runs / "1" / best["file"]) in used  # the best checkpoint, found by run id
+    model = open_run(runs, 1).record()["model"]  # the best checkpoint with its decisions chosen on val.json, found by run id
+    assert model["iteration"] == best["iteration"] and model["file"] == "run-1.pt"
+    assert checkpoint_sha256(runs / "1" / "run-1.pt") in used  # filed under the run's name
 
     status = main(
         [

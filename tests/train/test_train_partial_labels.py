@@ -67,6 +67,8 @@ def test_loss_validation_and_weights_ignore_unlabelled_voxels(cells, tmp_path):
     assert scores["true"]["f1"] is not None and scores["true"] == scores["inverted"]
     weights = {name: load_checkpoint(run.path / run.record()["checkpoints"][-1]["file"])[0].state_dict() for name, run in runs.items()}
     assert all(torch.equal(weights["true"][key], weights["inverted"][key]) for key in weights["true"])
+    decisions = {name: run.record()["model"] for name, run in runs.items()}  # chosen on the labelled validation voxels
+    assert decisions["true"]["threshold"] == decisions["inverted"]["threshold"] and decisions["true"] == decisions["inverted"]
 
 
 def test_the_same_data_counted_everywhere_trains_differently(cells, tmp_path):

@@ -86,6 +86,7 @@ from incasem.predict.device import (
     select_device,
 )
 from incasem.predict.outputs import claim_prediction_id, find_previous, interrupted_predictions
+from incasem.runs import run_model_name
 
 #: Blocks in flight per worker: one in the network while the next is read and the last written.
 BLOCKS_IN_FLIGHT = 3
@@ -302,7 +303,7 @@ def predict_roi(
     precision = resolve_precision(options.precision, device)
     config = card.architecture
     block_shape = choose_block_shape(config, device, precision, roi.shape, options.block_shape)
-    model_name = checkpoint.stem
+    model_name = run_model_name(checkpoint) or checkpoint.stem
     sha256 = checkpoint_sha256(checkpoint)
 
     def settings(block_shape: Triple) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -44,6 +44,7 @@ from incasem.model.unet import UNet, UNetConfig
 from incasem.predict.core import PRECISIONS, PrecisionChoice, check_choice, resolve_precision
 from incasem.predict.device import free_memory_bytes, select_device
 from incasem.runs import RunFolder, create_run, open_run, runs_dir
+from incasem.train.calibrate import make_run_model
 from incasem.train.config import TrainingConfig, load_training_config
 from incasem.train.data import SampleStream, TrainingSamples
 from incasem.train.distributed import Distributed, start_distributed
@@ -194,6 +195,7 @@ class _Trainer:
         self.stream = SampleStream(samples, device, section.batch_size, progress.iteration, section.num_workers, dist.rank, dist.world_size)
         self.val_config = val_config
         self.last_validation: tuple[int | None, Mapping[str, Any]] = (None, {})
+        self.shown_validation: dict[str, str] = {}  # the progress bar's latest and best validation F1
         record = run.record() if run is not None else {}
         self.training_summary = {  # what every checkpoint's card says of its training
             "run": None if run is None else run.id,
@@ -264,7 +266,7 @@ class _Trainer:
                 window.append((loss, loaded - started, time.perf_counter() - started))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.set_postfix(loss=f"{loss:.4f}", **self.shown_validation)
                 if done % intervals.log_every == 0 or done == total:
                     self._log_train(done, window)
                     window = []
@@ -332,6 +334,8 @@ class _Trainer:
             self._run.update(initial_validation=result.summary)
         if improved:
             self.progress.best_f1 = f1
+        best = self.progress.best_f1
+        self.shown_validation = {"val_f1": shown, "best_f1": "-" if best is None else f"{best:.4f}"}
         return improved
 
     def _save(self, iteration: int, best: bool = False) -> None:
@@ -413,6 +417,13 @@ def _run_trainer(trainer_arguments: dict[str, Any]) -> None:
         trainer.stop(error)
         raise
     trainer.stop(None)
+
+
+def _make_model(run: RunFolder | None, val_config: DataConfig | None, device: torch.device, options: TrainOptions) -> None:
+    """Rank 0, after a run ends: the run's model with its decisions chosen on the validation data."""
+    if run is not None and val_config is not None:
+        precision = resolve_precision(cast(PrecisionChoice, options.precision), device)
+        make_run_model(run, val_config, device=device, precision=precision, log=options.log)
 
 
 def _samples(config: TrainingConfig, train_config: DataConfig, device: torch.device) -> TrainingSamples:
@@ -524,6 +535,7 @@ def train(
                 "device": device,
             }
         )
+        _make_model(run if dist.is_main else None, val_config, device, options)
     return run
 
 
@@ -634,4 +646,5 @@ def resume_training(
                 "device": device,
             }
         )
+        _make_model(run if dist.is_main else None, val_config, device, options)
     return run if dist.is_main else None

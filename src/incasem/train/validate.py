@@ -3,8 +3,9 @@
 Each ROI of the validation data config is predicted tile by tile through the prediction
 core (:func:`incasem.predict.core.predict_array`), reading the network's context from the
 raw dataset (reflected where it leaves the data, as prediction does). Loss and the
-confusion counts are taken inside ``mask ∧ metric masks``; the segmentation is the most
-probable class (threshold 0.5 for two classes). Memory stays bounded by one tile.
+confusion counts are taken inside ``mask ∧ metric masks`` (and, for partial labels, the
+labelled voxels, of which only the labelled sections are predicted); the segmentation is
+the most probable class (threshold 0.5 for two classes). Memory stays bounded by one tile.
 """
 
 from __future__ import annotations
@@ -150,9 +151,10 @@ def validate(
         raw_volume, reference = open_volume(entry.container, entry.raw), Reference.open(entry)
         assert entry.roi is not None, "a config loaded with its datasets checked has every ROI resolved"
         for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
-            scores, tile_example = _score_tile(model, raw_volume, reference, tile, class_ids, device, precision)
-            example = example or tile_example
-            _add(roi_scores, scores)
+            for box in reference.labelled_boxes(tile):
+                scores, box_example = _score_tile(model, raw_volume, reference, box, class_ids, device, precision)
+                example = example or box_example
+                _add(roi_scores, scores)
         per_roi[entry.name] = roi_scores.scores(names)
         if total is None:
             total = RoiScores({c: ConfusionCounts() for c in range(1, len(class_names))})
