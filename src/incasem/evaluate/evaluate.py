@@ -122,20 +122,22 @@ class Reference:
         """Where voxels count over ``roi`` (bool): inside the cell mask and labelled."""
         return _inside(([] if self.mask is None else [self.mask]) + list(self.labelled), roi)
 
-    def labelled_boxes(self, roi: Roi) -> list[Roi]:
+    def labelled_boxes(self, roi: Roi, merge_gap: int = 0) -> list[Roi]:
         """The parts of ``roi`` worth predicting for a score: ``[roi]`` for fully labelled data; with
-        partial labels each run of consecutive sections (z) holding labelled voxels, cut to the y-x box
-        of its labelled voxels (a labelled section costs a thin slab, not the region)."""
+        partial labels each run of sections (z) holding labelled voxels, cut to the y-x box of its
+        labelled voxels (a labelled section costs a thin slab, not the region). Runs less than
+        ``merge_gap`` sections apart are one box (for a network, whose context makes two thin
+        slabs cost more than one slab across both when they are close)."""
         if not self.labelled:
             return [roi]
         labelled = _inside(self.labelled, roi)
         sections = np.flatnonzero(labelled.any(axis=(1, 2)))
         boxes = []
-        for run in np.split(sections, np.flatnonzero(np.diff(sections) > 1) + 1) if sections.size else []:
+        for run in np.split(sections, np.flatnonzero(np.diff(sections) > max(merge_gap, 1)) + 1) if sections.size else []:
             part = labelled[run[0] : run[-1] + 1]
             rows, columns = np.flatnonzero(part.any(axis=(0, 2))), np.flatnonzero(part.any(axis=(0, 1)))
             start = (int(run[0]), int(rows[0]), int(columns[0]))
-            shape = (int(run.size), int(rows[-1] - rows[0] + 1), int(columns[-1] - columns[0] + 1))
+            shape = (int(run[-1] - run[0] + 1), int(rows[-1] - rows[0] + 1), int(columns[-1] - columns[0] + 1))
             boxes.append(Roi(roi.offset, shape).shift(start))
         return boxes
 

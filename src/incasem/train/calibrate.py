@@ -12,14 +12,14 @@ labelled voxels, inside the cell mask), never on what the model is scored on:
 2. **seed threshold** (the card's ``seed_threshold``): with the threshold folded in,
    ``incasem predict`` keeps only the objects that reach this probability somewhere
    (hysteresis). Each of :data:`SEED_CANDIDATES` is tried on the calibrated model's
-   probabilities of the validation boxes, grown by :data:`HYSTERESIS_MARGIN_NM` so that
-   objects reach past the labelled voxels as they do in a whole prediction; one is kept only
+   probabilities of the validation boxes, predicted :data:`HYSTERESIS_MARGIN_NM` around them
+   so that objects reach past the labelled voxels as they do in a whole prediction; one is kept only
    if it raises the validation F1 by at least :data:`MIN_SEED_GAIN_F1` over keeping every object
    (a smaller gain is within what a few labelled sections can tell, and a seed threshold
    chosen on too little data cost held-out IoU in BENCHMARKS.md).
 
 With partial labels only the labelled sections are predicted (:meth:`Reference.labelled_boxes`),
-so choosing costs two passes over thin slabs, in memory bounded by one box.
+once, so choosing costs about one validation.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from skimage.filters import apply_hysteresis_threshold
 from incasem.evaluate.evaluate import Reference
 from incasem.evaluate.metrics import ConfusionCounts, ProbabilityHistogram, confusion_counts
 from incasem.geometry import Roi
-from incasem.io.data_config import DataConfig, RoiEntry
+from incasem.io.data_config import DataConfig
 from incasem.io.volume import Volume, open_volume
 from incasem.model.card import ModelCard
 from incasem.model.checkpoint import load_checkpoint, save_checkpoint
@@ -86,13 +86,25 @@ class Decisions:
         }
 
 
-def _boxes(config: DataConfig) -> Iterator[tuple[RoiEntry, Volume, Reference, Roi]]:
+@dataclass(frozen=True)
+class _Box:
+    """A validation box: where it is scored (``box``) inside the region predicted around it (``grown``)."""
+
+    raw: Volume
+    reference: Reference
+    box: Roi
+    grown: Roi
+
+
+def _boxes(config: DataConfig, model: UNet) -> Iterator[_Box]:
+    merge_gap = 2 * model.config.context[0]
     for entry in config:
         assert entry.roi is not None, "a config loaded with its datasets checked has every ROI resolved"
         raw, reference = open_volume(entry.container, entry.raw), Reference.open(entry)
+        margin = [math.ceil(HYSTERESIS_MARGIN_NM / size) for size in entry.voxel_size]
         for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
-            for box in reference.labelled_boxes(tile):
-                yield entry, raw, reference, box
+            for box in reference.labelled_boxes(tile, merge_gap):
+                yield _Box(raw, reference, box, box.grow(margin).intersect(raw.roi))
 
 
 def _probability(model: UNet, raw: Volume, region: Roi, device: torch.device, precision: Precision) -> np.ndarray:
@@ -106,13 +118,22 @@ def _f1(counts: ConfusionCounts) -> float | None:
     return None if math.isnan(counts.f1) else float(counts.f1)
 
 
+#: Predicted probabilities kept between the two steps of :func:`choose_decisions` (voxels, float16);
+#: boxes beyond it are predicted again.
+KEPT_VOXELS = 2**27
+
+
 def choose_decisions(model: UNet, config: DataConfig, *, device: torch.device, precision: Precision) -> Decisions:
     """Choose the foreground and seed thresholds of two-class ``model`` on the validation data ``config``.
+
+    Each validation box is predicted once (around it, for the hysteresis) and kept for the
+    seed sweep up to :data:`KEPT_VOXELS`: the calibrated model's probability is a monotonic
+    function of the model's, ``p' >= s`` exactly where ``logit(p) >= logit(s) + logit(t)``.
 
     Parameters
     ----------
     model
-        The trained network (not changed; a calibrated copy is made for the seed sweep).
+        The trained network (not changed).
     config
         Validation data, loaded with its datasets checked; labelled voxels inside the cell
         mask count (metric masks do not: the decision concerns every voxel).
@@ -133,38 +154,41 @@ def choose_decisions(model: UNet, config: DataConfig, *, device: torch.device, p
     model.eval()
     histogram: ProbabilityHistogram | None = None
     argmax = ConfusionCounts()
-    for _entry, raw, reference, box in _boxes(config):
-        probability = _probability(model, raw, box, device, precision)
-        target, inside, _ = reference.read_regions(box)
-        part = ProbabilityHistogram.from_arrays(probability, target == 1, inside)
-        histogram = part if histogram is None else histogram + part
-        argmax = argmax + confusion_counts(probability >= 0.5, target == 1, inside)
+    kept: list[tuple[_Box, np.ndarray | None]] = []
+    kept_voxels = 0
+    for part in _boxes(config, model):
+        probability = _probability(model, part.raw, part.grown, device, precision)
+        scored = probability[part.box.relative_to(part.grown.offset).to_slices()]
+        target, inside, _ = part.reference.read_regions(part.box)
+        block = ProbabilityHistogram.from_arrays(scored, target == 1, inside)
+        histogram = block if histogram is None else histogram + block
+        argmax = argmax + confusion_counts(scored >= 0.5, target == 1, inside)
+        keep = kept_voxels + probability.size <= KEPT_VOXELS
+        kept_voxels += probability.size if keep else 0
+        kept.append((part, probability.astype(np.float16) if keep else None))
     if histogram is None or not histogram.positives.sum():
         raise ValueError("the validation data holds no labelled organelle voxel: thresholds cannot be chosen")
     threshold = min(max(histogram.best_threshold(), 0.01), 0.99)
-    calibrated_model = calibrated(model, threshold)
-    seeds = _seed_counts(calibrated_model, config, device, precision)
+    seeds = dict.fromkeys(SEED_CANDIDATES, ConfusionCounts())
+    for part, stored in kept:
+        probability = _probability(model, part.raw, part.grown, device, precision) if stored is None else stored
+        target, inside, _ = part.reference.read_regions(part.box)
+        window = part.box.relative_to(part.grown.offset).to_slices()
+        for candidate in SEED_CANDIDATES:
+            found = apply_hysteresis_threshold(probability, threshold - 1e-6, _uncalibrated(candidate, threshold) - 1e-6)[window]
+            seeds[candidate] = seeds[candidate] + confusion_counts(found, target == 1, inside)
     plain = seeds[SEED_CANDIDATES[0]]
-    best = max(SEED_CANDIDATES, key=lambda seed: (_f1(seeds[seed]) or 0.0, -seed))
+    best = max(SEED_CANDIDATES, key=lambda candidate: (_f1(seeds[candidate]) or 0.0, -candidate))
     gain = (_f1(seeds[best]) or 0.0) - (_f1(plain) or 0.0)
     seed = best if best != SEED_CANDIDATES[0] and gain >= MIN_SEED_GAIN_F1 else None
     f1 = {"argmax": _f1(argmax), "threshold": _f1(plain), "seeded": _f1(seeds[seed or SEED_CANDIDATES[0]])}
     return Decisions(threshold, seed, f1, int(histogram.positives.sum() + histogram.negatives.sum()))
 
 
-def _seed_counts(model: UNet, config: DataConfig, device: torch.device, precision: Precision) -> dict[float, ConfusionCounts]:
-    """Validation counts of the hysteresis ``probability >= 0.5`` seeded at each candidate, over grown boxes."""
-    counts = dict.fromkeys(SEED_CANDIDATES, ConfusionCounts())
-    for entry, raw, reference, box in _boxes(config):
-        margin = [math.ceil(HYSTERESIS_MARGIN_NM / size) for size in entry.voxel_size]
-        grown = box.grow(margin).intersect(raw.roi)
-        probability = _probability(model, raw, grown, device, precision)
-        window = box.relative_to(grown.offset).to_slices()
-        target, inside, _ = reference.read_regions(box)
-        for seed in SEED_CANDIDATES:
-            found = apply_hysteresis_threshold(probability, 0.5 - 1e-6, seed - 1e-6)[window]
-            counts[seed] = counts[seed] + confusion_counts(found, target == 1, inside)
-    return counts
+def _uncalibrated(seed: float, threshold: float) -> float:
+    """The model's probability at which the model calibrated to ``threshold`` gives ``seed``."""
+    logit = math.log(seed / (1 - seed)) + math.log(threshold / (1 - threshold)) if seed < 1 else math.inf
+    return 1.0 if logit == math.inf else 1 / (1 + math.exp(-logit))
 
 
 def calibrated(model: UNet, threshold: float) -> UNet:

@@ -61,7 +61,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -409,7 +409,7 @@ def _config_file(path: str | Path) -> Path:
     return given
 
 
-def load_training_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainingConfig:
+def load_training_config(path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> TrainingConfig:
     """Read a training config file, apply ``key=value`` overrides and validate the result.
 
     Parameters
@@ -420,6 +420,9 @@ def load_training_config(path: str | Path | None, overrides: Sequence[str] = ())
     overrides
         ``section.key=value`` strings, applied in order after the file; the value is
         parsed as YAML (``1e-4``, ``[132, 132, 132]``, ``null``).
+    base
+        Nested sections to start from instead of a file (``path`` must be ``None``), e.g. a
+        model's recipe from its card.
 
     Raises
     ------
@@ -429,8 +432,8 @@ def load_training_config(path: str | Path | None, overrides: Sequence[str] = ())
         nearest valid key), a wrong type or range, or inconsistent values.
     """
     file = None if path is None else _config_file(path)
-    source = "defaults" if file is None else str(file)
-    data: dict[str, Any] = {} if file is None else _read(file)
+    source = "defaults" if file is None and base is None else "the model's recipe" if file is None else str(file)
+    data: dict[str, Any] = dict(base or {}) if file is None else _read(file)
     if isinstance(overrides, str):
         overrides = [overrides]
     origin: dict[str, str] = {}  # dotted key -> the override that set it

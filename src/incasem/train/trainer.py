@@ -419,8 +419,22 @@ def _run_trainer(trainer_arguments: dict[str, Any]) -> None:
     trainer.stop(None)
 
 
+def _train_then_model(trainer_arguments: dict[str, Any]) -> None:
+    """Train; then (rank 0) make the run's model with its decisions chosen on the validation data,
+    also after Ctrl-C (from the best checkpoint so far; a second Ctrl-C skips it)."""
+    run, val_config, options = trainer_arguments["run"], trainer_arguments["val_config"], trainer_arguments["options"]
+    try:
+        _run_trainer(trainer_arguments)
+    except KeyboardInterrupt:
+        if run is not None and val_config is not None and run.checkpoints():
+            if options.log is not None:
+                options.log("choosing the decisions of the best checkpoint so far (Ctrl-C again to skip)")
+            _make_model(run, val_config, trainer_arguments["device"], options)
+        raise
+    _make_model(run, val_config, trainer_arguments["device"], options)
+
+
 def _make_model(run: RunFolder | None, val_config: DataConfig | None, device: torch.device, options: TrainOptions) -> None:
-    """Rank 0, after a run ends: the run's model with its decisions chosen on the validation data."""
     if run is not None and val_config is not None:
         precision = resolve_precision(cast(PrecisionChoice, options.precision), device)
         make_run_model(run, val_config, device=device, precision=precision, log=options.log)
@@ -520,7 +534,7 @@ def train(
             class_names=list(point.card.class_names),
         )
     with run.claim() if run is not None else contextlib.nullcontext():
-        _run_trainer(
+        _train_then_model(
             {
                 "config": config,
                 "model": point.model,
@@ -535,7 +549,6 @@ def train(
                 "device": device,
             }
         )
-        _make_model(run if dist.is_main else None, val_config, device, options)
     return run
 
 
@@ -631,7 +644,7 @@ def resume_training(
         if dist.is_main:
             run.update(status="running", iteration=iteration, iterations=config.training.iterations)
             run.write_config(config.to_dict())  # resumable keys may have changed
-        _run_trainer(
+        _train_then_model(
             {
                 "config": config,
                 "model": model,
@@ -646,5 +659,4 @@ def resume_training(
                 "device": device,
             }
         )
-        _make_model(run if dist.is_main else None, val_config, device, options)
     return run if dist.is_main else None

@@ -151,7 +151,7 @@ def validate(
         raw_volume, reference = open_volume(entry.container, entry.raw), Reference.open(entry)
         assert entry.roi is not None, "a config loaded with its datasets checked has every ROI resolved"
         for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
-            for box in reference.labelled_boxes(tile):
+            for box in reference.labelled_boxes(tile, merge_gap=2 * model.config.context[0]):
                 scores, box_example = _score_tile(model, raw_volume, reference, box, class_ids, device, precision)
                 example = example or box_example
                 _add(roi_scores, scores)

@@ -1,0 +1,140 @@
+"""Fine-tuning from a container's labelled sections: one command, no config file (real Lucchi++ FIB-SEM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from incasem.cli import main
+from incasem.errors import ConfigError, DatasetNotFoundError, IncasemError
+from incasem.geometry import Roi
+from incasem.io.volume import create_volume, open_volume
+from incasem.model.checkpoint import read_card
+from incasem.model.shipped import SHIPPED_FOLDER, shipped_card
+from incasem.runs import open_run
+from incasem.train import trainer as trainer_module
+from incasem.train.finetune import FINE_TUNE_OVERRIDES, fine_tune, fine_tune_config, fitted_block, split_labelled
+from incasem.train.trainer import TrainOptions
+from tests.helpers import LUCCHI, error_line, read_stack
+
+DEMO_MODEL = str(SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt")
+#: The smallest useful block of the demo model's network (3 poolings, context 47): fast on 2 cores.
+SMALL_BLOCK = ["training.input_size_voxels=[108,108,108]", "training.output_size_voxels=[14,14,14]", "training.num_workers=0"]
+LABELLED_SECTIONS = (4, 20, 36, 52)  # 4 of the crop's 64 sections
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory) -> Path:
+    """``cell.zarr``: the Lucchi++ crop (64 x 224 x 224), mitochondria labelled on 4 sections only."""
+    container = tmp_path_factory.mktemp("fine_tune") / "cell.zarr"
+    raw, mito = read_stack(LUCCHI / "image"), (read_stack(LUCCHI / "labels" / "mito") != 0).astype(np.uint8)
+    labelled = np.zeros_like(mito)
+    labelled[list(LABELLED_SECTIONS)] = 1
+    for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito * labelled, "volumes/labelled/mito": labelled}.items():
+        volume = create_volume(container, name, array.shape, "uint8", (5, 5, 5), (0, 0, 0), chunks=(32, 112, 112))
+        volume.write(volume.roi, array)
+        volume.mark_complete()
+    return container
+
+
+def test_the_labelled_region_splits_along_its_longer_in_plane_axis(cell):
+    data = split_labelled(cell, "mito")
+    assert (data.raw, data.labels, data.labelled, data.labelled_sections) == ("volumes/raw", "volumes/labels/mito", "volumes/labelled/mito", 4)
+    # every labelled section gives to both parts: the rows up to the cut train, the rest validate
+    cut = data.train_roi.end[1]
+    assert data.train_roi == Roi((0, 0, 0), (64, cut, 224)) and data.val_roi == Roi((0, cut, 0), (64, 224 - cut, 224))
+    mito = open_volume(cell, "volumes/labels/mito").read() != 0
+    assert 0.2 <= mito[:, cut:].sum() / mito.sum() <= 0.3  # the far quarter of the labelled mitochondria
+    dense = split_labelled(cell, "mito", labelled="none", validation_share=0.5)
+    assert dense.labelled is None and dense.train_roi.offset == (0, 0, 0) and dense.train_roi.shape[0] == 64
+
+
+def test_missing_labels_and_unlabelled_masks_are_one_line_errors(cell, tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="has no dataset volumes/labels/er"):
+        split_labelled(cell, "er", labels="volumes/labels/er")
+    create_volume(cell, "volumes/labels/golgi", (64, 224, 224), "uint8", (5, 5, 5), (0, 0, 0), chunks=(32, 112, 112)).mark_complete()
+    with pytest.raises(DatasetNotFoundError, match=r"has no volumes/labels/er \(labels datasets: volumes/labels/golgi, volumes/labels/mito\)"):
+        split_labelled(cell, "er")
+    empty = create_volume(cell, "volumes/labelled/empty", (64, 224, 224), "uint8", (5, 5, 5), (0, 0, 0), chunks=(32, 112, 112))
+    empty.mark_complete()
+    with pytest.raises(ConfigError, match="marks no voxel as labelled"):
+        split_labelled(cell, "mito", labelled="volumes/labelled/empty")
+    status = main(["fine-tune", str(cell), "--start-from", DEMO_MODEL, "--validation-share", "1.5", "--runs-dir", str(tmp_path / "runs")])
+    assert status != 0 and not (tmp_path / "runs").exists()
+
+
+def test_the_recipe_of_the_model_with_fine_tuning_defaults():
+    fibsem = fine_tune_config(shipped_card("mito-fibsem-5nm"))
+    assert fibsem.training.input_size_voxels == (140, 140, 140) and fibsem.optimizer.lr == 1e-4
+    assert fibsem.training.iterations == 400 and fibsem.intervals.validate_every == 50 and fibsem.training.seed is None
+    mine = fine_tune_config(shipped_card("mito-fibsem-5nm"), ["training.iterations=1000", "optimizer.lr=5e-5"])
+    assert (mine.training.iterations, mine.optimizer.lr) == (1000, 5e-5)
+    sstem = fine_tune_config(shipped_card("mito-sstem-50x5nm"))
+    assert sstem.augmentation.transpose_only == (1, 2) and sstem.training.input_size_voxels == (20, 164, 164)
+    assert "training.iterations=400" in FINE_TUNE_OVERRIDES
+
+
+def test_the_block_shrinks_to_fit_the_training_part():
+    card = shipped_card("mito-fibsem-5nm")
+    config = fitted_block(card.architecture, fine_tune_config(card), (40, 300, 300))
+    assert config.training.output_size_voxels[0] <= 40 and len(set(config.training.input_size_voxels)) == 1  # transposed axes stay equal
+    assert card.architecture.output_shape(config.training.input_size_voxels) == config.training.output_size_voxels
+    sstem = shipped_card("mito-sstem-50x5nm")
+    kept = fitted_block(sstem.architecture, fine_tune_config(sstem), (30, 120, 400))
+    assert kept.training.input_size_voxels[0] == 20 and kept.training.output_size_voxels[1] <= 120
+    assert kept.training.input_size_voxels[1] == kept.training.input_size_voxels[2]
+    with pytest.raises(ConfigError, match="smaller than the network's smallest output"):
+        fitted_block(card.architecture, fine_tune_config(card), (2, 300, 300))
+
+
+def test_fine_tune_then_predict_with_one_command(cell, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    args = ["fine-tune", str(cell), "--start-from", DEMO_MODEL, "--runs-dir", str(runs), "--device", "cpu", "--no-mlflow", "-q", "--predict"]
+    assert main([*args, *SMALL_BLOCK, "training.iterations=2", "intervals.validate_every=2"]) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    run = open_run(runs, 1)
+    record = run.record()
+    assert record["status"] == "finished" and record["model"]["file"] == "run-1.pt"
+    entries = {name: json.loads((run.data_dir / f"{name}.json").read_text())[name] for name in ("train", "val")}
+    assert all(entry["labelled"] == "volumes/labelled/mito" for entry in entries.values())
+    card = read_card(run.model_path)
+    decision = card.training["decision_threshold"]
+    assert decision["threshold"] == record["model"]["threshold"] and "validation data of run 1" in decision["chosen_on"]
+    assert card.seed_threshold == record["model"]["seed_threshold"]
+    assert "decisions chosen on" in captured.err
+    segmentation = open_volume(cell, "volumes/predictions/run-1/0001/segmentation")  # filed under the run's name
+    assert segmentation.roi == open_volume(cell, "volumes/raw").roi
+    assert "prediction: " in captured.out and "run-1/0001/segmentation" in captured.out
+
+
+def test_ctrl_c_keeps_the_best_checkpoint_and_still_chooses_its_decisions(cell, tmp_path, monkeypatch):
+    original_step = trainer_module._Trainer._step
+    calls = []
+
+    def interrupted_step(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(trainer_module._Trainer, "_step", interrupted_step)
+    options = TrainOptions(device="cpu", runs_dir=tmp_path / "runs", mlflow=False)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(cell, DEMO_MODEL, [*SMALL_BLOCK, "training.iterations=10", "intervals.validate_every=2", "training.seed=3"], options=options)
+    run = open_run(tmp_path / "runs", 1)
+    record = run.record()
+    assert record["status"] == "interrupted" and record["best"]["iteration"] == 2
+    assert record["model"]["iteration"] == 2 and run.model_path.is_file()
+
+
+def test_a_labelled_mask_off_the_labels_grid_is_refused_before_a_run_exists(cell, tmp_path, capsys):
+    shifted = create_volume(cell, "volumes/labelled/shifted", (64, 224, 224), "uint8", (5, 5, 5), (0, 5, 0), chunks=(32, 112, 112))
+    shifted.mark_complete()
+    status = main(["fine-tune", str(cell), "--start-from", DEMO_MODEL, "--labelled", "volumes/labelled/shifted", "--runs-dir", str(tmp_path / "runs")])
+    line = error_line(capsys)
+    assert status != 0 and "labelled" in line and not (tmp_path / "runs").exists()
+    with pytest.raises(IncasemError):
+        fine_tune(cell, DEMO_MODEL, labelled="volumes/labelled/shifted", options=TrainOptions(device="cpu", runs_dir=tmp_path / "runs", mlflow=False))
