@@ -44,6 +44,7 @@ SUBSTITUTIONS = {
     "training.iterations=3000": "training.iterations=2",
     "intervals.validate_every=250": "intervals.validate_every=1",
     "iterations: 30000": "iterations: 2",
+    "--labels volumes/labels/mito_sections --predict": "--labels volumes/labels/mito_sections --predict training.iterations=2 intervals.validate_every=1",
     "incasem view cell.zarr ": "{ timeout --preserve-status -s INT 20 incasem view cell.zarr || test $? = 130; } ",
 }
 

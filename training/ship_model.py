@@ -51,6 +51,7 @@ from incasem.model.checkpoint import load_checkpoint, save_checkpoint
 from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.predict import PredictOptions, predict_config
 from incasem.runs import open_run, read_metrics
+from incasem.train.calibrate import SEED_CANDIDATES  # the seed thresholds tried (0.5: every object of the segmentation)
 
 QUIET = RunOptions(progress=False)
 
@@ -80,8 +81,6 @@ def best_threshold(checkpoint: Path, config_json: Path, data_root: Path) -> floa
     return sum(histograms[1:], histograms[0]).best_threshold()
 
 
-#: Seed thresholds tried on the training volumes (0.5: every object of the segmentation).
-SEED_CANDIDATES = (0.5, *(round(0.8 + 0.005 * k, 3) for k in range(40)))
 
 
 def unseeded_predictions(checkpoint: Path, config_json: Path, data_root: Path) -> list[tuple[np.ndarray, ...]]:

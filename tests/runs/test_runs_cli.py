@@ -92,7 +92,7 @@ def test_show_before_any_checkpoint_in_the_default_folder(tmp_path, capsys, monk
     status, out, err = invoke(capsys, "runs", "show", "1")
     assert status == 0 and err == ""
     assert "checkpoints: none yet" in out and "latest validation: none yet" in out
-    assert "predict with its best checkpoint: incasem predict CONFIG.json --model run:1" in out
+    assert "predict with it: incasem predict CONFIG.json --model run:1" in out
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,10 @@ from incasem.model.checkpoint import read_card
 from incasem.model.shipped import SHIPPED_FOLDER, shipped_card
 from incasem.runs import open_run
 from incasem.train import trainer as trainer_module
+from incasem.train.config import load_training_config
 from incasem.train.finetune import FINE_TUNE_OVERRIDES, fine_tune, fine_tune_config, fitted_block, split_labelled
 from incasem.train.trainer import TrainOptions
-from tests.helpers import LUCCHI, error_line, read_stack
+from tests.helpers import DROSOPHILA, LUCCHI, error_line, read_stack
 
 DEMO_MODEL = str(SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt")
 #: The smallest useful block of the demo model's network (3 poolings, context 47): fast on 2 cores.
@@ -108,6 +109,8 @@ def test_fine_tune_then_predict_with_one_command(cell, tmp_path, capsys):
     segmentation = open_volume(cell, "volumes/predictions/run-1/0001/segmentation")  # filed under the run's name
     assert segmentation.roi == open_volume(cell, "volumes/raw").roi
     assert "prediction: " in captured.out and "run-1/0001/segmentation" in captured.out
+    assert main(["runs", "show", "1", "--runs-dir", str(runs)]) == 0
+    assert f"model: run-1.pt (iteration {record['model']['iteration']}): foreground threshold {record['model']['threshold']}" in capsys.readouterr().out
 
 
 def test_ctrl_c_keeps_the_best_checkpoint_and_still_chooses_its_decisions(cell, tmp_path, monkeypatch):
@@ -138,3 +141,25 @@ def test_a_labelled_mask_off_the_labels_grid_is_refused_before_a_run_exists(cell
     assert status != 0 and "labelled" in line and not (tmp_path / "runs").exists()
     with pytest.raises(IncasemError):
         fine_tune(cell, DEMO_MODEL, labelled="volumes/labelled/shifted", options=TrainOptions(device="cpu", runs_dir=tmp_path / "runs", mlflow=False))
+
+
+def test_serial_sections_fine_tune_on_labelled_z_sections(tmp_path):
+    """Anisotropic data (50 nm sections): 3 of 20 ssTEM sections labelled; the shipped serial-section model's
+    recipe keeps its (1, 2, 2) blocks and y-x-only transposes, and the split runs in-plane."""
+    raw = read_stack(DROSOPHILA / "image")
+    mito = (read_stack(DROSOPHILA / "labels" / "mito") != 0).astype(np.uint8)
+    labelled = np.zeros_like(mito)
+    labelled[[3, 10, 16]] = 1
+    container = tmp_path / "sstem.zarr"
+    for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito * labelled, "volumes/labelled/mito": labelled}.items():
+        volume = create_volume(container, name, array.shape, "uint8", (50, 5, 5), (0, 0, 0))
+        volume.write(volume.roi, array)
+        volume.mark_complete()
+    options = TrainOptions(device="cpu", runs_dir=tmp_path / "runs", mlflow=False)
+    run = fine_tune(container, "mito-sstem-50x5nm", ["training.iterations=2", "intervals.validate_every=2", "training.num_workers=0"], options=options)
+    config = load_training_config(run.config_path)
+    assert config.augmentation.transpose_only == (1, 2) and config.training.input_size_voxels == (20, 164, 164)
+    train_entry = json.loads((run.data_dir / "train.json").read_text())["train"]
+    assert train_entry["offset"][2] == 0 and train_entry["shape"][:2] == [20, 224] and train_entry["shape"][2] < 320  # cut along x
+    assert run.record()["model"]["file"] == "run-1.pt"
+    assert read_card(run.model_path).voxel_size_nm == (50, 5, 5)

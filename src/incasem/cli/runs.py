@@ -123,6 +123,20 @@ def _validation_lines(run: RunFolder) -> list[str]:
     return [f"latest validation (iteration {iteration}):", *_table(rows, "  ")]
 
 
+def _model_lines(record: Mapping[str, Any]) -> list[str]:
+    """The run's model: which checkpoint, the decisions chosen on the validation data and their F1."""
+    model = record.get("model")
+    if not isinstance(model, Mapping):
+        return ["model: none yet (made when a run with validation data ends)"]
+    f1 = model.get("f1") if isinstance(model.get("f1"), Mapping) else {}
+    seed = model.get("seed_threshold")
+    return [
+        f"model: {model.get('file')} (iteration {model.get('iteration')}): foreground threshold {model.get('threshold')}, "
+        f"seed threshold {'none' if seed is None else seed}; validation F1 {_number(f1.get('argmax'))} at 0.5, "
+        f"{_number(f1.get('threshold'))} at the threshold, {_number(f1.get('seeded'))} with both"
+    ]
+
+
 def _mlflow_lines(record: Mapping[str, Any]) -> list[str]:
     uri, run_id = record.get("mlflow_tracking_uri"), record.get("mlflow_run_id")
     if not uri or not run_id:
@@ -132,14 +146,14 @@ def _mlflow_lines(record: Mapping[str, Any]) -> list[str]:
 
 
 def _predict_hint(run: RunFolder, root: Path) -> str:
-    """The command that predicts with the run's best checkpoint, naming the runs folder where not the default."""
+    """The command that predicts with the run's model (or best checkpoint), naming the runs folder where not the default."""
     command = f"incasem predict CONFIG.json --model run:{run.id}"
     if runs_dir(None).resolve() == root.resolve():
         return command
     return f"{RUNS_DIR_ENV}={shlex.quote(str(root))} {command}"
 
 
-@runs_app.command("show", help="Show a run: folder, command, data, config, checkpoints with scores, latest validation.")
+@runs_app.command("show", help="Show a run: folder, command, data, config, checkpoints with scores, latest validation, its model's decisions.")
 def show_command(
     run_id: str = typer.Argument(..., metavar="ID", help="Run id, e.g. 12 (see `incasem runs list`)."),
     runs_dir_option: Path | None = _RUNS_DIR,
@@ -158,9 +172,10 @@ def show_command(
         *_config_lines(run),
         *_checkpoint_lines(record, run),
         *_validation_lines(run),
+        *_model_lines(record),
         f"curves of all runs: tensorboard --logdir {shlex.quote(str(root))}",
         *_mlflow_lines(record),
-        f"predict with its best checkpoint: {_predict_hint(run, root)}",
+        f"predict with it: {_predict_hint(run, root)}",
     ]
     typer.echo("\n".join(lines))
 
