@@ -183,3 +183,18 @@ def fail_after(monkeypatch, module, name: str, calls: int) -> None:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(module, name, failing)
+
+
+def ctrl_c_at_step(monkeypatch, step: int) -> None:
+    """Make training step number ``step`` (1-based) of the next runs raise ``KeyboardInterrupt``, as Ctrl-C does."""
+    from incasem.train.trainer import _Trainer
+
+    original, calls = _Trainer._step, [0]
+
+    def interrupted(self, batch):
+        calls[0] += 1
+        if calls[0] == step:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(_Trainer, "_step", interrupted)

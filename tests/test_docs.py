@@ -149,6 +149,9 @@ def test_every_guide_command_runs_on_the_bundled_example(workspace):
             result = _run(block, folder, env)
             assert result.returncode == 0, f"guide block {number} failed:\n{block}\n--- output ---\n{result.stdout[-4000:]}"
     assert (folder / "cell.png").stat().st_size > 10_000
-    assert (folder / "runs" / "1" / "curves.png").is_file()
+    assert (folder / "runs" / "1" / "run-1.pt").is_file()  # fine-tuned on every tenth section, its thresholds chosen
+    assert (folder / "cell.zarr" / "volumes" / "labelled" / "mito_sections").is_dir()
+    assert (folder / "cell.zarr" / "volumes" / "predictions" / "run-1" / "0001" / "segmentation").is_dir()
+    assert (folder / "runs" / "2" / "curves.png").is_file()
     assert len(list((folder / "mito_tiff").glob("*.tif"))) == 48
     assert (folder / "data" / "cell_6" / "cell_6.zarr" / "volumes" / "raw_equalized_0.02").is_dir()

@@ -15,11 +15,10 @@ from incasem.io.volume import create_volume, open_volume
 from incasem.model.checkpoint import read_card
 from incasem.model.shipped import SHIPPED_FOLDER, shipped_card
 from incasem.runs import open_run
-from incasem.train import trainer as trainer_module
 from incasem.train.config import load_training_config
 from incasem.train.finetune import FINE_TUNE_OVERRIDES, fine_tune, fine_tune_config, fitted_block, split_labelled
 from incasem.train.trainer import TrainOptions
-from tests.helpers import DROSOPHILA, LUCCHI, error_line, read_stack
+from tests.helpers import DROSOPHILA, LUCCHI, ctrl_c_at_step, error_line, read_stack
 
 DEMO_MODEL = str(SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt")
 #: The smallest useful block of the demo model's network (3 poolings, context 47): fast on 2 cores.
@@ -114,16 +113,7 @@ def test_fine_tune_then_predict_with_one_command(cell, tmp_path, capsys):
 
 
 def test_ctrl_c_keeps_the_best_checkpoint_and_still_chooses_its_decisions(cell, tmp_path, monkeypatch):
-    original_step = trainer_module._Trainer._step
-    calls = []
-
-    def interrupted_step(self, batch):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original_step(self, batch)
-
-    monkeypatch.setattr(trainer_module._Trainer, "_step", interrupted_step)
+    ctrl_c_at_step(monkeypatch, 3)
     options = TrainOptions(device="cpu", runs_dir=tmp_path / "runs", mlflow=False)
     with pytest.raises(KeyboardInterrupt):
         fine_tune(cell, DEMO_MODEL, [*SMALL_BLOCK, "training.iterations=10", "intervals.validate_every=2", "training.seed=3"], options=options)

@@ -24,7 +24,7 @@ from incasem.train import trainer as trainer_module
 from incasem.train.config import load_training_config
 from incasem.train.data import SampleStream, TrainingSamples
 from incasem.train.trainer import TrainOptions, resume_training, train, training_memory_format
-from tests.helpers import DROSOPHILA, TINY_TRAINING, read_stack, write_mito_config
+from tests.helpers import DROSOPHILA, TINY_TRAINING, ctrl_c_at_step, read_stack, write_mito_config
 
 
 def options(tmp_path: Path, **changes) -> TrainOptions:
@@ -62,19 +62,10 @@ def test_killed_run_resumes_to_the_same_weights(cell, tmp_path, monkeypatch):
     config = load_training_config(None, [*TINY_TRAINING, "training.iterations=6", "intervals.save_every=3", "training.batch_size=2"])
     straight = train(cell / "train.json", None, config, options=options(tmp_path / "a"))
 
-    original_step = trainer_module._Trainer._step
-    calls = []
-
-    def interrupted_step(self, batch):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return original_step(self, batch)
-
-    monkeypatch.setattr(trainer_module._Trainer, "_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(cell / "train.json", None, config, options=options(tmp_path / "b"))
-    monkeypatch.setattr(trainer_module._Trainer, "_step", original_step)
+    with monkeypatch.context() as patched:
+        ctrl_c_at_step(patched, 5)
+        with pytest.raises(KeyboardInterrupt):
+            train(cell / "train.json", None, config, options=options(tmp_path / "b"))
     killed = open_run(tmp_path / "b" / "runs", 1)
     assert killed.record()["status"] == "interrupted"
     assert [c["iteration"] for c in killed.record()["checkpoints"]] == [3, 4]  # save_every and the Ctrl-C save

@@ -130,11 +130,12 @@ def _model_lines(record: Mapping[str, Any]) -> list[str]:
         return ["model: none yet (made when a run with validation data ends)"]
     f1 = model.get("f1") if isinstance(model.get("f1"), Mapping) else {}
     seed = model.get("seed_threshold")
-    return [
+    line = (
         f"model: {model.get('file')} (iteration {model.get('iteration')}): foreground threshold {model.get('threshold')}, "
         f"seed threshold {'none' if seed is None else seed}; validation F1 {_number(f1.get('argmax'))} at 0.5, "
         f"{_number(f1.get('threshold'))} at the threshold, {_number(f1.get('seeded'))} with both"
-    ]
+    )
+    return [line]
 
 
 def _mlflow_lines(record: Mapping[str, Any]) -> list[str]:

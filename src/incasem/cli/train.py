@@ -165,9 +165,9 @@ def fine_tune_command(
 
     The labelled region is split along its longer in-plane axis: the part with 3/4 of the
     labelled organelle trains, the rest validates (the best checkpoint and the foreground and
-    seed thresholds are chosen there). The
-    model's recipe is used with fine-tuning defaults; the block shrinks to fit the region.
-    Ctrl-C keeps the best checkpoint and still chooses its thresholds.
+    seed thresholds are chosen there). The model's recipe is used with fine-tuning defaults;
+    the block shrinks to fit the region. Ctrl-C keeps the best checkpoint and still chooses
+    its thresholds.
     """
     options = _options(device, precision, runs_dir, None, cache_dir, mlflow, None, quiet)
     run = fine_tune(
