@@ -128,7 +128,8 @@ def _model_lines(record: Mapping[str, Any]) -> list[str]:
     model = record.get("model")
     if not isinstance(model, Mapping):
         return ["model: none yet (made when a run with validation data ends)"]
-    f1 = model.get("f1") if isinstance(model.get("f1"), Mapping) else {}
+    scores = model.get("f1")
+    f1: Mapping[str, Any] = scores if isinstance(scores, Mapping) else {}
     seed = model.get("seed_threshold")
     line = (
         f"model: {model.get('file')} (iteration {model.get('iteration')}): foreground threshold {model.get('threshold')}, "
