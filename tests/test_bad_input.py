@@ -106,6 +106,8 @@ BAD = {
     "convert y beyond": (["convert", "W/stack", "W/new.zarr", "--y", "0:1000"], "range 0:1000"),
     "convert x text": (["convert", "W/stack", "W/new.zarr", "--x", "a:b"], "START:STOP"),
     "convert chunks zero": (["convert", "W/stack", "W/new.zarr", "--chunks", "0"], "--chunks must be positive"),
+    "convert sparse without like": (["convert", "W/stack", "W/cell.zarr", "-d", "volumes/labels/x", "--sparse"], "--like"),
+    "convert first number without sparse": (["convert", "W/stack", "W/new.zarr", "--first-number", "3"], "--sparse"),
     "convert chunks negative": (["convert", "W/stack", "W/new.zarr", "--chunks", "-4,8,8"], "--chunks must be positive"),
     "convert to-uint8 reversed": (["convert", "W/stack", "W/new.zarr", "--to-uint8", "5:1"], "LOW < HIGH"),
     "convert to-uint8 nan": (["convert", "W/stack", "W/new.zarr", "--to-uint8", "nan:1"], "LOW < HIGH"),
@@ -167,6 +169,8 @@ BAD = {
     "metric-mask output is input": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "-o", "./volumes/labels/mito", "--overwrite"], "input"),
     "metric-mask inwards": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--exclude-inwards", "-1"], "--exclude-inwards"),
     "metric-mask outwards huge": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--exclude-outwards", "100000"], "--exclude-outwards"),
+    "metric-mask labelled missing": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--labelled", "volumes/nope"], "volumes/nope"),
+    "metric-mask labelled off the grid": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--labelled", "volumes/float"], "grid of the labels"),
     "metric-mask organelle": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--organelle", "mitos"], "unknown organelle"),
     "metric-mask chunks": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--chunks", "-1"], "--chunks"),
     "metric-mask scheduler": (["metric-mask", "W/cell.zarr", "-l", "volumes/labels/mito", "--scheduler", "::"], "--scheduler"),
@@ -220,6 +224,20 @@ BAD = {
     "train precision": (["train", "--train-data", "W/predict.json", "--precision", "fp8"], "--precision"),
     "train tracking uri without mlflow": (["train", "--train-data", "W/predict.json", "--no-mlflow", "--tracking-uri", "sqlite:///W/m.db"], "drop --no-mlflow"),
     "train tracking uri not a uri": (["train", "--train-data", "W/predict.json", "--mlflow", "--tracking-uri", "my runs"], "not an MLflow store URI"),
+    # fine-tune: every option (W/model.pt is a mito model; the cell's mito labels are dense)
+    "fine-tune start from missing": (["fine-tune", "W/cell.zarr", "--start-from", "W/nothing.pt"], "nothing.pt"),
+    "fine-tune container missing": (["fine-tune", "W/nothing.zarr", "--start-from", "W/model.pt"], "nothing.zarr"),
+    "fine-tune labels missing": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--labels", "volumes/labels/golgi"], "volumes/labels/golgi"),
+    "fine-tune labelled missing": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--labelled", "volumes/nope"], "volumes/nope"),
+    "fine-tune labelled float": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--labelled", "volumes/float"], "--labelled"),
+    "fine-tune raw missing": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--raw", "volumes/nope"], "volumes/nope"),
+    "fine-tune mask missing": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--mask", "volumes/nope"], "volumes/nope"),
+    "fine-tune validation share": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--validation-share", "1.5"], "--validation-share"),
+    "fine-tune runs dir is a file": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
+    "fine-tune cache dir is a file": (["fine-tune", "W/cell.zarr", "--start-from", "1847", "--cache-dir", "W/notes.txt"], "notes.txt"),
+    "fine-tune device": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--device", "tpu"], "device"),
+    "fine-tune precision": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "--precision", "fp8"], "--precision"),
+    "fine-tune unknown key": (["fine-tune", "W/cell.zarr", "--start-from", "W/model.pt", "optimizer.lrate=1"], "optimizer.lr"),
     # runs
     "runs list runs dir is a file": (["runs", "list", "--runs-dir", "W/notes.txt"], "notes.txt is a file"),
     "runs show unknown id": (["runs", "show", "12"], "run 12 not found"),
@@ -230,6 +248,7 @@ BAD = {
     "evaluate prediction missing": (["evaluate", "W/cell.zarr", "-p", "volumes/nope"], "no dataset 'volumes/nope'"),
     "evaluate labels missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "-l", "volumes/labels/golgi"], "volumes/labels/golgi"),
     "evaluate mask missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--mask", "volumes/nope"], "volumes/nope"),
+    "evaluate labelled missing": (["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--labelled", "volumes/nope"], "volumes/nope"),
     "evaluate metric mask missing": (
         ["evaluate", "W/cell.zarr", "-p", "volumes/labels/er", "--metric-mask", "volumes/metric_masks/nope"],
         "volumes/metric_masks/nope",
@@ -383,6 +402,7 @@ def test_every_option_of_every_command_has_a_bad_value_case():
                 long = [o for o in getattr(param, "opts", []) if o.startswith("--")]
                 # switches / tested elsewhere
                 flags = {"--quiet", "--resume", "--overwrite", "--base-url", "--sweep", "--instances", "--browser", "--dry-run", "--tta"}
+                flags |= {"--predict", "--mlflow"}
                 if long and long[0] not in used and long[0] not in flags and not (key == "models fetch" and long[0] == "--cache-dir"):
                     missing.append(f"{key} {long[0]}")
     assert not missing, f"options without a bad-value case: {missing}"

@@ -43,7 +43,7 @@ from incasem.model.unet import UNetConfig
 from incasem.runs import RunFolder
 from incasem.train.config import TrainingConfig, load_training_config
 from incasem.train.setup import load_start
-from incasem.train.trainer import TrainOptions, train
+from incasem.train.trainer import TrainOptions, check_options, train
 
 __all__ = ["FINE_TUNE_OVERRIDES", "VALIDATION_SHARE", "FineTuneData", "fine_tune", "fine_tune_config", "fitted_block", "split_labelled"]
 
@@ -202,6 +202,9 @@ def split_labelled(
         raise InvalidValueError(f"{option('validation_share', '--validation-share')} must be a fraction in (0, 1), got {validation_share!r}")
     container = Path(container).absolute()
     raw = raw or default_raw(container)
+    for name, dataset in (("raw", raw), ("mask", mask)):
+        if dataset is not None and not dataset_exists(container, dataset):
+            raise DatasetNotFoundError(f"{container} has no dataset {dataset}: name the {name} with {option(name, '--' + name)}")
     if labels is None:
         candidates = label_datasets(container)
         own = labels_dataset(organelle)
@@ -218,7 +221,15 @@ def split_labelled(
         labelled = None
     labels_volume = open_volume(container, labels)
     roi = labels_volume.roi
-    extent = _labelled_extent(labels_volume, None if labelled is None else open_volume(container, labelled), roi)
+    if labelled is not None and not dataset_exists(container, labelled):
+        raise DatasetNotFoundError(f"{container} has no dataset {labelled}: name the labelled mask with {option('labelled', '--labelled')}, or none")
+    mask_volume = None if labelled is None else open_volume(container, labelled)
+    if mask_volume is not None and (mask_volume.roi != roi or mask_volume.dtype.kind not in "biu"):
+        raise ConfigError(
+            f"{option('labelled', '--labelled')} {mask_volume.label} ({mask_volume.dtype}, {mask_volume.roi}) must be an integer mask on the "
+            f"grid of the labels {labels_volume.label} ({roi}): convert it with --like the labels"
+        )
+    extent = _labelled_extent(labels_volume, mask_volume, roi)
     if not extent.sections:
         raise ConfigError(f"{container}/{labelled} marks no voxel as labelled: label some sections (incasem convert --sparse) or give the right mask")
     box = extent.box
@@ -261,9 +272,11 @@ def fine_tune(
     IncasemError
         One line before any run folder exists for bad datasets, options or overrides.
     """
+    check_options(options)
     _model, card = load_start(start_from, options.cache_dir, options.runs_dir)
+    recipe = fine_tune_config(card, overrides)
     data = split_labelled(container, card.organelle, labels=labels, labelled=labelled, raw=raw, mask=mask, validation_share=validation_share)
-    config = fitted_block(card.architecture, fine_tune_config(card, overrides), data.train_roi.shape)
+    config = fitted_block(card.architecture, recipe, data.train_roi.shape)
     with tempfile.TemporaryDirectory(prefix="incasem-fine-tune-") as folder:
         paths = {}
         for name, entry in data.entries().items():

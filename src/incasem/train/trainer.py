@@ -181,7 +181,7 @@ class _Trainer:
             dist,
             device,
         )
-        self.precision = resolve_precision(cast(PrecisionChoice, options.precision), device)  # checked by _check_options
+        self.precision = resolve_precision(cast(PrecisionChoice, options.precision), device)  # checked by check_options
         self.memory_format = training_memory_format(config, device, self.precision)
         # torch's stubs lack Module.to(memory_format=...), which nn.Module.to accepts
         self.model = model.to(device).to(memory_format=self.memory_format)  # type: ignore[call-overload]
@@ -397,11 +397,11 @@ class _Trainer:
 
 def _check_memory(architecture: UNetConfig, config: TrainingConfig, options: TrainOptions, device: torch.device, dist: Distributed) -> None:
     batch = config.training.batch_size // dist.world_size
-    precision = resolve_precision(cast(PrecisionChoice, options.precision), device)  # checked by _check_options
+    precision = resolve_precision(cast(PrecisionChoice, options.precision), device)  # checked by check_options
     check_step_memory(architecture, config, precision, batch, free_memory_bytes(device))
 
 
-def _check_options(options: TrainOptions) -> None:
+def check_options(options: TrainOptions) -> None:
     """Refuse bad options before any data is read or a run folder exists."""
     check_choice(option("precision", "--precision"), options.precision, PRECISIONS)
     select_device(options.device)
@@ -501,7 +501,7 @@ def train(
         :class:`~incasem.errors.RunError` if saving a checkpoint fails (the previous one
         stays valid).
     """
-    _check_options(options)
+    check_options(options)
     config = config if config is not None else load_training_config(None)
     train_path = Path(train_data)
     start = load_start(start_from, options.cache_dir, options.runs_dir) if start_from is not None else None
@@ -610,7 +610,7 @@ def resume_training(
     ConfigError
         If ``config`` changes the recipe.
     """
-    _check_options(options)
+    check_options(options)
     run = open_run(options.runs_dir, run_id)
     record = run.record()
     config = _resumed_config(run, overrides)
