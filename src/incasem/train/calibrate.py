@@ -44,7 +44,7 @@ from incasem.model.checkpoint import load_checkpoint, save_checkpoint
 from incasem.model.unet import UNet
 from incasem.predict.core import Precision, predict_array
 from incasem.runs import RunFolder
-from incasem.train.validate import VALIDATION_TILE
+from incasem.train.validate import scored_boxes
 
 __all__ = ["HYSTERESIS_MARGIN_NM", "MIN_SEED_GAIN_F1", "SEED_CANDIDATES", "Decisions", "calibrated", "choose_decisions", "decided_card", "make_run_model"]
 
@@ -97,14 +97,11 @@ class _Box:
 
 
 def _boxes(config: DataConfig, model: UNet) -> Iterator[_Box]:
-    merge_gap = 2 * model.config.context[0]
     for entry in config:
-        assert entry.roi is not None, "a config loaded with its datasets checked has every ROI resolved"
         raw, reference = open_volume(entry.container, entry.raw), Reference.open(entry)
         margin = [math.ceil(HYSTERESIS_MARGIN_NM / size) for size in entry.voxel_size]
-        for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
-            for box in reference.labelled_boxes(tile, merge_gap):
-                yield _Box(raw, reference, box, box.grow(margin).intersect(raw.roi))
+        for box in scored_boxes(entry, reference, model):
+            yield _Box(raw, reference, box, box.grow(margin).intersect(raw.roi))
 
 
 def _probability(model: UNet, raw: Volume, region: Roi, device: torch.device, precision: Precision) -> np.ndarray:

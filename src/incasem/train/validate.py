@@ -11,7 +11,7 @@ the most probable class (threshold 0.5 for two classes). Memory stays bounded by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,13 +20,13 @@ import torch
 from incasem.evaluate.evaluate import Reference
 from incasem.evaluate.metrics import ConfusionCounts, confusion_counts
 from incasem.geometry import Roi
-from incasem.io.data_config import DataConfig
+from incasem.io.data_config import DataConfig, RoiEntry
 from incasem.io.volume import Volume, open_volume
 from incasem.model.unet import UNet
 from incasem.predict.core import Precision, predict_array
 from incasem.train.loss import balanced_masked_cross_entropy
 
-__all__ = ["EXAMPLE_SHAPE", "VALIDATION_TILE", "Example", "RoiScores", "ValidationResult", "validate"]
+__all__ = ["EXAMPLE_SHAPE", "VALIDATION_TILE", "Example", "RoiScores", "ValidationResult", "scored_boxes", "validate"]
 
 #: Largest region (voxels) of a validation ROI predicted at once.
 VALIDATION_TILE = (256, 256, 256)
@@ -114,6 +114,14 @@ def _score_tile(
     return RoiScores(counts, float(loss) * voxels, voxels), _example(raw, target, probabilities, context)
 
 
+def scored_boxes(entry: RoiEntry, reference: Reference, model: UNet) -> Iterator[Roi]:
+    """The boxes of a validation entry that ``model`` predicts for a score: tiles of :data:`VALIDATION_TILE`,
+    with partial labels only their labelled sections (those closer than the network's context as one slab)."""
+    assert entry.roi is not None, "a config loaded with its datasets checked has every ROI resolved"
+    for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
+        yield from reference.labelled_boxes(tile, merge_gap=2 * model.config.context[0])
+
+
 def validate(
     model: UNet,
     data_config: DataConfig,
@@ -150,11 +158,10 @@ def validate(
         roi_scores = RoiScores({c: ConfusionCounts() for c in class_ids})
         raw_volume, reference = open_volume(entry.container, entry.raw), Reference.open(entry)
         assert entry.roi is not None, "a config loaded with its datasets checked has every ROI resolved"
-        for tile in entry.roi.tiles(VALIDATION_TILE, grid_origin=entry.roi.offset):
-            for box in reference.labelled_boxes(tile, merge_gap=2 * model.config.context[0]):
-                scores, box_example = _score_tile(model, raw_volume, reference, box, class_ids, device, precision)
-                example = example or box_example
-                _add(roi_scores, scores)
+        for box in scored_boxes(entry, reference, model):
+            scores, box_example = _score_tile(model, raw_volume, reference, box, class_ids, device, precision)
+            example = example or box_example
+            _add(roi_scores, scores)
         per_roi[entry.name] = roi_scores.scores(names)
         if total is None:
             total = RoiScores({c: ConfusionCounts() for c in range(1, len(class_names))})
