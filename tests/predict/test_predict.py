@@ -117,8 +117,8 @@ def test_existing_prediction_id_is_refused(setup):
 
 def test_bad_input_gets_one_line_errors(setup, tmp_path, capsys):
     container, checkpoint = setup
-    other = make_checkpoint(tmp_path / "at4nm.pt", voxel_size=(4, 4, 4))
-    with pytest.raises(VoxelSizeError, match=r"\[4, 4, 4\] nm .* \[5, 5, 5\] nm"):
+    other = make_checkpoint(tmp_path / "at12nm.pt", voxel_size=(12, 12, 12))
+    with pytest.raises(VoxelSizeError, match=r"5×5×5 nm and the model 12×12×12 nm: along z that is 0.417 .* outside 0.5–2"):
         predict_roi(other, container, "volumes/raw_equalized_0.02")
     with pytest.raises(RoiError, match="not inside"):
         predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", Roi((0, 0, 0), (20, 20, 20)))

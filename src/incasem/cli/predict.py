@@ -41,6 +41,8 @@ def format_scores(counts: ConfusionCounts) -> str:
 
 
 def _describe(output: PredictionOutput) -> str:
+    if output.resampling is not None:
+        typer.echo(f"note: {output.resampling.describe()}", err=True)
     return f"{output.container}/{output.group}  (segmentation, prob_maps/class_<c>; block {list(output.block_shape)})"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,7 @@ from incasem.io.padding import PadMode, padded_crop
 from incasem.model.checkpoint import load_checkpoint
 from incasem.model.unet import UNet, UNetConfig, normalize_raw
 from incasem.predict.device import Precision, choose_block_shape, select_device
+from incasem.predict.resample import Resampling, resampling_for
 
 #: ``auto`` picks bf16 autocast where the device runs it natively, fp32 elsewhere.
 PrecisionChoice = Literal["auto", "fp32", "bf16", "fp16"]
@@ -137,15 +139,32 @@ def input_roi(config: UNetConfig, tile: Roi) -> Roi:
     return Roi((z, y, x), config.input_shape_for_output(_round_up(tile.shape, config.total_downsample_factor)))
 
 
-def predict_tile(model: UNet, raw: np.ndarray, tile: Roi, device: torch.device, precision: Precision, padding: PadMode, tta: bool = False) -> np.ndarray:
+def predict_tile(
+    model: UNet,
+    raw: np.ndarray,
+    tile: Roi,
+    device: torch.device,
+    precision: Precision,
+    padding: PadMode,
+    tta: bool = False,
+    resampling: Resampling | None = None,
+) -> np.ndarray:
     """Probabilities of output region ``tile`` (coordinates of ``raw``), reading its input from ``raw``.
 
     The input is :func:`input_roi`; the part of it outside ``raw`` is filled by ``padding``.
-    ``tta``: test-time augmentation (see :func:`forward_probabilities`).
+    ``tta``: test-time augmentation (see :func:`forward_probabilities`). ``resampling``
+    (in the coordinates of ``raw``): ``raw`` and ``tile`` are on the data's grid, the
+    network runs on the model's (:mod:`incasem.predict.resample`).
     """
-    data = padded_crop(raw, input_roi(model.config, tile), padding)
-    probabilities = forward_probabilities(model, data, device, precision, tta)
-    return probabilities[(slice(None), *Roi((0, 0, 0), tile.shape).to_slices())]
+    if resampling is None:
+        data = padded_crop(raw, input_roi(model.config, tile), padding)
+        probabilities = forward_probabilities(model, data, device, precision, tta)
+        return probabilities[(slice(None), *Roi((0, 0, 0), tile.shape).to_slices())]
+    model_output = resampling.model_output_roi(tile)
+    model_input = input_roi(model.config, model_output)
+    read = resampling.data_read_roi(model_input)
+    data = resampling.raw_to_model(padded_crop(raw, read, padding), read, model_input)
+    return resampling.probabilities_to_data(forward_probabilities(model, data, device, precision, tta), model_output, tile)
 
 
 def predict_array(
@@ -158,6 +177,8 @@ def predict_array(
     precision: PrecisionChoice = "auto",
     device: str | torch.device = "auto",
     tta: bool = False,
+    voxel_size_nm: Sequence[float] | None = None,
+    model_voxel_size_nm: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Predict class probabilities for a region of a uint8 array held in memory.
 
@@ -173,8 +194,8 @@ def predict_array(
         Region to predict, in voxel coordinates of ``raw`` (default: all of ``raw``).
     block_shape
         Output tile in voxels, rounded down to multiples of the network's downsampling
-        (at least one multiple); default: the fewest balanced tiles that fit the
-        device's free memory.
+        (at least one multiple; on another voxel size than the model's, used as given);
+        default: the fewest balanced tiles that fit the device's free memory.
     padding
         ``reflect`` (mirror at the border), ``symmetric``, ``edge`` or ``constant`` (zeros).
     precision
@@ -184,6 +205,14 @@ def predict_array(
         ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a :class:`torch.device`.
     tta
         Test-time augmentation: average over mirrorings (and y/x swaps), 8-16x the time.
+    voxel_size_nm
+        Voxel size of ``raw`` (z, y, x; nm). Where it differs from the model's, the raw
+        is resampled onto the model's grid (anchored at ``output_roi``'s corner) and the
+        probabilities back onto ``raw``'s (:mod:`incasem.predict.resample`); default: the
+        model's.
+    model_voxel_size_nm
+        The model's voxel size; default: its card's (needed with ``voxel_size_nm`` when
+        ``model`` is a :class:`~incasem.model.unet.UNet`, which has no card).
 
     Returns
     -------
@@ -195,6 +224,9 @@ def predict_array(
     InvalidValueError
         For raw that is not 3D uint8, a region that does not overlap ``raw``, or a bad
         block shape, padding, precision or device.
+    VoxelSizeError
+        For voxel sizes more than 2× apart along some axis
+        (:data:`~incasem.predict.resample.FACTOR_RANGE`).
     """
     if not isinstance(raw, np.ndarray) or raw.ndim != 3 or raw.dtype != np.uint8:
         described = f"{raw.dtype} array of shape {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
@@ -207,13 +239,31 @@ def predict_array(
     check_choice(option("padding", "--padding"), padding, PADDINGS)
     device = device if isinstance(device, torch.device) else select_device(device)
     run_precision = resolve_precision(precision, device)
+    model_voxel_size = None
     if not isinstance(model, UNet):
-        model, _card = load_checkpoint(model)
+        model, card = load_checkpoint(model)
+        model_voxel_size = card.voxel_size_nm
+    resampling = _in_memory_resampling(voxel_size_nm, model_voxel_size_nm or model_voxel_size, output_roi, model.config)
     model = prepare_model(model, device)
     requested = None if block_shape is None else as_positive_triple(block_shape, option("block_shape", "--block-size"))
-    block_shape = choose_block_shape(model.config, device, run_precision, output_roi.shape, requested)
+    if resampling is None:
+        block_shape = choose_block_shape(model.config, device, run_precision, output_roi.shape, requested)
+    else:
+        model_shape = resampling.model_output_roi(output_roi).shape
+        block_shape = requested or resampling.data_block_shape(choose_block_shape(model.config, device, run_precision, model_shape, None))
     probabilities = np.empty((model.config.num_classes, *output_roi.shape), np.float32)
     for tile in output_roi.tiles(block_shape):
         local = tile.relative_to(output_roi.offset)
-        probabilities[(slice(None), *local.to_slices())] = predict_tile(model, raw, tile, device, run_precision, padding, tta)
+        probabilities[(slice(None), *local.to_slices())] = predict_tile(model, raw, tile, device, run_precision, padding, tta, resampling)
     return probabilities
+
+
+def _in_memory_resampling(
+    voxel_size_nm: Sequence[float] | None, model_voxel_size_nm: Sequence[float] | None, output_roi: Roi, config: UNetConfig
+) -> Resampling | None:
+    """:func:`predict_array`'s resampling: none unless both voxel sizes are known and differ."""
+    if voxel_size_nm is None:
+        return None
+    if model_voxel_size_nm is None:
+        raise InvalidValueError("voxel_size_nm needs the model's voxel size: pass model_voxel_size_nm with a UNet, or the checkpoint's path (its card has it)")
+    return resampling_for(voxel_size_nm, model_voxel_size_nm, output_roi, config.total_downsample_factor, "raw", "pass its voxel size as voxel_size_nm")

@@ -41,7 +41,6 @@ from incasem.errors import (
     InputFileError,
     InvalidValueError,
     RoiError,
-    VoxelSizeError,
     option,
 )
 from incasem.geometry import Roi, Triple, as_positive_triple, check_not_empty, voxels_to_nm
@@ -66,7 +65,7 @@ from incasem.model.checkpoint import (
     checkpoint_sha256,
     load_checkpoint,
 )
-from incasem.model.unet import UNet
+from incasem.model.unet import UNet, UNetConfig
 from incasem.postprocess.foreground import Foreground
 from incasem.postprocess.threshold import write_seeded
 from incasem.predict.core import (
@@ -86,6 +85,7 @@ from incasem.predict.device import (
     select_device,
 )
 from incasem.predict.outputs import claim_prediction_id, find_previous, interrupted_predictions
+from incasem.predict.resample import Resampling, resampling_for
 from incasem.runs import run_model_name
 
 #: Blocks in flight per worker: one in the network while the next is read and the last written.
@@ -176,6 +176,7 @@ class PredictionOutput:
     probabilities: tuple[str, ...]
     segmentation: str
     block_shape: Triple
+    resampling: Resampling | None = None
 
 
 @dataclass
@@ -211,26 +212,27 @@ def _teardown(state: _WorkerState) -> None:
         torch.cuda.empty_cache()
 
 
-def _predict_block(padding: PadMode, tta: bool, block: Block, state: _WorkerState) -> None:
+def _predict_block(padding: PadMode, tta: bool, resampling: Resampling | None, block: Block, state: _WorkerState) -> None:
     """Read the block's input, run :func:`predict_tile` on it (one block at a time per worker: the
     network uses all cores or the GPU) and write the result; reading and writing overlap the
     network's work on the other blocks in flight."""
     raw = state.raw.read(block.read_roi, padding=padding)
     output = block.write_roi.relative_to(block.read_roi.offset)
+    local = None if resampling is None else resampling.relative_to(block.read_roi.offset)
     with state.network:
-        probabilities = predict_tile(state.model, raw, output, state.device, state.precision, padding, tta)
+        probabilities = predict_tile(state.model, raw, output, state.device, state.precision, padding, tta, local)
     for c, volume in enumerate(state.probabilities, start=1):
         volume.write(block.write_roi, encode_probability(probabilities[c]))
     state.segmentation.write(block.write_roi, np.argmax(probabilities, axis=0).astype(np.uint8))
 
 
-def check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> None:
-    """Refuse a raw dataset or region the model cannot predict (voxel size, dtype, an empty region or one outside)."""
-    if raw.voxel_size != tuple(card.voxel_size_nm):
-        raise VoxelSizeError(
-            f"the model was trained at voxel size {list(card.voxel_size_nm)} nm but {raw.label} has "
-            f"{list(raw.voxel_size)} nm: use a model for this voxel size (see `incasem models list`)"
-        )
+def check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> Resampling | None:
+    """Refuse a raw dataset or region the model cannot predict (dtype, an empty region or one outside,
+    voxel sizes more than 2× apart); return how the raw is resampled onto the model's grid
+    (``None``: it is on it).
+    """
+    fix = f"set it with `incasem info {raw.container} --dataset {raw.name} --voxel-size Z,Y,X`"
+    resampling = resampling_for(raw.voxel_size, card.voxel_size_nm, roi, card.architecture.total_downsample_factor, raw.label, fix)
     if raw.dtype != np.uint8:
         raise InputFileError(
             f"{raw.label} is {raw.dtype}; the network reads uint8 raw: equalize it (`incasem equalize {raw.container} -i {raw.name}`) "
@@ -239,6 +241,7 @@ def check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> None:
     check_not_empty(roi)
     if not raw.roi.contains(roi):
         raise RoiError(f"region {roi} (voxels) is not inside {raw.label}, which covers {raw.roi}: choose a region inside it")
+    return resampling
 
 
 def predict_roi(
@@ -298,11 +301,16 @@ def predict_roi(
     raw = open_volume(container, raw_dataset)
     card = check_checkpoint(checkpoint)  # the weights too: a refused model must leave no empty prediction behind
     roi = raw.roi if roi is None else roi
-    check_inputs(raw, card, roi)
+    resampling = check_inputs(raw, card, roi)
     device = select_device(options.device)
     precision = resolve_precision(options.precision, device)
     config = card.architecture
-    block_shape = choose_block_shape(config, device, precision, roi.shape, options.block_shape)
+    if resampling is None:
+        block_shape = choose_block_shape(config, device, precision, roi.shape, options.block_shape)
+    else:  # the block is on the data's grid, its network output about the block chosen on the model's
+        model_block = choose_block_shape(config, device, precision, resampling.model_output_roi(roi).shape, None)
+        requested = options.block_shape or resampling.data_block_shape(model_block)
+        block_shape = (min(requested[0], roi.shape[0]), min(requested[1], roi.shape[1]), min(requested[2], roi.shape[2]))
     model_name = run_model_name(checkpoint) or checkpoint.stem
     sha256 = checkpoint_sha256(checkpoint)
 
@@ -317,15 +325,18 @@ def predict_roi(
             roi_offset_voxels=list(roi.offset),
             roi_shape_voxels=list(roi.shape),
             block_shape=list(block_shape),
-            input_shape=list(config.input_shape_for_output(block_shape)),
+            input_shape=list(
+                config.input_shape_for_output(block_shape if resampling is None else resampling.model_output_roi(Roi(roi.offset, block_shape)).shape)
+            ),
             padding=options.padding,
             tta=options.tta,
             seed_threshold=options.seed_for(card),
             precision=precision,
             device=str(device),
+            **({} if resampling is None else {"resampling": resampling.to_json()}),
             **(extra_provenance or {}),
         )
-        return record, {"job": "predict", **{key: record[key] for key in _SAME_JOB_KEYS}}
+        return record, {"job": "predict", **{key: record[key] for key in (*_SAME_JOB_KEYS, "resampling") if key in record}}
 
     record, job = settings(block_shape)
     if mode == "resume" and prediction_id is None and find_previous(container, model_name, job, mode) is None:
@@ -340,7 +351,7 @@ def predict_roi(
     group = prediction_group(model_name, pid)
     names = tuple(probability_map(group, c) for c in range(1, config.num_classes))
     segmentation_name = segmentation_of(group)
-    chunks = output_chunk_shape(block_shape, config.total_downsample_factor)
+    chunks = output_chunk_shape(block_shape, config.total_downsample_factor if resampling is None else (1, 1, 1))
     offset_nm = voxels_to_nm(roi.offset, raw.voxel_size)
     for name in (*names, segmentation_name):  # refuse before the first output is created or replaced
         check_output(container, name, mode=mode, job=job, reads=[raw_dataset])
@@ -363,9 +374,9 @@ def predict_roi(
         for name in (*names, segmentation_name)
     ]
     task = BlockwiseTask(
-        name=f"predict {model_name}/{pid}",
-        blocks=[Block(tile, input_roi(config, tile)) for tile in roi.tiles(block_shape)],
-        process=partial(_predict_block, options.padding, options.tta),
+        name=f"predict {model_name}/{pid}" + ("" if resampling is None else f" (resampled ×{', '.join(f'{s:.3g}' for s in resampling.factors)})"),
+        blocks=[Block(tile, _read_roi(config, tile, resampling)) for tile in roi.tiles(block_shape)],
+        process=partial(_predict_block, options.padding, options.tta, resampling),
         setup=partial(_setup, checkpoint, str(device), precision, (container, raw_dataset), (container, names, segmentation_name)),
         teardown=_teardown,
         done=done_record_for(container, segmentation_name),
@@ -385,7 +396,14 @@ def predict_roi(
             f"no space left on the device holding {container} while predicting {model_name}/{pid}: free space, then rerun the same command with --resume"
         ) from None
     segmentation.mark_complete()
-    return PredictionOutput(container, group, pid, roi, names, segmentation_name, block_shape)
+    return PredictionOutput(container, group, pid, roi, names, segmentation_name, block_shape, resampling)
+
+
+def _read_roi(config: UNetConfig, tile: Roi, resampling: Resampling | None) -> Roi:
+    """The raw (data voxels) a block of output ``tile`` reads: its network input, on the data's grid."""
+    if resampling is None:
+        return input_roi(config, tile)
+    return resampling.data_read_roi(input_roi(config, resampling.model_output_roi(tile)))
 
 
 #: Settings that a resumed prediction must share with the interrupted one.

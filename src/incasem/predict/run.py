@@ -77,7 +77,8 @@ def predict_config(
 ) -> list[EntryPrediction]:
     """Predict every ROI of a data config with ``model`` (checkpoint path, published id or run id).
 
-    The config is validated up front against the model's voxel size. Entries with
+    The config is validated up front, every entry's raw against the model (data of
+    another voxel size within 2× is resampled, :mod:`incasem.predict.resample`). Entries with
     labels are scored inside mask ∧ metric masks; the scores are stored in the
     segmentation's attributes (``scores``) and returned. Labels are checked against
     the model's classes first (:func:`check_label_classes`, with ``classes`` mapping
@@ -89,7 +90,7 @@ def predict_config(
     check_job(mode, run)
     checkpoint = resolve_model(model, cache_dir, runs_dir)
     card = check_checkpoint(checkpoint)  # the weights too: a refused model must leave nothing behind
-    config = load_data_config(config_path, data_root=data_root, model_voxel_size=card.voxel_size_nm)
+    config = load_data_config(config_path, data_root=data_root)
     check_label_classes(config, card, classes)
     for entry in config:  # every entry's raw, before the first entry's prediction is written
         raw = open_volume(entry.container, entry.raw)

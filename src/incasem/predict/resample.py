@@ -1,0 +1,186 @@
+"""Prediction on data of another voxel size than the model's: the network runs on its own grid.
+
+A model sees the voxel size it was trained at. For data at voxel size ``v_data`` and a
+model at ``v_model`` the factor per axis is ``s = v_data / v_model`` (model voxels per
+data voxel: 1.6 for 8 nm data and a 5 nm model). The raw is resampled onto the model's
+grid, the network runs there, and its probabilities are resampled back onto the data's
+grid, so outputs line up voxel for voxel with the raw and the labels.
+
+The model's grid is anchored at the corner of the region being predicted: model voxel 0
+starts where the region's first data voxel starts, so a data voxel ``i`` has its centre
+at model coordinate ``(i - origin + 0.5) * s - 0.5`` (the corner-aligned convention of
+``scipy.ndimage.zoom(..., grid_mode=True)``). Every resampled value depends only on its
+position, never on the block it is computed in, and the network's tiles start on its
+downsampling grid anchored there too: so blockwise prediction equals one pass over the
+whole region (up to float rounding), as on the native grid.
+
+Interpolation is linear (:func:`scipy.ndimage.affine_transform`, order 1) both ways;
+where the model's grid is coarser (``s < 1``) the raw is first smoothed with a Gaussian
+of σ = (1/s − 1)/2 data voxels against aliasing, as :func:`skimage.transform.rescale`
+does. Factors outside :data:`FACTOR_RANGE` are refused: beyond 2× the network sees
+structures at a scale it never learnt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import ndimage
+
+from incasem.errors import VoxelSizeError
+from incasem.geometry import NmTriple, Roi, Triple, as_nm_triple
+
+#: Smallest and largest factor (data voxel size / model voxel size) accepted per axis.
+FACTOR_RANGE: tuple[float, float] = (0.5, 2.0)
+
+#: The anti-aliasing Gaussian reaches this many σ (scipy's default truncation).
+_TRUNCATE = 4.0
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """Where the model's grid lies on the data's grid, and the resampling between them.
+
+    Attributes
+    ----------
+    data_voxel_size_nm, model_voxel_size_nm
+        Voxel sizes (z, y, x) of the data and of the model.
+    origin
+        The data voxel (coordinates of the data) at whose corner model voxel 0 starts:
+        the corner of the region being predicted.
+    step
+        The network's total downsampling factor: model tiles start at its multiples.
+    """
+
+    data_voxel_size_nm: NmTriple
+    model_voxel_size_nm: NmTriple
+    origin: Triple
+    step: Triple
+
+    @property
+    def factors(self) -> tuple[float, float, float]:
+        """Model voxels per data voxel along z, y, x: data voxel size / model voxel size."""
+        z, y, x = (d / m for d, m in zip(self.data_voxel_size_nm, self.model_voxel_size_nm))
+        return (z, y, x)
+
+    @property
+    def antialias_sigma_voxels(self) -> tuple[float, float, float]:
+        """σ (data voxels) of the Gaussian applied before the raw goes onto a coarser model grid; 0 elsewhere."""
+        z, y, x = (max(0.0, (1 / s - 1) / 2) for s in self.factors)
+        return (z, y, x)
+
+    def describe(self) -> str:
+        """One line: what is resampled, with the factor per axis."""
+        factors = ", ".join(f"{axis} {s:.3g}" for axis, s in zip("zyx", self.factors))
+        return (
+            f"resampled: data at {_nm(self.data_voxel_size_nm)} nm onto the model's {_nm(self.model_voxel_size_nm)} nm grid "
+            f"(model voxels per data voxel: {factors}), probabilities back onto the data's grid"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """The provenance record of the resampling."""
+        return {
+            "data_voxel_size_nm": list(self.data_voxel_size_nm),
+            "model_voxel_size_nm": list(self.model_voxel_size_nm),
+            "factors": [round(s, 6) for s in self.factors],
+            "interpolation": "linear",
+            "antialias_sigma_voxels": [round(s, 6) for s in self.antialias_sigma_voxels],
+        }
+
+    def relative_to(self, offset: Sequence[int]) -> Resampling:
+        """The same grids in coordinates that start at data voxel ``offset`` (for a block read from there)."""
+        z, y, x = (o - d for o, d in zip(self.origin, offset))
+        return replace(self, origin=(z, y, x))
+
+    def _model_coordinate(self, data_voxel: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Model-grid coordinate of the centre of data voxel ``data_voxel``."""
+        return (np.asarray(data_voxel, float) - self.origin + 0.5) * self.factors - 0.5
+
+    def _data_coordinate(self, model_voxel: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Data coordinate of the centre of model voxel ``model_voxel``."""
+        return (np.asarray(model_voxel, float) + 0.5) / self.factors - 0.5 + self.origin
+
+    def model_output_roi(self, tile: Roi) -> Roi:
+        """The network output (model voxels) whose linear interpolation gives every data voxel of ``tile``:
+        from the model voxel below the first centre to the one above the last, widened to the
+        network's downsampling grid."""
+        first = np.floor(self._model_coordinate(tile.offset)).astype(int)
+        last = np.floor(self._model_coordinate(np.subtract(tile.end, 1))).astype(int) + 1
+        begin = [(f // g) * g for f, g in zip(first, self.step)]
+        end = [-(-(e + 1) // g) * g for e, g in zip(last, self.step)]
+        return Roi.from_bounds(begin, end)
+
+    def _margin_voxels(self) -> np.ndarray:
+        return np.array([int(_TRUNCATE * sigma + 0.5) for sigma in self.antialias_sigma_voxels])
+
+    def data_read_roi(self, model_input: Roi) -> Roi:
+        """The data (voxels) that :meth:`raw_to_model` needs for the network input ``model_input``."""
+        margin = self._margin_voxels()
+        first = np.floor(self._data_coordinate(model_input.offset)).astype(int) - margin
+        last = np.floor(self._data_coordinate(np.subtract(model_input.end, 1))).astype(int) + 1 + margin
+        return Roi.from_bounds(first.tolist(), (last + 1).tolist())
+
+    def raw_to_model(self, data: np.ndarray, data_roi: Roi, model_roi: Roi) -> np.ndarray:
+        """Raw ``data`` (covering ``data_roi``, as :meth:`data_read_roi` gives) on the model's grid over ``model_roi``: uint8."""
+        values = data.astype(np.float32)
+        sigma = self.antialias_sigma_voxels
+        if any(sigma):
+            values = ndimage.gaussian_filter(values, sigma, truncate=_TRUNCATE, mode="nearest")
+        offset = self._data_coordinate(model_roi.offset) - data_roi.offset
+        resampled = _linear(values, 1 / np.asarray(self.factors), offset, model_roi.shape)
+        return np.clip(np.rint(resampled), 0, 255).astype(np.uint8)
+
+    def probabilities_to_data(self, probabilities: np.ndarray, model_roi: Roi, tile: Roi) -> np.ndarray:
+        """Class probabilities (classes, *model_roi.shape) on the model's grid, back on the data's grid over ``tile``."""
+        offset = self._model_coordinate(tile.offset) - model_roi.offset
+        scale = np.asarray(self.factors)
+        return np.stack([_linear(p, scale, offset, tile.shape) for p in probabilities])
+
+    def data_block_shape(self, model_block: Triple) -> Triple:
+        """A data-grid block whose network output is about ``model_block`` (at least 1 voxel per axis)."""
+        z, y, x = (max(1, math.floor(b / s)) for b, s in zip(model_block, self.factors))
+        return (z, y, x)
+
+
+def _linear(values: np.ndarray, scale: np.ndarray, offset: np.ndarray, shape: Triple) -> np.ndarray:
+    """``values`` at the points ``scale * o + offset`` for every voxel ``o`` of ``shape`` (linear interpolation, float32)."""
+    return ndimage.affine_transform(values, scale, offset=offset, output_shape=shape, output=np.float32, order=1, mode="nearest", prefilter=False)
+
+
+def _nm(voxel_size: Sequence[float]) -> str:
+    return "×".join(f"{v:g}" for v in voxel_size)
+
+
+def resampling_for(
+    data_voxel_size_nm: Sequence[float], model_voxel_size_nm: Sequence[float], region: Roi, step: Triple, what: str, set_voxel_size: str
+) -> Resampling | None:
+    """The resampling that runs a model of ``model_voxel_size_nm`` on data ``what`` of
+    ``data_voxel_size_nm`` over ``region`` (data voxels); ``None`` when the voxel sizes are equal.
+    ``set_voxel_size`` says how to correct the data's voxel size, for the messages.
+
+    Raises
+    ------
+    VoxelSizeError
+        For a factor outside :data:`FACTOR_RANGE` along some axis, naming the axis and what to
+        do; for data at 1 × 1 × 1 nm (what convert records when no voxel size is given), asking
+        for its voxel size.
+    """
+    data = as_nm_triple(data_voxel_size_nm, "voxel size", positive=True)
+    model = as_nm_triple(model_voxel_size_nm, "model voxel size", positive=True)
+    if data == model:
+        return None
+    low, high = FACTOR_RANGE
+    for axis, d, m in zip("zyx", data, model):
+        if low <= d / m <= high:
+            continue
+        if data == (1, 1, 1):
+            raise VoxelSizeError(f"{what} has voxel size 1×1×1 nm, what incasem records when none is known: {set_voxel_size}")
+        raise VoxelSizeError(
+            f"{what} has voxel size {_nm(data)} nm and the model {_nm(model)} nm: along {axis} that is {d / m:.3g} model voxels per "
+            f"data voxel, outside {low:g}–{high:g} (the network would see structures at a scale it never learnt): use a model "
+            f"made for a voxel size within 2× of the data's (`incasem models list`), or if the data's voxel size is wrong, {set_voxel_size}"
+        )
+    return Resampling(data, model, region.offset, step)
