@@ -120,6 +120,7 @@ def test_cli_says_what_it_resampled_and_resumes_to_identical_bytes(cell_8nm, mon
     args = ["predict", str(container), "--model", str(checkpoint), "--block-size", "16,48,56", "--device", "cpu", "-q"]
     assert main(args) == 0
     out, err = capsys.readouterr()
+    assert out.startswith(f"{container}/volumes/predictions/tiny/0001")
     assert err.strip() == (
         "note: resampled: data at 8×8×8 nm onto the model's 5×5×5 nm grid (model voxels per data voxel: z 1.6, y 1.6, x 1.6), "
         "probabilities back onto the data's grid"
