@@ -153,3 +153,37 @@ def test_serial_sections_fine_tune_on_labelled_z_sections(tmp_path):
     assert train_entry["offset"][2] == 0 and train_entry["shape"][:2] == [20, 224] and train_entry["shape"][2] < 320  # cut along x
     assert run.record()["model"]["file"] == "run-1.pt"
     assert read_card(run.model_path).voxel_size_nm == (50, 5, 5)
+
+
+def test_a_5nm_model_fine_tunes_on_an_8nm_cell_and_then_expects_8nm(tmp_path, capsys):
+    """The same command on data of another voxel size: the network trains on the data's grid and
+    the new model's card says the voxel size it now expects; its prediction needs no resampling."""
+    container = tmp_path / "cell8.zarr"
+    raw = read_stack(LUCCHI / "image", slice(0, 40), slice(0, 160), slice(0, 160))
+    mito = (read_stack(LUCCHI / "labels" / "mito", slice(0, 40), slice(0, 160), slice(0, 160)) != 0).astype(np.uint8)
+    labelled = np.zeros_like(mito)
+    labelled[[10, 30]] = 1
+    for name, array in {"volumes/raw": raw, "volumes/labels/mito": mito * labelled, "volumes/labelled/mito": labelled}.items():
+        volume = create_volume(container, name, array.shape, "uint8", (8, 8, 8), (0, 0, 0), chunks=(20, 80, 80))
+        volume.write(volume.roi, array)
+        volume.mark_complete()
+    runs = tmp_path / "runs"
+    args = ["fine-tune", str(container), "--start-from", DEMO_MODEL, "--runs-dir", str(runs), "--device", "cpu", "--no-mlflow", "-q", "--predict"]
+    assert main([*args, *SMALL_BLOCK, "training.iterations=2", "intervals.validate_every=2"]) == 0
+    err = capsys.readouterr().err
+    assert "note: " + DEMO_MODEL + " was trained at 5×5×5 nm; fine-tuned on this 8×8×8 nm data, the new model expects 8×8×8 nm" in err
+    run = open_run(runs, 1)
+    assert read_card(run.model_path).voxel_size_nm == (8, 8, 8)
+    assert load_training_config(run.config_path).data.voxel_size == (8, 8, 8)
+    prediction = open_volume(container, "volumes/predictions/run-1/0001/prob_maps/class_1")
+    assert prediction.voxel_size == (8, 8, 8) and "resampling" not in prediction.array.attrs["incasem_provenance"]
+    assert "note: resampled" not in err
+
+
+def test_fine_tuning_across_more_than_twice_the_voxel_size_is_refused(tmp_path, capsys):
+    container = tmp_path / "cell12.zarr"
+    for name in ("volumes/raw", "volumes/labels/mito"):
+        create_volume(container, name, (20, 64, 64), "uint8", (12, 12, 12), (0, 0, 0)).mark_complete()
+    status = main(["fine-tune", str(container), "--start-from", DEMO_MODEL, "--labelled", "none", "--runs-dir", str(tmp_path / "runs")])
+    line = error_line(capsys)
+    assert status == 1 and "12×12×12 nm and the model 5×5×5 nm" in line and not (tmp_path / "runs").exists()

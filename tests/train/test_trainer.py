@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from incasem.errors import ConfigError, IncasemError, RunError
+from incasem.errors import ConfigError, IncasemError, RunError, VoxelSizeError
 from incasem.io.volume import create_volume, open_volume
 from incasem.model.checkpoint import load_checkpoint, read_card
 from incasem.model.shipped import SHIPPED_FOLDER
@@ -97,11 +97,11 @@ def test_fine_tuning_takes_the_models_architecture_and_refuses_a_mismatch(cell, 
     wide = load_training_config(None, [*TINY_TRAINING, "training.iterations=2", "model.num_fmaps=16"])
     tuned = train(cell / "train.json", None, wide, start_from=str(base.checkpoint_path(2)), options=options(tmp_path))
     assert load_checkpoint(tuned.checkpoint_path(2))[0].config == load_checkpoint(base.checkpoint_path(2))[0].config
-    with pytest.raises(ConfigError, match=r"data\.voxel_size"):
+    with pytest.raises(VoxelSizeError, match=r"12×12×12 nm and the model 5×5×5 nm: along z that is 2\.4"):
         train(
             cell / "train.json",
             None,
-            load_training_config(None, [*TINY_TRAINING, "data.voxel_size=[4,4,4]"]),
+            load_training_config(None, [*TINY_TRAINING, "data.voxel_size=[12,12,12]"]),
             start_from=str(base.checkpoint_path(2)),
             options=options(tmp_path),
         )

@@ -40,6 +40,7 @@ from incasem.io.layout import labels_dataset
 from incasem.io.volume import Volume, dataset_exists, open_volume
 from incasem.model.card import ModelCard
 from incasem.model.unet import UNetConfig
+from incasem.predict.resample import check_voxel_sizes
 from incasem.runs import RunFolder
 from incasem.train.config import TrainingConfig, load_training_config
 from incasem.train.setup import load_start
@@ -175,6 +176,7 @@ def split_labelled(
     raw: str | None = None,
     mask: str | None = None,
     validation_share: float = VALIDATION_SHARE,
+    model_voxel_size_nm: Sequence[float] | None = None,
 ) -> FineTuneData:
     """Find the datasets of a fine-tuning and split its labelled voxels into training and validation.
 
@@ -191,12 +193,15 @@ def split_labelled(
     validation_share
         Share of the labelled organelle voxels (counted along the labelled region's longer
         in-plane axis, from its far end) that validates, in (0, 1).
+    model_voxel_size_nm
+        The voxel size of the model to fine-tune: the raw's must lie within 2× of it per axis
+        (the new model then expects the raw's).
 
     Raises
     ------
     DatasetNotFoundError, ConfigError, InvalidValueError
         One line naming the dataset or option: no labels, no labelled voxel, a region too
-        narrow to split.
+        narrow to split, a raw more than 2× the model's voxel size apart.
     """
     if isinstance(validation_share, bool) or not isinstance(validation_share, (int, float)) or not 0 < validation_share < 1:
         raise InvalidValueError(f"{option('validation_share', '--validation-share')} must be a fraction in (0, 1), got {validation_share!r}")
@@ -205,6 +210,13 @@ def split_labelled(
     for name, dataset in (("raw", raw), ("mask", mask)):
         if dataset is not None and not dataset_exists(container, dataset):
             raise DatasetNotFoundError(f"{container} has no dataset {dataset}: name the {name} with {option(name, '--' + name)}")
+    if model_voxel_size_nm is not None:  # before reading any data
+        check_voxel_sizes(
+            open_volume(container, raw).voxel_size,
+            model_voxel_size_nm,
+            f"{container}/{raw}",
+            f"set it with `incasem info {container} --dataset {raw} --voxel-size Z,Y,X`",
+        )
     if labels is None:
         candidates = label_datasets(container)
         own = labels_dataset(organelle)
@@ -275,7 +287,16 @@ def fine_tune(
     check_options(options)
     _model, card = load_start(start_from, options.cache_dir, options.runs_dir)
     recipe = fine_tune_config(card, overrides)
-    data = split_labelled(container, card.organelle, labels=labels, labelled=labelled, raw=raw, mask=mask, validation_share=validation_share)
+    data = split_labelled(
+        container,
+        card.organelle,
+        labels=labels,
+        labelled=labelled,
+        raw=raw,
+        mask=mask,
+        validation_share=validation_share,
+        model_voxel_size_nm=card.voxel_size_nm,
+    )
     config = fitted_block(card.architecture, recipe, data.train_roi.shape)
     with tempfile.TemporaryDirectory(prefix="incasem-fine-tune-") as folder:
         paths = {}

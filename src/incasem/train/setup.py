@@ -20,6 +20,7 @@ from incasem.model.card import ModelCard
 from incasem.model.checkpoint import load_checkpoint
 from incasem.model.unet import UNet, UNetConfig
 from incasem.model.zoo import resolve_model
+from incasem.predict.resample import check_voxel_sizes
 from incasem.train.config import TrainingConfig
 
 __all__ = [
@@ -132,29 +133,27 @@ def resolve_config(
 ) -> TrainingConfig:
     """The config with ``data.voxel_size`` and ``data.num_classes`` filled in.
 
-    Keys the user set are kept and must agree with a ``--start-from`` model; unset ones
-    come from that model, else (voxel size) from the training data.
+    Keys the user set are kept; ``num_classes`` must agree with a ``--start-from`` model,
+    which gives it otherwise. The voxel size is the training data's (unless set): a
+    ``--start-from`` model of another voxel size within 2× per axis is fine-tuned to
+    the data's, and its new card says so.
     """
     given = training.data.model_fields_set
     data = training.data
     if card is not None:
-        for key, own, theirs in (
-            ("voxel_size", tuple(float(v) for v in data.voxel_size), tuple(float(v) for v in card.voxel_size_nm)),
-            ("num_classes", data.num_classes, card.architecture.num_classes),
-        ):
-            if key in given and own != theirs:
-                raise ConfigError(
-                    f"{option('start_from', '--start-from')} {start_from}: the model has data.{key} {_show(theirs)}, the training config "
-                    f"{_show(own)}: drop the key (the model's value is used), or start from scratch"
-                )
-        data = data.model_copy(update={"voxel_size": tuple(card.voxel_size_nm), "num_classes": card.architecture.num_classes})
+        if "num_classes" in given and data.num_classes != card.architecture.num_classes:
+            raise ConfigError(
+                f"{option('start_from', '--start-from')} {start_from}: the model has data.num_classes {card.architecture.num_classes}, the training "
+                f"config {data.num_classes}: drop the key (the model's value is used), or start from scratch"
+            )
+        voxel_size = tuple(data.voxel_size) if "voxel_size" in given else _first_voxel_size(train_data, data_root)
+        check_voxel_sizes(
+            voxel_size, card.voxel_size_nm, f"the training data ({train_data})", "set it in the data config and with `incasem info` on the datasets"
+        )
+        data = data.model_copy(update={"voxel_size": voxel_size, "num_classes": card.architecture.num_classes})
     elif "voxel_size" not in given:
         data = data.model_copy(update={"voxel_size": _first_voxel_size(train_data, data_root)})
     return training.model_copy(update={"data": data})
-
-
-def _show(value: object) -> str:
-    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def starting_point(training: TrainingConfig, class_names: tuple[str, ...], start: tuple[UNet, ModelCard] | None) -> StartingPoint:

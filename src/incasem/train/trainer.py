@@ -43,6 +43,7 @@ from incasem.model.checkpoint import (
 from incasem.model.unet import UNet, UNetConfig
 from incasem.predict.core import PRECISIONS, PrecisionChoice, check_choice, resolve_precision
 from incasem.predict.device import free_memory_bytes, select_device
+from incasem.predict.resample import format_voxel_size
 from incasem.runs import RunFolder, create_run, open_run, runs_dir
 from incasem.train.calibrate import make_run_model
 from incasem.train.config import TrainingConfig, load_training_config
@@ -506,6 +507,9 @@ def train(
     train_path = Path(train_data)
     start = load_start(start_from, options.cache_dir, options.runs_dir) if start_from is not None else None
     config = resolve_config(config, start[1] if start else None, train_path, options.data_root, start_from)
+    if start is not None and tuple(config.data.voxel_size) != tuple(start[1].voxel_size_nm) and options.log is not None:
+        old, new = format_voxel_size(start[1].voxel_size_nm), format_voxel_size(config.data.voxel_size)
+        options.log(f"note: {start_from} was trained at {old} nm; fine-tuned on this {new} nm data, the new model expects {new} nm")
     device = select_device(options.device)
     dist, device = start_distributed(device, config.training.batch_size)
     config = dist.broadcast(_seeded(config))  # one seed for every rank
