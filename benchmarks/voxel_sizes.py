@@ -17,7 +17,9 @@ v = 5 runs the same pipeline without resampling: the native score.
 
 ``--equalized-source`` resamples the cell's CLAHE-equalised raw instead and skips ``incasem
 equalize``: it separates what the resampled prediction costs from what CLAHE at another voxel
-size (the same kernel in voxels covers another area) costs.
+size (the same kernel in voxels covers another area) costs. ``--as-5nm`` stores the cells with
+a voxel size of 5 nm whatever they were imaged at, so the model runs on them unresampled: what
+a user of the original does to get past its voxel-size check (editing the dataset's metadata).
 
 Usage (from the repository root)::
 
@@ -48,16 +50,16 @@ SOURCE_NM = 5
 EXCLUSION_NM = 20
 
 
-def make_cell(source: Path, target: Path, voxel_nm: float, raw_dataset: str) -> tuple[int, int, int]:
+def make_cell(source: Path, target: Path, voxel_nm: float, raw_dataset: str, stored_nm: float) -> tuple[int, int, int]:
     """``target``: raw (``raw_dataset`` of ``source``, stored under the same name) and labels of
-    ``source`` as if imaged at ``voxel_nm`` (isotropic); returns its shape."""
+    ``source`` as if imaged at ``voxel_nm`` (isotropic), stored with voxel size ``stored_nm``; returns its shape."""
     raw = open_volume(source, raw_dataset)
     shape = tuple(max(1, round(n * SOURCE_NM / voxel_nm)) for n in raw.shape)
     if target.exists() and dataset_exists(target, LABELS):
         return open_volume(target, LABELS).shape
     pixels = resize(raw.read().astype(np.float32), shape, order=1, anti_aliasing=voxel_nm > SOURCE_NM, preserve_range=True)
     labels = resize(open_volume(source, LABELS).read().astype(np.float32), shape, order=1, anti_aliasing=False, preserve_range=True) >= 0.5
-    size = (voxel_nm,) * 3
+    size = (stored_nm,) * 3
     for name, data in ((raw_dataset, np.clip(np.rint(pixels), 0, 255).astype(np.uint8)), (LABELS, labels.astype(np.uint8))):
         volume = create_volume(target, name, shape, "uint8", size, (0, 0, 0), (64, 128, 128))
         volume.write(volume.roi, data)
@@ -93,12 +95,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="5,4,6,8,10", help="voxel sizes, nm")
     parser.add_argument("--out", type=Path, default=Path("voxel_sizes.jsonl"))
     parser.add_argument("--equalized-source", action="store_true", help="resample the CLAHE-equalised raw, no CLAHE at the new voxel size")
+    parser.add_argument("--as-5nm", action="store_true", help="store every cell as 5 nm: the model runs on it unresampled")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"{'nm':>4} {'shape':>16} {'Mvox':>6} {'predict s':>9} {'kvox/s':>7} {'peak GB':>7} {'F1':>6} {'IoU':>6} {'F1 excl':>8} {'IoU excl':>9}")
     for size in (float(s) for s in args.sizes.split(",")):
         cell = args.work / f"cell_{size:g}nm.zarr"
-        shape = make_cell(args.cell, cell, size, EQUALIZED if args.equalized_source else RAW)
+        shape = make_cell(args.cell, cell, size, EQUALIZED if args.equalized_source else RAW, SOURCE_NM if args.as_5nm else size)
         if not dataset_exists(cell, EQUALIZED):
             incasem("equalize", str(cell), "-q")
         width = str(max(1, round(EXCLUSION_NM / size)))
@@ -114,6 +117,7 @@ def main() -> None:
         row = {
             "voxel_size_nm": size,
             "equalized_source": args.equalized_source,
+            "stored_as_5nm": args.as_5nm,
             "shape": list(shape),
             "exclusion_voxels": int(width),
             "prediction": group,

@@ -232,7 +232,7 @@ def test_next_block_is_read_while_the_network_runs(setup, tmp_path, monkeypatch)
     read_started = threading.Condition()
     overlapped: list[bool] = []
     own = threading.local()
-    original_read, original_tile = Volume.read, job.predict_tile
+    original_read, original_network = Volume.read, job.forward_probabilities
 
     def read(self, roi=None, *args, **kwargs):
         with read_started:
@@ -241,14 +241,14 @@ def test_next_block_is_read_while_the_network_runs(setup, tmp_path, monkeypatch)
             read_started.notify_all()
         return original_read(self, roi, *args, **kwargs)
 
-    def network(model, raw, tile, *args):
+    def network(model, data, *args):
         with read_started:
             read_started.wait_for(lambda: len(reads) > own.index + 1 or len(reads) == 12, timeout=30)
             overlapped.append(len(reads) > own.index + 1)
-        return original_tile(model, raw, tile, *args)
+        return original_network(model, data, *args)
 
     monkeypatch.setattr(Volume, "read", read)
-    monkeypatch.setattr(job, "predict_tile", network)
+    monkeypatch.setattr(job, "forward_probabilities", network)
     roi = Roi((10, 20, 0), (24, 64, 64))  # 12 blocks of 8 x 32 x 32
     predict_roi(checkpoint, container, "volumes/raw_equalized_0.02", roi, PredictOptions((8, 32, 32), "cpu"), run=QUIET)
     assert len(overlapped) == 12

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 from skimage.transform import resize
 
@@ -22,7 +23,20 @@ from incasem.predict import job as job_module
 from incasem.predict.core import input_roi, predict_array
 from incasem.predict.resample import Resampling
 from incasem.preprocess.equalize import equalize_array
-from tests.helpers import ANISOTROPIC, LUCCHI, QUIET, SMALL, Crash, error_line, fail_after, make_checkpoint, read_stack, write_raw
+from tests.helpers import (
+    ANISOTROPIC,
+    LUCCHI,
+    QUIET,
+    SMALL,
+    Crash,
+    error_line,
+    fail_after,
+    make_checkpoint,
+    read_stack,
+    write_mito_config,
+    write_raw,
+    write_volume,
+)
 
 RAW = "volumes/raw_equalized_0.02"
 
@@ -133,7 +147,7 @@ def test_cli_says_what_it_resampled_and_resumes_to_identical_bytes(cell_8nm, mon
     )
     first = open_volume(container, "volumes/predictions/tiny/0001/prob_maps/class_1")
     assert first.shape == (16, 48, 56) and first.voxel_size == (8, 8, 8) and first.offset_nm == (80, 160, 0)
-    fail_after(monkeypatch, job_module, "predict_tile", 3)
+    fail_after(monkeypatch, job_module, "forward_probabilities", 3)
     with pytest.raises(Crash):
         predict_roi(checkpoint, container, RAW, Roi((10, 20, 0), (16, 48, 56)), PredictOptions((8, 24, 28), "cpu"), run=RunOptions(workers=1, progress=False))
     monkeypatch.undo()
@@ -199,3 +213,33 @@ def test_the_shipped_model_on_real_em_imaged_at_8nm_scores_as_at_5nm():
     print(f"IoU: 5 nm {native.iou:.3f}, 8 nm resampled {resampled.iou:.3f}, 8 nm as if 5 nm {as_if_5nm.iou:.3f}")
     assert resampled.iou >= native.iou - 0.03
     assert resampled.iou >= as_if_5nm.iou + 0.05
+
+
+def test_a_data_config_at_8nm_is_predicted_and_scored_against_its_own_labels(tmp_path, lucchi_crop, capsys):
+    raw, labels = lucchi_crop
+    container = tmp_path / "cell8.zarr"
+    write_raw(container, raw, voxel_size=(8, 8, 8), name="volumes/raw")
+    write_volume(container, "volumes/labels/mito", (labels != 0).astype(np.uint8), (16, 32, 32), (0, 0, 0), (8, 8, 8))
+    config = write_mito_config(tmp_path, "cell8", str(container), ((0, 0, 0), (40, 96, 112)), (8, 8, 8))
+    checkpoint = make_checkpoint(tmp_path / "tiny.pt")
+    assert main(["predict", str(config), "--model", str(checkpoint), "--device", "cpu", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: resampled: data at 8×8×8 nm" in err and "cell8: " in out and "  mito: F1 " in out
+    segmentation = open_volume(container, "volumes/predictions/tiny/0001/segmentation")
+    assert segmentation.voxel_size == (8, 8, 8) and segmentation.roi == Roi((0, 0, 0), (40, 96, 112))
+    expected = confusion_counts(segmentation.read() == 1, labels != 0)
+    stored = segmentation.array.attrs["scores"]["mito"]
+    assert (stored["tp"], stored["fp"], stored["fn"]) == (expected.tp, expected.fp, expected.fn) and expected.fn > 0
+
+
+def test_a_model_without_a_voxel_size_is_refused_with_what_to_give(tmp_path, lucchi_crop, capsys):
+    container = tmp_path / "cell8.zarr"
+    write_raw(container, lucchi_crop[0][:8, :32, :32], voxel_size=(8, 8, 8))
+    payload = torch.load(make_checkpoint(tmp_path / "tiny.pt"), weights_only=True)
+    torch.save({"model_state_dict": payload["model_state_dict"]}, tmp_path / "bare.pt")  # the weights alone, as published
+    del payload["metadata"]["voxel_size_nm"]
+    torch.save(payload, tmp_path / "no_voxel_size.pt")
+    for name, message in (("bare.pt", "import it first with `incasem models import"), ("no_voxel_size.pt", "voxel_size_nm")):
+        assert main(["predict", str(container), "--model", str(tmp_path / name), "--device", "cpu", "-q"]) == 1
+        assert message in error_line(capsys)
+    assert not (container / "volumes" / "predictions").exists()

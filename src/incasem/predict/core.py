@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -139,6 +140,42 @@ def input_roi(config: UNetConfig, tile: Roi) -> Roi:
     return Roi((z, y, x), config.input_shape_for_output(_round_up(tile.shape, config.total_downsample_factor)))
 
 
+@dataclass(frozen=True)
+class TileInput:
+    """What the network reads for one output tile, and how its output becomes the tile's probabilities.
+
+    Made by :func:`tile_input`. ``data`` is the network's input (uint8, on the model's grid);
+    :meth:`finish` takes the network's probabilities for it to the tile's (on the data's grid).
+    Preparing and finishing run outside the network, so a job overlaps them with other blocks.
+    """
+
+    data: np.ndarray
+    tile: Roi
+    resampling: Resampling | None = None
+    model_output: Roi | None = None
+
+    def finish(self, probabilities: np.ndarray) -> np.ndarray:
+        """The tile's probabilities (classes, *tile.shape) from the network's output for :attr:`data`."""
+        if self.resampling is None or self.model_output is None:
+            return probabilities[(slice(None), *Roi((0, 0, 0), self.tile.shape).to_slices())]
+        return self.resampling.probabilities_to_data(probabilities, self.model_output, self.tile)
+
+
+def tile_input(config: UNetConfig, raw: np.ndarray, tile: Roi, padding: PadMode, resampling: Resampling | None = None) -> TileInput:
+    """The network input for output region ``tile`` (coordinates of ``raw``), read from ``raw``.
+
+    The input is :func:`input_roi`; the part of it outside ``raw`` is filled by ``padding``.
+    ``resampling`` (in the coordinates of ``raw``): ``raw`` and ``tile`` are on the data's
+    grid, the network runs on the model's (:mod:`incasem.predict.resample`).
+    """
+    if resampling is None:
+        return TileInput(padded_crop(raw, input_roi(config, tile), padding), tile)
+    model_output = resampling.model_output_roi(tile)
+    model_input = input_roi(config, model_output)
+    read = resampling.data_read_roi(model_input)
+    return TileInput(resampling.raw_to_model(padded_crop(raw, read, padding), read, model_input), tile, resampling, model_output)
+
+
 def predict_tile(
     model: UNet,
     raw: np.ndarray,
@@ -149,22 +186,10 @@ def predict_tile(
     tta: bool = False,
     resampling: Resampling | None = None,
 ) -> np.ndarray:
-    """Probabilities of output region ``tile`` (coordinates of ``raw``), reading its input from ``raw``.
-
-    The input is :func:`input_roi`; the part of it outside ``raw`` is filled by ``padding``.
-    ``tta``: test-time augmentation (see :func:`forward_probabilities`). ``resampling``
-    (in the coordinates of ``raw``): ``raw`` and ``tile`` are on the data's grid, the
-    network runs on the model's (:mod:`incasem.predict.resample`).
-    """
-    if resampling is None:
-        data = padded_crop(raw, input_roi(model.config, tile), padding)
-        probabilities = forward_probabilities(model, data, device, precision, tta)
-        return probabilities[(slice(None), *Roi((0, 0, 0), tile.shape).to_slices())]
-    model_output = resampling.model_output_roi(tile)
-    model_input = input_roi(model.config, model_output)
-    read = resampling.data_read_roi(model_input)
-    data = resampling.raw_to_model(padded_crop(raw, read, padding), read, model_input)
-    return resampling.probabilities_to_data(forward_probabilities(model, data, device, precision, tta), model_output, tile)
+    """Probabilities of output region ``tile`` (coordinates of ``raw``), reading its input from ``raw``
+    (:func:`tile_input`). ``tta``: test-time augmentation (see :func:`forward_probabilities`)."""
+    prepared = tile_input(model.config, raw, tile, padding, resampling)
+    return prepared.finish(forward_probabilities(model, prepared.data, device, precision, tta))
 
 
 def predict_array(

@@ -4,14 +4,16 @@ Each output block reads its input with the network's context around it from the 
 dataset (:func:`~incasem.predict.core.input_roi`); where that context leaves the
 dataset it is padded (``reflect`` by default, mirroring the data at its border), so
 the whole requested region is predicted. Each block then goes through the in-memory
-core, :func:`~incasem.predict.core.predict_tile`. Blocks are multiples of the
+core as :func:`~incasem.predict.core.predict_tile` does (:func:`~incasem.predict.core.tile_input`,
+the network, :meth:`~incasem.predict.core.TileInput.finish`). Blocks are multiples of the
 network's total downsampling factor and start on a grid anchored at the region's
 corner, so the stitched output equals :func:`~incasem.predict.core.predict_array`
-on the whole region (one forward pass, up to float rounding).
+on the whole region (one forward pass, up to float rounding). Data of another voxel
+size than the model's is resampled per block (:mod:`incasem.predict.resample`).
 
 Each worker loads the model once and keeps :data:`BLOCKS_IN_FLIGHT` blocks going:
-one in the network while the next is read and the last is written, so a GPU does
-not wait on zarr.
+one in the network while the next is read (and resampled) and the last is written,
+so a GPU does not wait on zarr.
 """
 
 from __future__ import annotations
@@ -73,10 +75,11 @@ from incasem.predict.core import (
     PRECISIONS,
     PrecisionChoice,
     check_choice,
+    forward_probabilities,
     input_roi,
-    predict_tile,
     prepare_model,
     resolve_precision,
+    tile_input,
 )
 from incasem.predict.device import (
     Precision,
@@ -213,14 +216,16 @@ def _teardown(state: _WorkerState) -> None:
 
 
 def _predict_block(padding: PadMode, tta: bool, resampling: Resampling | None, block: Block, state: _WorkerState) -> None:
-    """Read the block's input, run :func:`predict_tile` on it (one block at a time per worker: the
-    network uses all cores or the GPU) and write the result; reading and writing overlap the
-    network's work on the other blocks in flight."""
+    """Read the block's input, put it on the model's grid (:func:`tile_input`), run the network (one
+    block at a time per worker: it uses all cores or the GPU), bring its output back and write it;
+    reading, resampling and writing overlap the network's work on the other blocks in flight."""
     raw = state.raw.read(block.read_roi, padding=padding)
     output = block.write_roi.relative_to(block.read_roi.offset)
     local = None if resampling is None else resampling.relative_to(block.read_roi.offset)
+    prepared = tile_input(state.model.config, raw, output, padding, local)
     with state.network:
-        probabilities = predict_tile(state.model, raw, output, state.device, state.precision, padding, tta, local)
+        network_output = forward_probabilities(state.model, prepared.data, state.device, state.precision, tta)
+    probabilities = prepared.finish(network_output)
     for c, volume in enumerate(state.probabilities, start=1):
         volume.write(block.write_roi, encode_probability(probabilities[c]))
     state.segmentation.write(block.write_roi, np.argmax(probabilities, axis=0).astype(np.uint8))
