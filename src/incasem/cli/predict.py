@@ -63,7 +63,7 @@ def predict(
         "auto",
         "--block-size",
         help="Output block in voxels (Z,Y,X or one number), or 'auto': the fewest balanced blocks that fit the device memory. Rounded down to a multiple "
-        "of the network's downsampling (8).",
+        "of the network's downsampling (8); on data of another voxel size than the model's (resampled), data voxels as given.",
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option(
@@ -102,6 +102,10 @@ def predict(
     run: RunOptions = RunOptions(),
 ) -> None:
     """Predict organelle probabilities and a segmentation, blockwise.
+
+    Data of another voxel size than the model's (within 2x per axis) is resampled onto the
+    model's grid block by block and the probabilities brought back onto the data's grid; a
+    note says so.
 
     Output goes to volumes/predictions/<model>/<id>/ in each container: prob_maps/class_<c>
     (uint8, 0..255 = probability 0..1) and segmentation (uint8 class id; with a seed threshold,
