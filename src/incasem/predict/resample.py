@@ -138,9 +138,11 @@ class Resampling:
         values = data.astype(np.float32)
         sigma = self.antialias_sigma_voxels
         if any(sigma):
-            values = ndimage.gaussian_filter(values, sigma, truncate=_TRUNCATE, mode="nearest")
+            values = ndimage.gaussian_filter(values, sigma, output=np.float32, truncate=_TRUNCATE, mode="nearest")
+        coefficients = ndimage.spline_filter(values, RAW_ORDER, output=np.float32, mode="mirror")  # float32: half of scipy's own float64 copy
+        del values
         offset = self._data_coordinate(model_roi.offset) - data_roi.offset
-        resampled = _interpolate(values, 1 / np.asarray(self.factors), offset, model_roi.shape, RAW_ORDER)
+        resampled = _interpolate(coefficients, 1 / np.asarray(self.factors), offset, model_roi.shape, RAW_ORDER, prefiltered=True)
         return np.clip(np.rint(resampled), 0, 255).astype(np.uint8)
 
     def probabilities_to_data(self, probabilities: np.ndarray, model_roi: Roi, tile: Roi) -> np.ndarray:
@@ -155,9 +157,12 @@ class Resampling:
         return (z, y, x)
 
 
-def _interpolate(values: np.ndarray, scale: np.ndarray, offset: np.ndarray, shape: Triple, order: int) -> np.ndarray:
-    """``values`` at the points ``scale * o + offset`` for every voxel ``o`` of ``shape`` (spline of ``order``, float32)."""
-    return ndimage.affine_transform(values, scale, offset=offset, output_shape=shape, output=np.float32, order=order, mode="mirror", prefilter=order > 1)
+def _interpolate(values: np.ndarray, scale: np.ndarray, offset: np.ndarray, shape: Triple, order: int, prefiltered: bool = False) -> np.ndarray:
+    """``values`` (spline coefficients where ``prefiltered``) at the points ``scale * o + offset`` for every
+    voxel ``o`` of ``shape``: a spline of ``order``, float32."""
+    return ndimage.affine_transform(
+        values, scale, offset=offset, output_shape=shape, output=np.float32, order=order, mode="mirror", prefilter=order > 1 and not prefiltered
+    )
 
 
 def format_voxel_size(voxel_size: Sequence[float]) -> str:
