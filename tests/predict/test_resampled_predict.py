@@ -244,3 +244,14 @@ def test_a_model_without_a_voxel_size_is_refused_with_what_to_give(tmp_path, luc
         assert main(["predict", str(container), "--model", str(tmp_path / name), "--device", "cpu", "-q"]) == 1
         assert message in error_line(capsys)
     assert not (container / "volumes" / "predictions").exists()
+
+
+def test_blocks_of_finer_data_stay_near_the_networks_block_in_voxels():
+    block = (128, 256, 256)
+    coarser = Resampling((8, 8, 8), (5, 5, 5), (0, 0, 0), (8, 8, 8)).data_block_shape(block)
+    assert coarser == (80, 160, 160)  # the network's output block on the data's grid
+    assert Resampling((4, 4, 4), (5, 5, 5), (0, 0, 0), (8, 8, 8)).data_block_shape(block) == (160, 320, 320)  # 1.95x: kept
+    finer = Resampling((2.5, 2.5, 2.5), (5, 5, 5), (0, 0, 0), (8, 8, 8)).data_block_shape(block)  # 8x: shrunk evenly
+    assert finer == (161, 322, 322) and 1.9 * np.prod(block) < np.prod(finer) <= 2 * np.prod(block)
+    in_plane = Resampling((5, 2.5, 2.5), (5, 5, 5), (0, 0, 0), (8, 8, 8)).data_block_shape(block)  # only y and x are finer
+    assert in_plane[0] == 128 and in_plane[1] == in_plane[2] and np.prod(in_plane) <= 2 * np.prod(block)

@@ -44,6 +44,10 @@ _TRUNCATE = 4.0
 #: Spline order of the raw's interpolation (cubic) and of the probabilities' (linear: they stay in [0, 1]).
 RAW_ORDER, PROBABILITY_ORDER = 3, 1
 
+#: A block of data finer than the model's grid holds at most this many data voxels per voxel of the
+#: network's output block (at s = 0.8 a block holds 1.95×; at s = 0.5 it would hold 8×).
+MAX_DATA_VOXELS_PER_MODEL_VOXEL = 2
+
 #: Data voxels read beyond what the cubic spline touches: its prefilter runs over the whole read
 #: region, and the influence of the region's edge decays as 0.268^distance (1e-7 after 12 voxels),
 #: so every block interpolates the same values as one pass over the whole region would.
@@ -152,9 +156,19 @@ class Resampling:
         return np.stack([_interpolate(p, scale, offset, tile.shape, PROBABILITY_ORDER) for p in probabilities])
 
     def data_block_shape(self, model_block: Triple) -> Triple:
-        """A data-grid block whose network output is about ``model_block`` (at least 1 voxel per axis)."""
-        z, y, x = (max(1, math.floor(b / s)) for b, s in zip(model_block, self.factors))
-        return (z, y, x)
+        """A data-grid block whose network output is about ``model_block`` (at least 1 voxel per axis).
+
+        Where the data are finer than the model's grid, the block holds at most
+        :data:`MAX_DATA_VOXELS_PER_MODEL_VOXEL` × the voxels of ``model_block`` (the axes with
+        finer data shrink evenly), so the block's float copies stay near the native block's.
+        """
+        shape = [max(1, math.floor(b / s)) for b, s in zip(model_block, self.factors)]
+        finer = [axis for axis, s in enumerate(self.factors) if s < 1]
+        excess = math.prod(shape) / (MAX_DATA_VOXELS_PER_MODEL_VOXEL * math.prod(model_block))
+        if excess > 1 and finer:
+            for axis in finer:
+                shape[axis] = max(1, math.floor(shape[axis] / excess ** (1 / len(finer))))
+        return (shape[0], shape[1], shape[2])
 
 
 def _interpolate(values: np.ndarray, scale: np.ndarray, offset: np.ndarray, shape: Triple, order: int, prefiltered: bool = False) -> np.ndarray:
