@@ -152,13 +152,12 @@ class TileInput:
     data: np.ndarray
     tile: Roi
     resampling: Resampling | None = None
-    model_output: Roi | None = None
 
     def finish(self, probabilities: np.ndarray) -> np.ndarray:
         """The tile's probabilities (classes, *tile.shape) from the network's output for :attr:`data`."""
-        if self.resampling is None or self.model_output is None:
+        if self.resampling is None:
             return probabilities[(slice(None), *Roi((0, 0, 0), self.tile.shape).to_slices())]
-        return self.resampling.probabilities_to_data(probabilities, self.model_output, self.tile)
+        return self.resampling.probabilities_to_data(probabilities, self.resampling.model_output_roi(self.tile), self.tile)
 
 
 def tile_input(config: UNetConfig, raw: np.ndarray, tile: Roi, padding: PadMode, resampling: Resampling | None = None) -> TileInput:
@@ -170,10 +169,9 @@ def tile_input(config: UNetConfig, raw: np.ndarray, tile: Roi, padding: PadMode,
     """
     if resampling is None:
         return TileInput(padded_crop(raw, input_roi(config, tile), padding), tile)
-    model_output = resampling.model_output_roi(tile)
-    model_input = input_roi(config, model_output)
+    model_input = input_roi(config, resampling.model_output_roi(tile))
     read = resampling.data_read_roi(model_input)
-    return TileInput(resampling.raw_to_model(padded_crop(raw, read, padding), read, model_input), tile, resampling, model_output)
+    return TileInput(resampling.raw_to_model(padded_crop(raw, read, padding), read, model_input), tile, resampling)
 
 
 def predict_tile(

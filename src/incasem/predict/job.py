@@ -88,7 +88,7 @@ from incasem.predict.device import (
     select_device,
 )
 from incasem.predict.outputs import claim_prediction_id, find_previous, interrupted_predictions
-from incasem.predict.resample import Resampling, resampling_for
+from incasem.predict.resample import Resampling, resampling_for, set_voxel_size_hint
 from incasem.runs import run_model_name
 
 #: Blocks in flight per worker: one in the network while the next is read and the last written.
@@ -236,7 +236,7 @@ def check_inputs(raw: Volume, card: ModelCard, roi: Roi) -> Resampling | None:
     voxel sizes more than 2× apart); return how the raw is resampled onto the model's grid
     (``None``: it is on it).
     """
-    fix = f"set it with `incasem info {raw.container} --dataset {raw.name} --voxel-size Z,Y,X`"
+    fix = set_voxel_size_hint(raw.container, raw.name)
     resampling = resampling_for(raw.voxel_size, card.voxel_size_nm, roi, card.architecture.total_downsample_factor, raw.label, fix)
     if raw.dtype != np.uint8:
         raise InputFileError(

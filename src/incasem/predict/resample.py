@@ -184,10 +184,15 @@ def format_voxel_size(voxel_size: Sequence[float]) -> str:
     return "×".join(f"{v:g}" for v in voxel_size)
 
 
-def check_voxel_sizes(data_voxel_size_nm: Sequence[float], model_voxel_size_nm: Sequence[float], what: str, set_voxel_size: str) -> None:
+def set_voxel_size_hint(container: object, dataset: str) -> str:
+    """How to correct the voxel size of ``container``'s ``dataset``, for the messages of :func:`check_voxel_sizes`."""
+    return f"set it with `incasem info {container} --dataset {dataset} --voxel-size Z,Y,X`"
+
+
+def check_voxel_sizes(data_voxel_size_nm: Sequence[float], model_voxel_size_nm: Sequence[float], what: str, set_voxel_size: str) -> tuple[NmTriple, NmTriple]:
     """Refuse a model of ``model_voxel_size_nm`` on data ``what`` of ``data_voxel_size_nm`` when they
     are more than :data:`FACTOR_RANGE` apart along some axis. ``set_voxel_size`` says how to
-    correct the data's voxel size, for the messages.
+    correct the data's voxel size, for the messages. Returns both voxel sizes as triples.
 
     Raises
     ------
@@ -209,6 +214,7 @@ def check_voxel_sizes(data_voxel_size_nm: Sequence[float], model_voxel_size_nm: 
             f"data voxel, outside {low:g}–{high:g} (the network would see structures at a scale it never learnt): use a model "
             f"made for a voxel size within 2× of the data's (`incasem models list`), or if the data's voxel size is wrong, {set_voxel_size}"
         )
+    return data, model
 
 
 def resampling_for(
@@ -222,7 +228,5 @@ def resampling_for(
     VoxelSizeError
         As :func:`check_voxel_sizes`.
     """
-    check_voxel_sizes(data_voxel_size_nm, model_voxel_size_nm, what, set_voxel_size)
-    data = as_nm_triple(data_voxel_size_nm, "voxel size", positive=True)
-    model = as_nm_triple(model_voxel_size_nm, "model voxel size", positive=True)
+    data, model = check_voxel_sizes(data_voxel_size_nm, model_voxel_size_nm, what, set_voxel_size)
     return None if data == model else Resampling(data, model, region.offset, step)

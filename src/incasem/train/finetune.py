@@ -40,7 +40,7 @@ from incasem.io.layout import labels_dataset
 from incasem.io.volume import Volume, dataset_exists, open_volume
 from incasem.model.card import ModelCard
 from incasem.model.unet import UNetConfig
-from incasem.predict.resample import check_voxel_sizes
+from incasem.predict.resample import check_voxel_sizes, set_voxel_size_hint
 from incasem.runs import RunFolder
 from incasem.train.config import TrainingConfig, load_training_config
 from incasem.train.setup import load_start
@@ -211,12 +211,7 @@ def split_labelled(
         if dataset is not None and not dataset_exists(container, dataset):
             raise DatasetNotFoundError(f"{container} has no dataset {dataset}: name the {name} with {option(name, '--' + name)}")
     if model_voxel_size_nm is not None:  # before reading any data
-        check_voxel_sizes(
-            open_volume(container, raw).voxel_size,
-            model_voxel_size_nm,
-            f"{container}/{raw}",
-            f"set it with `incasem info {container} --dataset {raw} --voxel-size Z,Y,X`",
-        )
+        check_voxel_sizes(open_volume(container, raw).voxel_size, model_voxel_size_nm, f"{container}/{raw}", set_voxel_size_hint(container, raw))
     if labels is None:
         candidates = label_datasets(container)
         own = labels_dataset(organelle)
