@@ -351,7 +351,8 @@ def test_predict_resume_of_an_explicit_prediction_names_the_other_options(worksp
 def test_view_draws_labels_and_predictions_in_distinct_stable_colours(workspace):
     import neuroglancer
 
-    from incasem.view.neuroglancer import LABELS_COLOR, PREDICTION_COLOR, apply_view, describe_view
+    from incasem.view.display import LABELS_COLOR, PREDICTION_COLOR
+    from incasem.view.neuroglancer import apply_view, describe_view
 
     cell = workspace / "cell.zarr"
     segmentation = "volumes/predictions/model/0001/segmentation"

@@ -28,6 +28,7 @@ PUBLIC_API: dict[str, str] = {
     "create_mask": "incasem.preprocess.masks",
     "create_metric_mask": "incasem.preprocess.masks",
     "create_pyramid": "incasem.preprocess.pyramid",
+    "write_partial_labels": "incasem.preprocess.painted",
     "PredictOptions": "incasem.predict",
     "predict_container": "incasem.predict",
     "predict_config": "incasem.predict",

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from incasem.errors import InvalidValueError, SchedulerError, option
 from incasem.geometry import Roi, Triple, as_triple
 from incasem.io.volume import WriteMode, check_write_mode
+from incasem.monitor import JobMonitor, current_monitor
 
 #: How long to wait for a Dask scheduler to answer.
 SCHEDULER_TIMEOUT = "10s"
@@ -304,9 +305,15 @@ def run_each(
     options = check_run(options)
     if not items:
         return []
+    monitor = current_monitor()
+    if monitor is not None:
+        monitor.raise_if_cancelled()
+        monitor.started(name, len(items))
     with tqdm(total=len(items), desc=name, unit="block", disable=not options.progress, leave=False) as bar:
         if options.scheduler is not None:
-            return _run_on_cluster(function, items, options.scheduler, bar, cleanup)
+            return _run_on_cluster(function, items, options.scheduler, bar, cleanup, monitor)
+        if monitor is not None:
+            function = partial(_watched, monitor, function)
         delayed = [dask.delayed(function, pure=False)(item) for item in items]
         try:
             with _ProgressCallback(bar):
@@ -314,6 +321,14 @@ def run_each(
         finally:
             if cleanup is not None:
                 cleanup()
+
+
+def _watched(monitor: JobMonitor, function: Callable[[Any], Any], item: Any) -> Any:
+    """``function(item)`` unless a Cancel came first; then count it as done."""
+    monitor.raise_if_cancelled()
+    result = function(item)
+    monitor.advanced()
+    return result
 
 
 def _compute_locally(delayed_blocks: list[Any], workers: int) -> list[Any]:
@@ -335,16 +350,25 @@ def _forget_state(task: BlockwiseTask) -> None:
     _release_freed_memory()
 
 
-def _run_on_cluster(run: Callable[[Any], Any], items: list[Any], address: str, bar: tqdm, cleanup: Callable[[], None] | None) -> list[Any]:
+def _run_on_cluster(
+    run: Callable[[Any], Any], items: list[Any], address: str, bar: tqdm, cleanup: Callable[[], None] | None, monitor: JobMonitor | None
+) -> list[Any]:
     from distributed import as_completed
 
     with _connect(address) as client:
+        futures = []
         try:
             futures = client.map(run, items, pure=False)
             for future in as_completed(futures, loop=client.loop):
                 future.result()
                 bar.update(1)
+                if monitor is not None:
+                    monitor.advanced()
+                    monitor.raise_if_cancelled()
             return [future.result() for future in futures]
+        except KeyboardInterrupt:  # Cancel or Ctrl-C: drop the blocks not yet started (running ones finish on their workers)
+            client.cancel([future for future in futures if not future.done()])
+            raise
         finally:
             if cleanup is not None:  # the workers keep no model or GPU memory after the job
                 client.run(cleanup)

@@ -1,7 +1,7 @@
 """``incasem view`` in a real browser: headless Chromium draws the data where they belong.
 
 Headless Chromium (Debian ``chromium`` + ``chromium-driver``, installed by
-``bash tests/install_browser.sh``) opens the viewer's URL through selenium; WebGL runs
+``bash tests/install_test_tools.sh``) opens the viewer's URL through selenium; WebGL runs
 on SwiftShader. neuroglancer's screenshot waits until every visible chunk is loaded
 and drawn, so the pixels read back are the data, not a half-loaded view.
 
@@ -55,7 +55,7 @@ def browser():
     """Headless Chromium under chromedriver; skips the test when they are not installed."""
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
-        pytest.skip("headless Chromium / chromedriver not found: run `bash tests/install_browser.sh` to install them")
+        pytest.skip("headless Chromium / chromedriver not found: run `bash tests/install_test_tools.sh` to install them")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

@@ -26,6 +26,7 @@ from incasem.io.layout import (
     metric_mask_dataset,
     segmentation_of,
 )
+from incasem.io.volume import WriteMode
 from incasem.model.checkpoint import check_checkpoint
 from incasem.model.zoo import resolve_model
 from incasem.predict import PredictOptions, predict_container
@@ -56,6 +57,23 @@ class DemoResult:
     prediction: str
     evaluation: Evaluation
     preview: Path
+
+
+def make_example_container(cell: str | Path, *, mode: WriteMode = "create", run: RunOptions = RunOptions(), say: Callable[[str], None] = print) -> str:
+    """Convert the bundled example into container ``cell``: raw, labels, equalised raw, metric mask.
+
+    Steps 1-3 of the demo (also napari's sample data). Returns the labels dataset.
+    """
+    cell = Path(cell)
+    say(f"1/6 convert the bundled FIB-SEM crop (48 x 192 x 192 voxels, 5 nm) and its labels -> {cell}")
+    tiff_to_zarr(EXAMPLE / "image", cell, options=ConvertOptions(voxel_size=EXAMPLE_VOXEL_SIZE_NM), mode=mode, run=run)
+    labels = labels_dataset("mito")
+    tiff_to_zarr(EXAMPLE / "labels" / "mito", cell, labels, options=ConvertOptions(like=(cell, RAW)), mode=mode, run=run)
+    say(f"2/6 equalise (3D CLAHE) -> {RAW_EQUALIZED}")
+    equalize_volume(cell, mode=mode, run=run)
+    say("3/6 metric mask (exclusion zone of 4 voxels around the labelled mitochondria)")
+    create_metric_mask(cell, labels, options=MetricMaskOptions(4, 4), mode=mode, run=run)
+    return labels
 
 
 def _check_folder(folder: Path) -> None:
@@ -100,14 +118,7 @@ def run_demo(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text(json.dumps({"example": "lucchi_crop", "model": model}) + "\n")
     cell = folder / "demo.zarr"
-    say(f"1/6 convert the bundled FIB-SEM crop (48 x 192 x 192 voxels, 5 nm) and its labels -> {cell}")
-    tiff_to_zarr(EXAMPLE / "image", cell, options=ConvertOptions(voxel_size=EXAMPLE_VOXEL_SIZE_NM), mode="overwrite", run=run)
-    labels = labels_dataset("mito")
-    tiff_to_zarr(EXAMPLE / "labels" / "mito", cell, labels, options=ConvertOptions(like=(cell, RAW)), mode="overwrite", run=run)
-    say(f"2/6 equalise (3D CLAHE) -> {RAW_EQUALIZED}")
-    equalize_volume(cell, mode="overwrite", run=run)
-    say("3/6 metric mask (exclusion zone of 4 voxels around the labelled mitochondria)")
-    create_metric_mask(cell, labels, options=MetricMaskOptions(4, 4), mode="overwrite", run=run)
+    labels = make_example_container(cell, mode="overwrite", run=run, say=say)
     say(f"4/6 predict with {model}")
     output = predict_container(cell, str(checkpoint), options=PredictOptions(device=device), run=run)
     say("5/6 evaluate against the manual labels")

@@ -41,6 +41,7 @@ from incasem.model.checkpoint import (
     save_checkpoint,
 )
 from incasem.model.unet import UNet, UNetConfig
+from incasem.monitor import current_monitor
 from incasem.predict.core import PRECISIONS, PrecisionChoice, check_choice, resolve_precision
 from incasem.predict.device import free_memory_bytes, select_device
 from incasem.predict.resample import format_voxel_size
@@ -204,6 +205,7 @@ class _Trainer:
             "val_data": record.get("val_data"),
             "config": config.to_dict(),
         }
+        self.monitor = current_monitor()  # a GUI's progress and Cancel (incasem.monitor)
         self.tracker = (
             Tracker(run, start_iteration=progress.iteration, mlflow=options.mlflow, tracking_uri=options.tracking_uri)
             if run is not None and dist.is_main
@@ -256,8 +258,12 @@ class _Trainer:
             self._validate(0)
         bar = self._progress_bar(total)
         window: list[tuple[float, float, float]] = []
+        if self.monitor is not None:
+            self.monitor.started(f"train run {self.run.id if self.run is not None else ''}".rstrip(), total, self.progress.iteration)
         try:
             while self.progress.iteration < total:
+                if self.monitor is not None:
+                    self.monitor.raise_if_cancelled()
                 started = time.perf_counter()
                 batch = self.stream.next_batch()
                 loaded = time.perf_counter()
@@ -268,6 +274,9 @@ class _Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", **self.shown_validation)
+                if self.monitor is not None:
+                    self.monitor.advanced()
+                    self.monitor.record({"iteration": done, "loss": loss})
                 if done % intervals.log_every == 0 or done == total:
                     self._log_train(done, window)
                     window = []
@@ -337,6 +346,8 @@ class _Trainer:
             self.progress.best_f1 = f1
         best = self.progress.best_f1
         self.shown_validation = {"val_f1": shown, "best_f1": "-" if best is None else f"{best:.4f}"}
+        if self.monitor is not None:
+            self.monitor.record({"val_iteration": iteration, "val_f1": math.nan if f1 is None else f1, "best_val_f1": math.nan if best is None else best})
         return improved
 
     def _save(self, iteration: int, best: bool = False) -> None:

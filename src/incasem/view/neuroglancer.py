@@ -40,8 +40,8 @@ unchanged, and datasets without such levels are served exactly as above.
 Layers, by what the dataset holds (:func:`incasem.io.layout.dataset_kind`): probability
 maps are a heat map, labels, masks, segmentations and instances (and integer data wider
 than 16 bits) are segmentation layers, the raw and other grey levels a grey image.
-Labels are drawn in one colour (:data:`LABELS_COLOR`) and predictions in another
-(:data:`PREDICTION_COLOR`), so the two can be told apart where they overlap (by segment
+Labels are drawn in one colour (:data:`~incasem.view.display.LABELS_COLOR`) and predictions in another
+(:data:`~incasem.view.display.PREDICTION_COLOR`), so the two can be told apart where they overlap (by segment
 id alone, neuroglancer would draw class 1 of both alike); masks and instances keep a
 colour per segment id.
 """
@@ -68,8 +68,7 @@ import zarr
 from incasem.errors import DatasetNotFoundError, InvalidValueError, PortInUseError, option
 from incasem.geometry import NmTriple, Triple, as_triple
 from incasem.io.defaults import RAW_ORDER, label_datasets, latest_prediction
-from incasem.io.layout import LABELS_GROUP, PREDICTIONS_GROUP, DatasetKind, dataset_kind
-from incasem.io.metadata import JOB_KEY
+from incasem.io.layout import DatasetKind, dataset_kind
 from incasem.io.ngff import pyramid_level_paths
 from incasem.io.volume import (
     Volume,
@@ -78,6 +77,7 @@ from incasem.io.volume import (
     open_container,
     open_volume,
 )
+from incasem.view.display import display_range, segment_color
 
 #: The largest chunk the client may ask for, log2 of voxels (neuroglancer's default 2**18, e.g. 512 x 512 x 1).
 MAX_VOXELS_PER_CHUNK_LOG2 = 18
@@ -86,22 +86,7 @@ MAX_DOWNSAMPLING = 64
 #: The most voxels one request reads from the zarr array.
 MAX_READ_VOXELS = MAX_DOWNSAMPLING << MAX_VOXELS_PER_CHUNK_LOG2
 
-#: Voxels per axis of the central sample that sets the grey range of non-uint8 images.
-RANGE_SAMPLE = 64
-
 AXES = ("z", "y", "x")
-
-
-#: Colour of the segments of labels layers (``volumes/labels/*``): ground truth in green.
-LABELS_COLOR = "#00ff00"
-#: Colour of the segments of prediction layers (``volumes/predictions/*``): magenta, distinct from the labels'.
-PREDICTION_COLOR = "#ff00ff"
-
-
-def _is_instances(volume: Volume) -> bool:
-    """Whether ``volume`` holds object ids (``incasem instances``), each of which keeps its own colour."""
-    job = volume.array.attrs.get(JOB_KEY)
-    return (isinstance(job, dict) and job.get("job") == "instances") or volume.name.endswith("instances")
 
 
 @dataclass(frozen=True)
@@ -131,16 +116,8 @@ class LayerSpec:
 
     @property
     def segment_color(self) -> str | None:
-        """The one colour of every segment of a labels (:data:`LABELS_COLOR`) or prediction
-        (:data:`PREDICTION_COLOR`) layer, so that the two are told apart where they overlap; None
-        (neuroglancer's colour per segment id) for other segmentations, instances among them."""
-        if self.kind != "segmentation" or _is_instances(self.volume):
-            return None
-        if self.dataset.startswith(f"{PREDICTIONS_GROUP}/"):
-            return PREDICTION_COLOR
-        if self.dataset.startswith(f"{LABELS_GROUP}/"):
-            return LABELS_COLOR
-        return None
+        """The one colour of every segment of a labels or prediction layer (:func:`incasem.view.display.segment_color`)."""
+        return segment_color(self.volume, self.kind)
 
     @property
     def shader(self) -> str | None:
@@ -184,29 +161,6 @@ def default_datasets(container: str | Path) -> list[str]:
     if not chosen:
         raise DatasetNotFoundError(f"{path} has no raw, labels or prediction to show by default (it has: {', '.join(names) or 'none'}): name datasets with -d")
     return chosen
-
-
-def _value_range(volume: Volume, kind: DatasetKind) -> tuple[float, float] | None:
-    """The data values the shader maps onto its colour range (None for segmentations).
-
-    uint8 and probabilities use the value range of their type (probabilities stored as
-    floats are 0..1); other images the 0.5 and 99.5 percentiles of a central sample of
-    at most :data:`RANGE_SAMPLE` voxels per axis.
-    """
-    if kind == "segmentation":
-        return None
-    if volume.dtype == np.uint8:
-        return (0.0, 255.0)
-    if kind == "probabilities":
-        return (0.0, 1.0) if volume.dtype.kind == "f" else (0.0, float(np.iinfo(volume.dtype).max))
-    start = [max(0, (s - RANGE_SAMPLE) // 2) for s in volume.shape]
-    region = tuple(slice(b, b + RANGE_SAMPLE) for b in start)
-    sample = np.asarray(volume.array[region], dtype=np.float64)
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return (0.0, 1.0)
-    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
-    return (low, high if high > low else low + 1.0)
 
 
 def _layer_names(datasets: Sequence[str]) -> list[str]:
@@ -263,7 +217,7 @@ def describe_view(container: str | Path, datasets: Sequence[str] | None = None, 
     layers = []
     for layer_name, volume in zip(_layer_names(names), volumes):
         kind = dataset_kind(volume.name, volume.dtype)
-        layers.append(LayerSpec(layer_name, kind, volume, _value_range(volume, kind)))
+        layers.append(LayerSpec(layer_name, kind, volume, display_range(volume, kind)))
     first = volumes[0]
     if position is None:
         centre = tuple(o + s // 2 for o, s in zip(first.roi.offset, first.shape))
