@@ -51,6 +51,8 @@ PUBLIC_API: dict[str, str] = {
     "load_data_config": "incasem.io.data_config",
     "open_volume": "incasem.io.volume",
     "run_demo": "incasem.demo",
+    "JobMonitor": "incasem.monitor",
+    "watching": "incasem.monitor",
 }
 
 __all__ = ["PUBLIC_API", "__version__", *PUBLIC_API]

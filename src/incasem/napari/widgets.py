@@ -226,7 +226,8 @@ def _parse_voxel_size(text: str) -> tuple[float, float, float]:
 class ConvertWidget(_ViewerWidget):
     """A TIFF folder or multi-page TIFF with its voxel size into a container, then CLAHE; the layers open."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, napari_viewer: Any) -> None:
+        viewer = napari_viewer
         self.source = FileEdit(
             label="TIFF folder", mode=FileDialogMode.EXISTING_DIRECTORY, tooltip="A folder of 2D TIFF sections, or type the path of a multi-page TIFF"
         )
@@ -254,7 +255,8 @@ class ConvertWidget(_ViewerWidget):
 class PredictWidget(_ViewerWidget):
     """Predict organelles in the view, a drawn box or everything, with a shipped, published or trained model."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, napari_viewer: Any) -> None:
+        viewer = napari_viewer
         self.raw = ComboBox(label="raw", choices=_layer_choices(viewer, _is_raw), tooltip="The equalised raw the model reads")
         self.model = ComboBox(label="model", choices=_model_names(), value=DEFAULT_MODEL)
         self.model_text = LineEdit(label="or", value="", tooltip="run:ID of a training run, a published id or a checkpoint path (wins over the list)")
@@ -298,7 +300,8 @@ def _is_paint(layer: Any) -> bool:
 class FineTuneWidget(_ViewerWidget):
     """Paint a few sections, save them as partial labels, fine-tune a model on them, predict with the new run."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, napari_viewer: Any) -> None:
+        viewer = napari_viewer
         self.raw = ComboBox(label="raw", choices=_layer_choices(viewer, _is_raw))
         self.labels_name = LineEdit(label="labels name", value="mito_painted", tooltip="Saved as volumes/labels/<name> and volumes/labelled/<name>")
         self.region = ComboBox(label="region", choices=["view", "box", "all"], value="view")
@@ -371,7 +374,8 @@ def _is_labels(layer: Any) -> bool:
 class EvaluateWidget(_ViewerWidget):
     """Scores of a prediction against labels (all voxels, exclusion zone, instances), as a table."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, napari_viewer: Any) -> None:
+        viewer = napari_viewer
         self.prediction = ComboBox(label="prediction", choices=_layer_choices(viewer, _is_prediction))
         self.labels_layer = ComboBox(label="labels", choices=_layer_choices(viewer, _is_labels))
         self.instances = CheckBox(label="match instances", value=True)

@@ -1,0 +1,119 @@
+"""The plugin in a real napari window on a virtual display (Xvfb, Mesa's software OpenGL, Qt's xcb).
+
+Qt's ``offscreen`` platform gives napari's canvas no OpenGL context, so this test starts
+Xvfb itself (installed by ``bash tests/install_test_tools.sh``; skipped without it) and
+runs Qt on it. With ``INCASEM_SCREENSHOT=path.png`` set it also writes the README's
+picture of the plugin (``docs/napari-plugin.png``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from incasem.io.volume import open_volume
+
+SECTION = 24
+
+
+def _die_with_parent() -> None:
+    """In the child: be sent SIGTERM when the test process ends (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def virtual_display():
+    """An Xvfb display for this process's Qt (``QT_QPA_PLATFORM=xcb``)."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not found: run `bash tests/install_test_tools.sh` to install it")
+    read_end, write_end = os.pipe()
+    command = ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"]
+    # the server lives as long as this process (Qt's application outlives the fixtures), then dies with it
+    server = subprocess.Popen(command, pass_fds=[write_end], stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    os.close(write_end)
+    number = os.read(read_end, 16).decode().strip()  # written once the server accepts clients
+    os.close(read_end)
+    if not number:
+        server.kill()
+        pytest.skip("Xvfb did not start")
+    saved = {key: os.environ.get(key) for key in ("DISPLAY", "QT_QPA_PLATFORM")}
+    os.environ.update(DISPLAY=f":{number}", QT_QPA_PLATFORM="xcb")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def qapp(virtual_display):
+    """pytest-qt's application, on the virtual display."""
+    from qtpy.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+def _magenta(pixels: np.ndarray) -> np.ndarray:
+    red, green, blue = (pixels[..., i].astype(int) for i in range(3))
+    return (red > 120) & (blue > 120) & (green < 80)
+
+
+def test_the_plugin_predicts_the_sample_through_its_worker_and_draws_it(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.window._qt_window.resize(1500, 950)
+        viewer.open_sample("incasem", "lucchi_crop")
+        docks = {name: viewer.window.add_plugin_dock_widget("incasem", name)[1] for name in ("Convert", "Label & fine-tune", "Evaluate", "Predict")}
+        predict = docks["Predict"]
+        assert [layer.name for layer in predict.raw.choices] == ["raw", "raw_equalized_0.02"]
+        predict.raw.value = viewer.layers["raw_equalized_0.02"]
+        predict.region.value = "all"
+        predict.device.value = "cpu"
+        predict.run_button.native.click()
+        segmentation_name = "predictions/mito-fibsem-5nm/0001/segmentation"
+        qtbot.waitUntil(lambda: not predict.panel.busy, timeout=180_000)
+        assert segmentation_name in viewer.layers, predict.panel._status.value
+        assert "prob_maps/class_1" in " ".join(layer.name for layer in docks["Evaluate"].prediction.choices)
+
+        container = Path(viewer.layers["raw"].metadata["incasem"]["container"])
+        predicted = open_volume(container, "volumes/predictions/mito-fibsem-5nm/0001/segmentation").read()[SECTION] != 0
+        labelled = open_volume(container, "volumes/labels/mito").read()[SECTION] != 0
+        for layer in viewer.layers:
+            layer.visible = layer.name == segmentation_name
+        viewer.layers[segmentation_name].opacity = 1.0
+        viewer.dims.set_point(0, SECTION * 5.0)
+        height, width = viewer.canvas.size
+        viewer.camera.center = (SECTION * 5.0, 95.5 * 5.0, 95.5 * 5.0)
+        viewer.camera.zoom = min(height, width) / (192 * 5.0)
+        shot = viewer.screenshot(canvas_only=True, flash=False)
+        zoom = viewer.camera.zoom
+        voxels = np.arange(192) * 5.0 - 95.5 * 5.0
+        rows = np.clip(np.round(shot.shape[0] / 2 + voxels * zoom).astype(int), 0, shot.shape[0] - 1)
+        columns = np.clip(np.round(shot.shape[1] / 2 + voxels * zoom).astype(int), 0, shot.shape[1] - 1)
+        drawn = _magenta(shot[np.ix_(rows, columns)])
+        assert (drawn == predicted).mean() > 0.97  # the prediction's colour exactly where it predicted
+        assert (drawn & labelled).sum() / (drawn | labelled).sum() > 0.7  # which is where the mitochondria are
+
+        picture = os.environ.get("INCASEM_SCREENSHOT")
+        if picture:
+            for layer in viewer.layers:
+                layer.visible = layer.name in ("raw_equalized_0.02", segmentation_name)
+            viewer.layers[segmentation_name].opacity = 0.5
+            viewer.reset_view()
+            Path(picture).parent.mkdir(parents=True, exist_ok=True)
+            from PIL import Image
+
+            Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(picture)
+    finally:
+        viewer.close()
