@@ -176,3 +176,31 @@ def test_a_model_of_another_voxel_size_and_bad_paint_are_one_line_errors_with_no
     assert not (cell / "volumes" / "labels").exists()
     with pytest.raises(InvalidValueError, match="labels name"):
         actions.add_paint_layer(viewer, viewer.layers[RAW], Roi((0, 0, 0), (16, 64, 64)), "a/b")
+
+
+def test_a_published_model_is_fetched_the_first_time_it_is_chosen(tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from incasem.model.unet import UNet, standard_config
+    from incasem.model.zoo import CHECKPOINT_PREFIX, resolve_model
+    from tests.fake_bucket import Bucket, serve
+
+    folder = tmp_path / "bucket" / CHECKPOINT_PREFIX
+    folder.mkdir(parents=True)
+    original = tmp_path / "model_checkpoint_1847_mito_CF.pt"  # as the original wrote it: state dicts only
+    torch.save({"model_state_dict": UNet(standard_config()).state_dict()}, original)
+    shutil.copy(original, folder / original.name)
+    bucket = Bucket(tmp_path / "bucket")
+    with serve(bucket) as base_url:
+        monkeypatch.setenv("INCASEM_BASE_URL", base_url)
+        monitor = JobMonitor()
+        with watching(monitor):
+            actions.ensure_model("1847", tmp_path / "models")
+        assert monitor.state().step == "fetch published model 1847"
+        assert resolve_model("1847", tmp_path / "models").is_file()
+        fetched = bucket.downloads(CHECKPOINT_PREFIX)
+        actions.ensure_model("1847", tmp_path / "models")  # cached: not downloaded again
+        actions.ensure_model("mito-fibsem-5nm", tmp_path / "models")  # shipped: nothing to fetch
+        assert bucket.downloads(CHECKPOINT_PREFIX) == fetched == 1

@@ -38,8 +38,14 @@ def virtual_display():
     # the server lives as long as this process (Qt's application outlives the fixtures), then dies with it
     server = subprocess.Popen(command, pass_fds=[write_end], stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     os.close(write_end)
-    number = os.read(read_end, 16).decode().strip()  # written once the server accepts clients
+    written = b""
+    while not written.endswith(b"\n"):  # the number, then a newline, once the server accepts clients
+        chunk = os.read(read_end, 16)  # (closing the pipe before the newline is written kills the server)
+        if not chunk:
+            break
+        written += chunk
     os.close(read_end)
+    number = written.decode().strip()
     if not number:
         server.kill()
         pytest.skip("Xvfb did not start")
@@ -117,3 +123,58 @@ def test_the_plugin_predicts_the_sample_through_its_worker_and_draws_it(qtbot, t
             Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(picture)
     finally:
         viewer.close()
+
+
+def _sleepy(item: int) -> int:
+    import time
+
+    time.sleep(0.05)
+    return item
+
+
+def test_cancel_in_the_middle_stops_the_job_and_the_same_button_resumes_it(qtbot):
+    from incasem.blockwise import RunOptions, run_each
+    from incasem.napari.widgets import RESUMES, JobPanel
+
+    panel, modes, results = JobPanel(), [], []
+
+    def job(mode):
+        modes.append(mode)
+        return run_each(_sleepy, list(range(200)), "count", RunOptions(workers=1, progress=False))
+
+    panel.start("count", job, results.append)
+    qtbot.waitUntil(lambda: panel._monitor is not None and panel._monitor.state().done >= 2, timeout=30_000)
+    panel._cancel.native.click()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+    assert panel._status.value == RESUMES and results == []  # nothing shown as if done
+    panel.start("count", job, results.append)
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    assert modes == ["create", "resume"] and results == [list(range(200))] and panel._status.value == "done"
+
+
+def test_a_bad_model_is_one_line_in_the_notification_area_and_the_widget_keeps_working(qtbot, sample_cell):
+    from napari.components import ViewerModel
+    from napari.utils.notifications import notification_manager
+
+    from incasem.napari import actions
+    from incasem.napari.layers import container_layers
+    from incasem.napari.widgets import PredictWidget
+
+    viewer = ViewerModel()
+    actions.add_layers(viewer, container_layers(sample_cell))
+    widget = PredictWidget(viewer)
+    shown = []
+    notification_manager.notification_ready.connect(shown.append)
+    try:
+        widget.raw.value = viewer.layers["raw_equalized_0.02"]
+        widget.model_text.value = "run:99"
+        widget.run_button.native.click()
+        qtbot.waitUntil(lambda: not widget.panel.busy and bool(shown), timeout=30_000)
+        message = str(shown[-1].message)
+        assert message.startswith("incasem: error: ") and "run 99" in message and "\n" not in message
+        assert not (sample_cell / "volumes" / "predictions").exists()
+        widget.region.value = "box"  # no box layer: refused before any job starts
+        widget.run_button.native.click()
+        assert "shapes layer" in str(shown[-1].message) and not widget.panel.busy
+    finally:
+        notification_manager.notification_ready.disconnect(shown.append)

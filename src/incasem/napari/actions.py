@@ -22,9 +22,12 @@ from incasem.errors import InvalidValueError
 from incasem.evaluate.evaluate import Evaluation, EvaluationOptions, evaluate
 from incasem.evaluate.metrics import ConfusionCounts
 from incasem.geometry import NmTriple, Roi, as_triple
+from incasem.io.bucket import DEFAULT_BASE_URL
 from incasem.io.data_config import LabelSource
 from incasem.io.layout import RAW, RAW_EQUALIZED, SEGMENTATION, labelled_mask_dataset, labels_dataset
 from incasem.io.volume import Volume, WriteMode, open_volume
+from incasem.model.zoo import PUBLISHED_MODELS, fetch_published_model
+from incasem.monitor import current_monitor
 from incasem.napari.layers import METADATA_KEY, LayerData, LayerSource, layer_data, source_of
 from incasem.predict import PredictOptions, predict_container
 from incasem.predict.job import PredictionOutput
@@ -43,6 +46,7 @@ __all__ = [
     "add_paint_layer",
     "convert_stack",
     "dataset_layers",
+    "ensure_model",
     "evaluate_layers",
     "fine_tune_painted",
     "paint_region",
@@ -56,6 +60,9 @@ __all__ = [
 
 #: The API's jobs run from the plugin show no progress bar of their own (the widget has one).
 QUIET = RunOptions(progress=False)
+
+#: Environment variable of the bucket's address, as for ``incasem models fetch --base-url``.
+BASE_URL_ENV = "INCASEM_BASE_URL"
 
 #: Metadata key of a paint layer: where its labels go (:class:`PaintTarget`).
 PAINT_KEY = "incasem_paint"
@@ -100,6 +107,22 @@ def convert_stack(source: str | Path, container: str | Path, voxel_size_nm: NmTr
     return [RAW, RAW_EQUALIZED]
 
 
+# -- models ---------------------------------------------------------------------------------
+
+
+def ensure_model(model: str, cache_dir: str | os.PathLike[str] | None = None, base_url: str | None = None) -> None:
+    """Fetch a published model the first time it is chosen (``incasem models fetch ID``); other names are used as they are.
+
+    ``base_url``: the bucket or a mirror (default ``$INCASEM_BASE_URL``, else the original's bucket).
+    """
+    if model not in PUBLISHED_MODELS:
+        return
+    monitor = current_monitor()
+    if monitor is not None:
+        monitor.started(f"fetch published model {model}", 1)
+    fetch_published_model(model, cache_dir, base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL, progress=False)
+
+
 # -- predict --------------------------------------------------------------------------------
 
 
@@ -114,7 +137,9 @@ def predict_container_region(
     cache_dir: str | Path | None = None,
     mode: WriteMode = "create",
 ) -> PredictionOutput:
-    """``incasem predict CONTAINER --raw RAW --model MODEL`` over ``roi`` (voxels; default all), quietly."""
+    """``incasem predict CONTAINER --raw RAW --model MODEL`` over ``roi`` (voxels; default all), quietly;
+    a published model is fetched first."""
+    ensure_model(model, cache_dir)
     return predict_container(container, model, raw, roi, PredictOptions(device=device), cache_dir=cache_dir, runs_dir=runs_dir, mode=mode, run=QUIET)
 
 
@@ -217,6 +242,7 @@ def fine_tune_painted(
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise InvalidValueError(f"iterations must be a whole number of at least 1, got {iterations!r}")
+    ensure_model(start_from, cache_dir)
     options = TrainOptions(device=device, runs_dir=runs_dir, cache_dir=cache_dir, log=log, mlflow=False)
     run = fine_tune(
         target.container,

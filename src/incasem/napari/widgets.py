@@ -43,6 +43,8 @@ __all__ = ["ConvertWidget", "EvaluateWidget", "FineTuneWidget", "JobPanel", "Pre
 
 #: How often the panel shows the job's progress, ms.
 POLL_MS = 200
+#: The status line after a Cancel of a job that the same button resumes.
+RESUMES = "cancelled: press again to resume"
 #: The model the widgets start from.
 DEFAULT_MODEL = "mito-fibsem-5nm"
 
@@ -118,9 +120,10 @@ class JobPanel(Container):
         if not state.cancelled:
             self._status.value = describe_state(state)
 
-    def start(self, key: Hashable, job: Callable[[WriteMode], Any], done: Callable[[Any], Any]) -> None:
+    def start(self, key: Hashable, job: Callable[[WriteMode], Any], done: Callable[[Any], Any], cancelled: str = RESUMES) -> None:
         """Run ``job(mode)`` in a worker thread, then ``done(result)`` here; ``mode`` is ``"resume"``
-        where the last job of this panel with the same ``key`` was cancelled, else ``"create"``."""
+        where the last job of this panel with the same ``key`` was cancelled, else ``"create"``.
+        ``cancelled`` is the status line after a Cancel."""
         from napari.qt.threading import create_worker
 
         if self.busy:
@@ -134,7 +137,7 @@ class JobPanel(Container):
         def finished(result: Any) -> None:
             if isinstance(result, _Cancelled):
                 self._cancelled_key = key
-                self._status.value = "cancelled: press again to resume"
+                self._status.value = cancelled
                 return
             self._cancelled_key = None
             self._status.value = "done"
@@ -152,10 +155,9 @@ class JobPanel(Container):
             self._bar.value = self._bar.max
             self._monitor, self._cancel.enabled = None, False
 
-        worker = create_worker(_watched_call, monitor, lambda: job(mode), _start_thread=False)
-        worker.returned.connect(finished)
-        worker.errored.connect(failed)
-        worker.finished.connect(ended)
+        # errors go to `failed` (a notification), not re-raised in the GUI thread
+        connections = {"returned": finished, "errored": failed, "finished": ended}
+        worker = create_worker(_watched_call, monitor, lambda: job(mode), _start_thread=False, _connect=connections)
         self.worker = worker
         self._timer.start()
         worker.start()
@@ -358,7 +360,8 @@ class FineTuneWidget(_ViewerWidget):
             output = actions.predict_container_region(target.container, target.raw, f"run:{run.id}", roi, device=device, runs_dir=runs_dir)
             return actions.prediction_layers(output)
 
-        self.panel.start(("fine-tune", target, start_from, iterations), job, lambda layers: actions.add_layers(self.viewer, layers))
+        note = f"cancelled: the run in {runs_dir} keeps its checkpoints (incasem train --resume ID --runs-dir {runs_dir} continues it)"
+        self.panel.start(("fine-tune", target, start_from, iterations), job, lambda layers: actions.add_layers(self.viewer, layers), note)
 
 
 def _is_prediction(layer: Any) -> bool:
@@ -393,7 +396,7 @@ class EvaluateWidget(_ViewerWidget):
         def job(_mode: WriteMode) -> list[actions.ScoreRow]:
             return actions.score_rows(actions.evaluate_layers(prediction, labels, instances=instances))
 
-        self.panel.start(("evaluate", id(prediction), id(labels), instances), job, self.show_rows)
+        self.panel.start(("evaluate", id(prediction), id(labels), instances), job, self.show_rows, "cancelled")
 
     def show_rows(self, rows: list[actions.ScoreRow]) -> None:
         """Fill the table."""
