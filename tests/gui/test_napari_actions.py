@@ -8,7 +8,7 @@ import pytest
 from incasem.cli import main
 from incasem.errors import DatasetExistsError, InvalidValueError, VoxelSizeError
 from incasem.geometry import Roi
-from incasem.io.volume import open_volume
+from incasem.io.volume import create_volume, open_volume
 from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.monitor import JobCancelled, JobMonitor, watching
 from incasem.napari import actions
@@ -17,7 +17,7 @@ from incasem.napari.regions import box_region, region_of, view_region
 from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
 from incasem.runs import open_run
 from incasem.train.finetune import split_labelled
-from tests.helpers import LUCCHI, QUIET, write_raw
+from tests.helpers import LUCCHI, QUIET, read_stack, write_raw
 
 RAW = "raw_equalized_0.02"
 #: The demo model's network with its smallest useful block: fast on 2 cores (as tests/train/test_fine_tune.py).
@@ -176,6 +176,11 @@ def test_a_model_of_another_voxel_size_and_bad_paint_are_one_line_errors_with_no
     assert not (cell / "volumes" / "labels").exists()
     with pytest.raises(InvalidValueError, match="labels name"):
         actions.add_paint_layer(viewer, viewer.layers[RAW], Roi((0, 0, 0), (16, 64, 64)), "a/b")
+    big = tmp_path / "big.zarr"  # 10⁹ voxels: painting over all of it would take a GB of memory
+    create_volume(big, "volumes/raw", (1000, 1000, 1000), "uint8", (5, 5, 5), (0, 0, 0), (64, 128, 128)).mark_complete()
+    (raw_layer,) = actions.add_layers(viewer, container_layers(big))
+    with pytest.raises(InvalidValueError, match="the view or a box"):
+        actions.add_paint_layer(viewer, raw_layer, region_of("all", viewer, raw_layer), "mito")
 
 
 def test_a_published_model_is_fetched_the_first_time_it_is_chosen(tmp_path, monkeypatch):
@@ -204,3 +209,24 @@ def test_a_published_model_is_fetched_the_first_time_it_is_chosen(tmp_path, monk
         actions.ensure_model("1847", tmp_path / "models")  # cached: not downloaded again
         actions.ensure_model("mito-fibsem-5nm", tmp_path / "models")  # shipped: nothing to fetch
         assert bucket.downloads(CHECKPOINT_PREFIX) == fetched == 1
+
+
+def test_convert_a_tiff_folder_then_equalise_and_open_it(tmp_path):
+    from incasem.demo import EXAMPLE
+
+    viewer = _viewer_empty()
+    cell = tmp_path / "cell.zarr"
+    datasets = actions.convert_stack(EXAMPLE / "image", cell, (8.0, 4.0, 4.0))
+    assert datasets == ["volumes/raw", "volumes/raw_equalized_0.02"]
+    raw, equalized = actions.add_layers(viewer, actions.dataset_layers(cell, datasets))
+    assert tuple(raw.scale) == (8, 4, 4) and tuple(equalized.scale) == (8, 4, 4)
+    assert np.array_equal(np.asarray(raw.data), read_stack(EXAMPLE / "image"))  # values exact
+    assert open_volume(cell, "volumes/raw_equalized_0.02").complete
+    with pytest.raises(DatasetExistsError):  # a second conversion into the same container refuses, writes nothing
+        actions.convert_stack(EXAMPLE / "image", cell, (8.0, 4.0, 4.0))
+
+
+def _viewer_empty():
+    from napari.components import ViewerModel
+
+    return ViewerModel()

@@ -56,7 +56,7 @@ def test_layers_are_placed_by_voxel_size_and_offset_lazily_with_pyramids_as_mult
     assert tuple(labels.scale) == (20, 10, 10) and tuple(labels.translate) == (40, 20, 10)
     assert type(raw).__name__ == "Image" and type(labels).__name__ == "Labels" and type(probabilities).__name__ == "Image"
     assert raw.multiscale and [level.shape for level in raw.data] == [(16, 64, 64), (16, 32, 32)]
-    assert type(raw.data[0]).__module__.startswith("dask")  # nothing read before it is drawn
+    assert not isinstance(raw.data[0], np.ndarray) and not isinstance(probabilities.data, np.ndarray)  # nothing read before it is drawn
     assert tuple(probabilities.contrast_limits) == (0.0, 1.0)
     stored = np.asarray(write_probe := probabilities.data[3, 10:12, 20:22])
     assert np.allclose(stored, decode_probability(_zarr(mixed_cell, "volumes/predictions/m/0001/prob_maps/class_1")[3, 10:12, 20:22])), write_probe
@@ -132,3 +132,27 @@ print(len(names))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) > 50
+
+
+def test_a_billion_voxel_container_opens_without_reading_its_data(tmp_path, mixed_cell):
+    """Three 1000³ datasets (10⁹ voxels each, no chunk written): their layers take a few MB, not GB."""
+    import tracemalloc
+
+    from napari.components import ViewerModel
+
+    from incasem.io.volume import create_volume
+    from incasem.napari.actions import add_layers
+
+    big = tmp_path / "big.zarr"
+    for name in ("volumes/raw", "volumes/labels/mito", "volumes/predictions/m/0001/prob_maps/class_1"):
+        create_volume(big, name, (1000, 1000, 1000), "uint8", (5, 5, 5), (0, 0, 0), (64, 128, 128)).mark_complete()
+    add_layers(ViewerModel(), container_layers(mixed_cell))  # napari's one-time set-up (imports, unit registry) first
+    tracemalloc.start()
+    try:
+        viewer = ViewerModel()
+        add_layers(viewer, container_layers(big))
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [layer.data.shape for layer in viewer.layers] == [(1000, 1000, 1000)] * 3
+    assert peak_bytes < 100e6, peak_bytes  # one section of each (1 MB) is drawn; the volumes are 3 GB

@@ -178,3 +178,42 @@ def test_a_bad_model_is_one_line_in_the_notification_area_and_the_widget_keeps_w
         assert "shapes layer" in str(shown[-1].message) and not widget.panel.busy
     finally:
         notification_manager.notification_ready.disconnect(shown.append)
+
+
+def test_the_label_and_fine_tune_widget_trains_from_two_painted_sections_and_predicts_with_the_run(qtbot, sample_cell, tmp_path):
+    from napari.components import ViewerModel
+
+    from incasem.model.shipped import SHIPPED_FOLDER
+    from incasem.napari import actions
+    from incasem.napari.layers import container_layers
+    from incasem.napari.widgets import FineTuneWidget
+
+    viewer = ViewerModel()
+    actions.add_layers(viewer, container_layers(sample_cell))
+    widget = FineTuneWidget(viewer)
+    widget.raw.value = viewer.layers["raw_equalized_0.02"]
+    corners = [[24, 0, 96], [24, 0, 192], [24, 96, 192], [24, 96, 96]]  # a box drawn on section 24 where the mitochondria are
+    widget.shapes.value = viewer.add_shapes([np.array(corners) * 5.0], shape_type="rectangle")
+    widget.region.value, widget.depth.value = "box", 48
+    widget.new_layer.native.click()
+    paint = widget.paint.value
+    assert paint is not None and paint.data.shape == (48, 96, 96) and tuple(paint.translate) == (0, 0, 96 * 5.0)
+    truth = np.asarray(viewer.layers["labels/mito"].data)[:, :96, 96:] != 0
+    paint.data[[12, 36]] = truth[[12, 36]]
+    widget.start_from.value = str(SHIPPED_FOLDER / "mito-fibsem-5nm-small.pt")  # the shipped network at its smallest block: fast on a CPU
+    widget.iterations.value = 2
+    widget.settings.value = "training.input_size_voxels=[108,108,108] training.output_size_voxels=[14,14,14] training.num_workers=0 intervals.validate_every=1"
+    widget.device.value = "cpu"
+    widget.runs_dir.value = tmp_path / "runs"
+    lines = []
+
+    def finished() -> bool:
+        lines.append(widget.panel._status.value)  # the status line, as the user sees it while waiting
+        return not widget.panel.busy
+
+    widget.run_button.native.click()
+    qtbot.waitUntil(finished, timeout=240_000)
+    assert widget.panel._status.value == "done", lines
+    assert any(line.startswith("train run 1: ") and "loss" in line and "validation F1" in line for line in lines), set(lines)  # live
+    assert open_volume(sample_cell, "volumes/labelled/mito_painted").read().any(axis=(1, 2)).sum() == 2
+    assert "predictions/run-1/0001/segmentation" in viewer.layers

@@ -64,6 +64,9 @@ QUIET = RunOptions(progress=False)
 #: Environment variable of the bucket's address, as for ``incasem models fetch --base-url``.
 BASE_URL_ENV = "INCASEM_BASE_URL"
 
+#: The most voxels a paint layer holds (it lives in memory, one byte per voxel).
+MAX_PAINT_VOXELS = 1 << 28
+
 #: Metadata key of a paint layer: where its labels go (:class:`PaintTarget`).
 PAINT_KEY = "incasem_paint"
 
@@ -206,6 +209,10 @@ def add_paint_layer(viewer: Any, raw_layer: Any, roi: Roi, name: str) -> Any:
     """A Labels layer over ``roi`` (voxels of ``raw_layer``) to paint sections of ``name`` on: 1 organelle, 2 background."""
     source = _source(raw_layer, "raw image")
     target = PaintTarget(source.container, source.dataset, _check_name(name), roi.offset)
+    if roi.size > MAX_PAINT_VOXELS:
+        raise InvalidValueError(
+            f"a paint layer over {roi} would hold {roi.size:,} voxels in memory (at most {MAX_PAINT_VOXELS:,}): paint over the view or a box instead"
+        )
     scale = tuple(float(v) for v in raw_layer.scale)
     translate = tuple(o * s for o, s in zip(roi.offset, scale))
     layer = viewer.add_labels(
@@ -213,6 +220,7 @@ def add_paint_layer(viewer: Any, raw_layer: Any, roi: Roi, name: str) -> Any:
     )
     layer.selected_label = 1
     layer.brush_size = 10
+    layer.mode = "paint"
     return layer
 
 

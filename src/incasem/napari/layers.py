@@ -6,8 +6,10 @@ maps are images of probabilities 0..1 (decoded from the stored 0..255) with a he
 colormap; labels, masks, segmentations and instances are Labels layers, labels green and
 predictions magenta as in ``incasem view`` (:mod:`incasem.view.display`). ``scale`` is the
 voxel size and ``translate`` the offset, both in nm, so that datasets of different voxel
-sizes overlay. The data are dask arrays over the zarr arrays, with a dataset's finished
-pyramid levels as napari's multiscale levels: nothing is read until it is drawn.
+sizes overlay. The data are the zarr arrays themselves, with a dataset's finished pyramid
+levels as napari's multiscale levels: nothing is read until it is drawn, and then
+only the chunks of the section in view. Masks (cell, metric and labelled masks) open
+hidden: they would cover the cell.
 
 Every layer's ``metadata["incasem"]`` says where it came from (:class:`LayerSource`), so
 the widgets hand the API the container and dataset rather than the pixels.
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 
 from incasem.errors import IncasemError
@@ -63,9 +64,27 @@ def source_of(layer: Any) -> LayerSource | None:
     return LayerSource(Path(record["container"]), record["dataset"])
 
 
-def _lazy(volume: Volume, probabilities: bool) -> da.Array:
-    array = da.from_zarr(volume.array)
-    return array.map_blocks(decode_probability, dtype=np.float32) if probabilities and volume.dtype == np.uint8 else array
+class DecodedProbabilities:
+    """A uint8 probability map read as probabilities 0..1, decoded after slicing: napari reads a
+    section, not the chunks' whole depth in float32 (as a dask ``map_blocks`` would)."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return decode_probability(np.asarray(self.array[key])).astype(np.float32, copy=False)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
+
+
+def _lazy(volume: Volume, probabilities: bool) -> Any:
+    """The zarr array itself (napari slices it, reading only the chunks a view needs), probabilities decoded."""
+    return DecodedProbabilities(volume.array) if probabilities and volume.dtype == np.uint8 else volume.array
 
 
 def _levels(volume: Volume) -> list[Volume]:

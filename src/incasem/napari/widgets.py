@@ -315,12 +315,12 @@ class FineTuneWidget(_ViewerWidget):
         self.save_button = PushButton(text="Save labels")
         self.start_from = LineEdit(label="start from", value=DEFAULT_MODEL, tooltip="Model name, published id, run:ID or checkpoint path")
         self.iterations = SpinBox(label="iterations", value=400, min=1, max=1_000_000)
+        self.settings = LineEdit(label="settings", value="", tooltip="More training settings key=value, separated by spaces (as incasem fine-tune takes them)")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.runs_dir = FileEdit(label="runs folder", mode=FileDialogMode.EXISTING_DIRECTORY, tooltip="Default: the folder 'runs' beside the container")
         self.run_button = PushButton(text="Fine-tune, then predict")
         widgets = [self.raw, self.labels_name, self.region, self.shapes, self.depth, self.new_layer, self.help, self.paint, self.save_button]
-        super().__init__(viewer, [*widgets, self.start_from, self.iterations, self.device, self.runs_dir, self.run_button])
-        self.region.value = "all"
+        super().__init__(viewer, [*widgets, self.start_from, self.iterations, self.settings, self.device, self.runs_dir, self.run_button])
         self.new_layer.changed.connect(lambda: self._guarded(self.add_paint_layer))
         self.save_button.changed.connect(lambda: self._guarded(self.save))
         self.run_button.changed.connect(lambda: self._guarded(self.run))
@@ -352,16 +352,17 @@ class FineTuneWidget(_ViewerWidget):
         actions.save_painted(layer)
         target = actions.paint_target(layer)
         start_from, iterations, device = self.start_from.value.strip(), self.iterations.value, self.device.value
+        settings = self.settings.value.split()
         runs_dir = _optional_folder(self.runs_dir.value) or target.container.parent / "runs"
         roi = actions.paint_region(layer)
 
         def job(_mode: WriteMode) -> list[actions.LayerData]:
-            run = actions.fine_tune_painted(target, start_from, iterations, device=device, runs_dir=runs_dir)
+            run = actions.fine_tune_painted(target, start_from, iterations, settings, device=device, runs_dir=runs_dir)
             output = actions.predict_container_region(target.container, target.raw, f"run:{run.id}", roi, device=device, runs_dir=runs_dir)
             return actions.prediction_layers(output)
 
         note = f"cancelled: the run in {runs_dir} keeps its checkpoints (incasem train --resume ID --runs-dir {runs_dir} continues it)"
-        self.panel.start(("fine-tune", target, start_from, iterations), job, lambda layers: actions.add_layers(self.viewer, layers), note)
+        self.panel.start(("fine-tune", target, start_from, iterations, tuple(settings)), job, lambda layers: actions.add_layers(self.viewer, layers), note)
 
 
 def _is_prediction(layer: Any) -> bool:
