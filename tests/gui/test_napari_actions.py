@@ -13,7 +13,7 @@ from incasem.model.shipped import SHIPPED_FOLDER
 from incasem.monitor import JobCancelled, JobMonitor, watching
 from incasem.napari import actions
 from incasem.napari.layers import container_layers
-from incasem.napari.regions import box_region, region_of, view_region
+from incasem.napari.regions import box_region, camera_of, region_of, view_region
 from incasem.preprocess.convert import ConvertOptions, tiff_to_zarr
 from incasem.runs import open_run
 from incasem.train.finetune import split_labelled
@@ -54,8 +54,8 @@ def test_regions_from_the_view_a_drawn_box_and_everything(sample_cell):
     raw = viewer.layers[RAW]
     assert region_of("all", viewer, raw) == Roi((0, 0, 0), (48, 192, 192))
     viewer.dims.set_point(0, 20 * 5.0)  # section 20
-    viewer.camera.center = (100.0, 50 * 5.0, 60 * 5.0)
-    viewer.camera.zoom = 10.0  # 10 screen pixels per nm: the canvas shows canvas size / 10 nm
+    camera_of(viewer).center = (100.0, 50 * 5.0, 60 * 5.0)
+    camera_of(viewer).zoom = 10.0  # 10 screen pixels per nm: the canvas shows canvas size / 10 nm
     height, width = viewer.canvas.size
     region = view_region(viewer, raw, depth_voxels=8)
     assert region.offset[0] == 16 and region.shape[0] == 8

@@ -76,6 +76,8 @@ def test_the_plugin_predicts_the_sample_through_its_worker_and_draws_it(qtbot, t
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     import napari
 
+    from incasem.napari.regions import camera_of
+
     viewer = napari.Viewer(show=True)
     try:
         viewer.window._qt_window.resize(1500, 950)
@@ -100,10 +102,10 @@ def test_the_plugin_predicts_the_sample_through_its_worker_and_draws_it(qtbot, t
         viewer.layers[segmentation_name].opacity = 1.0
         viewer.dims.set_point(0, SECTION * 5.0)
         height, width = viewer.canvas.size
-        viewer.camera.center = (SECTION * 5.0, 95.5 * 5.0, 95.5 * 5.0)
-        viewer.camera.zoom = min(height, width) / (192 * 5.0)
+        camera_of(viewer).center = (SECTION * 5.0, 95.5 * 5.0, 95.5 * 5.0)
+        camera_of(viewer).zoom = min(height, width) / (192 * 5.0)
         shot = viewer.screenshot(canvas_only=True, flash=False)
-        zoom = viewer.camera.zoom
+        zoom = camera_of(viewer).zoom
         voxels = np.arange(192) * 5.0 - 95.5 * 5.0
         rows = np.clip(np.round(shot.shape[0] / 2 + voxels * zoom).astype(int), 0, shot.shape[0] - 1)
         columns = np.clip(np.round(shot.shape[1] / 2 + voxels * zoom).astype(int), 0, shot.shape[1] - 1)

@@ -20,7 +20,7 @@ import numpy as np
 from incasem.errors import InvalidValueError
 from incasem.geometry import Roi, as_triple
 
-__all__ = ["DEFAULT_DEPTH_VOXELS", "RegionChoice", "box_region", "layer_region", "region_of", "view_region"]
+__all__ = ["DEFAULT_DEPTH_VOXELS", "RegionChoice", "box_region", "camera_of", "layer_region", "region_of", "view_region"]
 
 #: Sections a region from the 2D view or a box spans along z.
 DEFAULT_DEPTH_VOXELS = 32
@@ -56,13 +56,20 @@ def _slab(centre_voxel: float, depth_voxels: int) -> tuple[float, float]:
     return start, start + depth_voxels
 
 
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def view_region(viewer: Any, layer: Any, depth_voxels: int = DEFAULT_DEPTH_VOXELS) -> Roi:
     """The part of ``layer`` in view (module docstring)."""
     if viewer.dims.ndisplay == 3 or len(viewer.dims.displayed) != 2 or tuple(viewer.dims.displayed) != (1, 2):
         return layer_region(layer)
     height, width = viewer.canvas.size
-    zoom = viewer.camera.zoom
-    centre = np.asarray(viewer.camera.center[-2:], float)
+    camera = camera_of(viewer)
+    zoom = camera.zoom
+    centre = np.asarray(camera.center[-2:], float)
     half = np.asarray([height, width], float) / (2 * zoom)
     z = _to_voxels([viewer.dims.point[0], 0, 0], layer)[0]
     low_yx, high_yx = _to_voxels([0, *(centre - half)], layer)[1:], _to_voxels([0, *(centre + half)], layer)[1:]
