@@ -17,11 +17,16 @@ from incasem.io.tiff import DEFAULT_PATTERN
 from incasem.io.volume import WriteMode
 from incasem.preprocess.convert import CHUNKS, ConvertOptions, Crop, tiff_to_zarr
 from incasem.preprocess.export import MANIFEST, zarr_to_tiff
+from incasem.preprocess.export_file import file_format, zarr_to_file
 
 _LINEAR = "round_half_up(255 * (clip(v, LOW, HIGH) - LOW) / (HIGH - LOW))"
 _CONVERT_HELP = (
-    "Convert a TIFF stack into a zarr dataset. SOURCE is a folder of 2D slices, ordered by the last number in "
-    "each file name (the numbers must run without gaps, unless --sparse), or one multi-page TIFF.\n\n"
+    "Convert a volume into a zarr dataset. SOURCE is a folder of 2D TIFF slices, ordered by the last number in "
+    "each file name (the numbers must run without gaps, unless --sparse); a multi-page or OME-TIFF; an MRC file "
+    "(.mrc, .rec, .st, .map, .ali); an HDF5 dataset FILE.h5:/path/to/dataset; an N5 dataset CONTAINER.n5/path/to/dataset; "
+    "or an OME-Zarr image (its finest level). Voxel size and offset come from the file's metadata where it records "
+    "them (MRC header, HDF5 resolution / element_size_um, N5 pixelResolution / resolution, OME physical sizes and "
+    "scales); --voxel-size and --offset override them.\n\n"
     "The dtype is kept (uint8, uint16, labels); 16-bit becomes 8-bit only with --to-uint8. "
     "A crop keeps its world position: the dataset's offset is --offset plus the crop's start times the voxel size. "
     "Label stacks: --like CONTAINER:DATASET checks that they have the raw's shape and copies its voxel size and "
@@ -41,7 +46,10 @@ _EXPORT_HELP = (
     f"a manifest {MANIFEST} that lists them. FOLDER must not exist or be empty; it must never be the container, "
     "lie inside it or hold it. --overwrite replaces only a previous export: a folder holding its manifest and "
     "nothing but the files listed there. The slices are written into a temporary folder that is renamed to "
-    "FOLDER at the end, so a failed export leaves nothing behind and an old export as it was."
+    "FOLDER at the end, so a failed export leaves nothing behind and an old export as it was.\n\n"
+    "One file instead, for Fiji or IMOD: an OUT ending in .ome.tif writes an OME-TIFF (BigTIFF, physical sizes in µm), "
+    "one ending in .mrc (or .rec, .map) an MRC file (voxel size and origin in Å; uint8 as IMOD's unsigned mode 0). "
+    "It is written under a temporary name and renamed when complete; --overwrite replaces only a file an earlier export wrote."
 )
 
 
@@ -88,11 +96,13 @@ _RANGE = "voxels START:STOP (stop exclusive; an empty end is open)"
 @app.command("convert", help=_CONVERT_HELP)
 @job_options()
 def convert(
-    source: Path = typer.Argument(..., help="Folder of 2D TIFF slices, or a multi-page TIFF file."),
+    source: Path = typer.Argument(..., help="TIFF folder, multi-page or OME-TIFF, MRC file, FILE.h5:/dataset, CONTAINER.n5/dataset or OME-Zarr image."),
     container: Path = typer.Argument(..., help="Output .zarr container (created when missing)."),
     dataset: str = typer.Option(RAW, "--dataset", "-d", help="Output dataset, e.g. volumes/raw or volumes/labels/mito."),
     pattern: str = typer.Option(DEFAULT_PATTERN, "--pattern", help="Glob selecting the slices of a folder (any case)."),
-    voxel_size: str | None = typer.Option(None, "--voxel-size", help="Voxel size, nm: Z,Y,X (default 1; decimals allowed, e.g. 50,4.6,4.6)."),
+    voxel_size: str | None = typer.Option(
+        None, "--voxel-size", help="Voxel size, nm: Z,Y,X (default: the file's, else 1 for TIFFs; decimals allowed: 50,4.6,4.6)."
+    ),
     offset: str | None = typer.Option(None, "--offset", help="World position of the stack's first voxel, nm: Z,Y,X."),
     like: str | None = typer.Option(
         None,
@@ -125,7 +135,7 @@ def convert(
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> None:
-    """Convert a TIFF stack into a zarr dataset (help text: ``_CONVERT_HELP``)."""
+    """Convert a volume into a zarr dataset (help text: ``_CONVERT_HELP``)."""
     options = ConvertOptions(
         pattern=pattern,
         voxel_size=parse_nm_triple(voxel_size, "--voxel-size"),
@@ -156,7 +166,7 @@ def convert(
 @job_options(resume=False, overwrite_help="Replace a previous `incasem export` in FOLDER (refused if FOLDER holds any other file).")
 def export(
     container: Path = typer.Argument(..., help="A .zarr container."),
-    folder: Path = typer.Argument(..., help="Output folder of TIFF slices."),
+    folder: Path = typer.Argument(..., help="Output folder of TIFF slices, or one file: OUT.ome.tif (OME-TIFF) or OUT.mrc (MRC)."),
     dataset: str = typer.Option(RAW, "--dataset", "-d", help="Dataset to export."),
     z: str | None = typer.Option(None, "--z", help=f"Slices to export, {_RANGE}, from the dataset's first slice."),
     y: str | None = typer.Option(None, "--y", help=f"Rows to export, {_RANGE}."),
@@ -173,6 +183,7 @@ def export(
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> None:
-    """Write a zarr dataset as TIFF slices (help text: ``_EXPORT_HELP``)."""
-    summary = zarr_to_tiff(container, dataset, folder, crop=_crop(z, y, x), rescale=_rescale(to_uint8), mode=mode, run=run)
+    """Write a zarr dataset as TIFF slices, an OME-TIFF or an MRC file (help text: ``_EXPORT_HELP``)."""
+    write = zarr_to_file if file_format(folder) else zarr_to_tiff
+    summary = write(container, dataset, folder, crop=_crop(z, y, x), rescale=_rescale(to_uint8), mode=mode, run=run)
     typer.echo(str(summary))

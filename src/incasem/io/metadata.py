@@ -83,6 +83,11 @@ def read_offset(attrs: Mapping[str, Any], ref: DatasetRef) -> NmTriple:
     return (0, 0, 0) if translation is None else _nm_attribute(translation, "multiscales translation", ref, positive=False)
 
 
+def records_geometry(attrs: Mapping[str, Any]) -> bool:
+    """Whether a dataset's own attributes give its geometry (``resolution``, ``offset`` or OME-NGFF ``multiscales``)."""
+    return any(key in attrs for key in ("resolution", "offset", "multiscales"))
+
+
 def read_geometry(attrs: Mapping[str, Any], ref: DatasetRef) -> tuple[NmTriple, NmTriple]:
     """Voxel size (nm) and world offset (nm) of dataset ``ref`` from its attributes.
 
@@ -97,6 +102,30 @@ def read_geometry(attrs: Mapping[str, Any], ref: DatasetRef) -> tuple[NmTriple, 
         the message says how to set the geometry.
     """
     return read_voxel_size(attrs, ref), read_offset(attrs, ref)
+
+
+#: Nanometres per unit of length, by the names OME-NGFF, OME-XML, N5 and HDF5 tools use.
+NM_PER_UNIT: dict[str, float] = {
+    "nanometer": 1.0,
+    "nm": 1.0,
+    "micrometer": 1e3,
+    "um": 1e3,
+    "\u00b5m": 1e3,
+    "\u03bcm": 1e3,
+    "micron": 1e3,
+    "angstrom": 0.1,
+    "\u00e5": 0.1,
+    "a": 0.1,
+    "millimeter": 1e6,
+    "mm": 1e6,
+    "picometer": 1e-3,
+    "pm": 1e-3,
+}
+
+
+def nm_per_unit(unit: str | None) -> float | None:
+    """Nanometres per ``unit`` (``None``: nm, as incasem assumes without a unit); ``None`` for an unknown unit."""
+    return NM_PER_UNIT.get((unit or "nm").strip().lower())
 
 
 #: OME-NGFF axes of every incasem dataset: z, y, x in nanometres.

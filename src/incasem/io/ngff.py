@@ -81,6 +81,7 @@ from incasem.io.metadata import (
     STATUS_KEY,
     DatasetRef,
     ngff_multiscale,
+    nm_per_unit,
     read_geometry,
 )
 
@@ -201,11 +202,20 @@ def ngff_entries(group_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(entries) if isinstance(entries, list) else []
 
 
+def _axes_nm(axes: Any) -> float | None:
+    """Nanometres per unit of an entry's last three (spatial) axes; ``None`` if they differ or a unit is unknown."""
+    if not isinstance(axes, list) or len(axes) < 3:
+        return 1.0
+    units = {axis.get("unit") if isinstance(axis, Mapping) else None for axis in axes[-3:]}
+    return nm_per_unit(units.pop()) if len(units) == 1 else None
+
+
 def ngff_geometry(group_attrs: Mapping[str, Any], path: str) -> Geometry | None:
     """Voxel size and offset (nm) that a group's OME-NGFF entries give the array at ``path``.
 
     The first entry listing ``path`` counts; its dataset's ``scale``/``translation``
-    are combined with the entry-wide ones. ``None`` if no entry lists ``path``.
+    are combined with the entry-wide ones, in the unit of its axes (micrometres, say) made nm.
+    ``None`` if no entry lists ``path``, or its axes' units differ or are unknown.
     """
     for entry in ngff_entries(group_attrs):
         if not isinstance(entry, Mapping):
@@ -221,7 +231,10 @@ def ngff_geometry(group_attrs: Mapping[str, Any], path: str) -> Geometry | None:
                         translation = [t * v for t, v in zip(translation, values)]
                     elif transform.get("type") == "translation":
                         translation = [t + v for t, v in zip(translation, list(transform["translation"])[-3:])]
-                return as_nm_triple(scale, "scale", positive=True), as_nm_triple(translation, "translation")
+                factor = _axes_nm(entry.get("axes"))
+                if factor is None:
+                    return None
+                return as_nm_triple([v * factor for v in scale], "scale", positive=True), as_nm_triple([v * factor for v in translation], "translation")
     return None
 
 

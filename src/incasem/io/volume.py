@@ -53,8 +53,9 @@ from incasem.io.metadata import (
     read_geometry,
     read_offset,
     read_voxel_size,
+    records_geometry,
 )
-from incasem.io.ngff import publish_ngff
+from incasem.io.ngff import ngff_geometry, publish_ngff
 from incasem.io.padding import PadMode, pad_to_region
 from incasem.io.provenance import PROVENANCE_KEY, provenance_record
 from incasem.io.tiff import convert_first, is_tiff_source
@@ -244,7 +245,13 @@ def _volume_from_array(container: Path, name: str, array: zarr.Array) -> Volume:
     if array.ndim != 3:
         raise DatasetMismatchError(f"{container}/{name} has {array.ndim} dimensions; incasem needs 3D (z, y, x)")
     ref = DatasetRef(container, name)
-    voxel_size, offset_nm = read_geometry(array.attrs.asdict(), ref)
+    attrs = array.attrs.asdict()
+    voxel_size, offset_nm = read_geometry(attrs, ref)
+    if not records_geometry(attrs):  # an OME-Zarr image: the geometry lies in its group's multiscales, in the axes' unit
+        parent, _, child = name.rpartition("/")
+        inherited = ngff_geometry(zarr.open_group(str(container / parent), mode="r").attrs.asdict(), child)
+        if inherited is not None:
+            voxel_size, offset_nm = inherited
     try:
         nm_to_voxels(offset_nm, voxel_size)
     except VoxelSizeError:

@@ -1,6 +1,7 @@
 """TIFF stacks to zarr datasets, block by block, and the value mapping shared with export.
 
-:func:`tiff_to_zarr` converts a folder of 2D TIFF slices or a multi-page TIFF into a
+:func:`tiff_to_zarr` converts a folder of 2D TIFF slices or a multi-page TIFF (or an MRC,
+HDF5, N5, OME-Zarr or OME-TIFF volume: :mod:`incasem.io.sources`) into a
 dataset. Each block is one chunk-depth slab of z slices across the whole (cropped)
 y, x extent, so the slabs align with the output chunks and memory stays at a few
 slabs whatever the depth of the stack. All slices are validated from their headers
@@ -61,7 +62,8 @@ from incasem.geometry import (
 from incasem.io.layout import RAW, labelled_mask_dataset
 from incasem.io.metadata import JOB_KEY
 from incasem.io.provenance import PROVENANCE_KEY
-from incasem.io.tiff import DEFAULT_PATTERN, TiffSections, TiffStack, open_sections, open_stack
+from incasem.io.sources import Geometry, VolumeSource, is_ome_zarr, open_source, source_geometry, source_label
+from incasem.io.tiff import DEFAULT_PATTERN, TiffSections, TiffStack, open_sections
 from incasem.io.volume import (
     Volume,
     WriteMode,
@@ -218,7 +220,7 @@ def describe_mapping(dtype: np.dtype, value_range: tuple[float, float] | None) -
     return f"{dtype} {low:g}..{high:g} -> uint8 0..255, linear, rounded half up, clipped outside"
 
 
-def _stack_slab(stack: TiffStack, region: Roi, z_start: int, z_stop: int) -> np.ndarray:
+def _stack_slab(stack: VolumeSource, region: Roi, z_start: int, z_stop: int) -> np.ndarray:
     """Slices ``z_start:z_stop`` of ``region`` (relative to the region) of the stack, cropped in y, x."""
     data = stack.read(region.offset[0] + z_start, region.offset[0] + z_stop)
     if data.shape[1:] == region.shape[1:]:
@@ -238,7 +240,7 @@ def _open_target(container: Path, dataset: str) -> Volume:
     return replace(volume, array=volume.array.with_config({"write_empty_chunks": True}))
 
 
-def _convert_block(stack: TiffStack, region: Roi, value_range: tuple[float, float] | None, block: Block, target: Volume) -> None:
+def _convert_block(stack: VolumeSource, region: Roi, value_range: tuple[float, float] | None, block: Block, target: Volume) -> None:
     data = _stack_slab(stack, region, *_slab_range(block, target.roi.offset))
     target.write(block.write_roi, data if value_range is None else to_uint8(data, *value_range))
 
@@ -249,11 +251,18 @@ def _output_geometry(
     voxel_size: NmTriple | None,
     offset_nm: NmTriple | None,
     like: tuple[str | Path, str] | None,
+    recorded: Geometry = Geometry(),
+    where: str = "",
 ) -> tuple[NmTriple, NmTriple, Triple | None]:
-    """Voxel size, offset (nm) and default chunks of the output, from the options or the raw ``like``."""
+    """Voxel size, offset (nm) and default chunks of the output: from the options, else the raw ``like``,
+    else what the source's metadata records (``recorded``; ``where`` names the source in messages)."""
     voxel_size = None if voxel_size is None else as_nm_triple(voxel_size, option("voxel_size", "--voxel-size"), positive=True)
     offset_nm = None if offset_nm is None else as_nm_triple(offset_nm, option("offset_nm", "--offset"))
     if like is None:
+        if voxel_size is None and recorded.voxel_size_nm is None and recorded.required:
+            raise InputFileError(f"{where} records no voxel size (looked in {recorded.looked_in}): give {option('voxel_size', '--voxel-size')} Z,Y,X in nm")
+        if voxel_size is None and recorded.voxel_size_nm is not None:
+            voxel_size, offset_nm = recorded.voxel_size_nm, recorded.offset_nm if offset_nm is None else offset_nm
         voxel_size = (1, 1, 1) if voxel_size is None else voxel_size
         stack_offset = (0, 0, 0) if offset_nm is None else offset_nm
         crop_offset = voxels_to_nm(region.offset, voxel_size)
@@ -411,13 +420,17 @@ def tiff_to_zarr(
     mode: WriteMode = "create",
     run: RunOptions = RunOptions(),
 ) -> Volume:
-    """Convert a TIFF stack into dataset ``dataset`` of ``container``.
+    """Convert a volume (a TIFF stack, or MRC, HDF5, N5, OME-Zarr, OME-TIFF) into dataset ``dataset`` of ``container``.
 
     Parameters
     ----------
     source
         A folder of 2D TIFF slices, in the order of the last number in their names,
-        or one multi-page TIFF (see :func:`incasem.io.tiff.open_stack`).
+        or one multi-page TIFF (see :func:`incasem.io.tiff.open_stack`); an MRC file,
+        ``FILE.h5:/path/to/dataset``, ``CONTAINER.n5/path/to/dataset`` or an OME-Zarr
+        image (:func:`incasem.io.sources.open_source`). Voxel size and offset default to
+        what the file's metadata records (``options`` override them); an MRC, HDF5, N5
+        or OME-Zarr source that records none needs ``options.voxel_size``.
     container, dataset
         Output .zarr container (created when missing) and dataset name, e.g.
         ``volumes/raw`` or ``volumes/labels/mito``.
@@ -453,13 +466,15 @@ def tiff_to_zarr(
     """
     check_job(mode, run)
     source, container = Path(source), Path(container)
-    if (source / ".zgroup").is_file() or (source / "zarr.json").is_file():
+    if ((source / ".zgroup").is_file() or (source / "zarr.json").is_file()) and not is_ome_zarr(source):
         raise InputFileError(f"{source} is a zarr container: to write TIFF slices from it use `incasem export {source} FOLDER -d DATASET`")
     if options.sparse:
         return _sparse_to_zarr(source, container, dataset, options, mode, run)
-    stack = open_stack(source, options.pattern)
+    stack = open_source(source, options.pattern)
     region = crop_region(stack.shape, options.crop)
-    voxel_size, offset_nm, like_chunks = _output_geometry(stack.shape, region, options.voxel_size, options.offset_nm, options.like)
+    geometry = source_geometry(stack)
+    label = source_label(stack)
+    voxel_size, offset_nm, like_chunks = _output_geometry(stack.shape, region, options.voxel_size, options.offset_nm, options.like, geometry, label)
     default_chunks = as_positive_triple(like_chunks or [min(c, s) for c, s in zip(CHUNKS, region.shape)], option("chunks", "--chunks"))
     chunks = options.chunks or default_chunks  # a resumed output keeps its own (create_volume)
     depth = region.shape[0]
@@ -467,7 +482,7 @@ def tiff_to_zarr(
     value_range = None if options.rescale is None else resolve_rescale(options.rescale, slabs, run)
     job: dict[str, Any] = {
         "job": "convert",
-        "source": str(source.resolve()),
+        "source": label,
         "crop": [[b, e] for b, e in zip(region.offset, region.end)],
         "mapping": describe_mapping(stack.dtype, value_range),
     }
@@ -487,7 +502,7 @@ def tiff_to_zarr(
         job=job,
         reads=[like[1]] if like is not None and same_container else [],
         inputs=[job["source"], *elsewhere],
-        details={} if stack.first_number is None else {FIRST_SLICE_NUMBER: stack.first_number},
+        details={FIRST_SLICE_NUMBER: stack.first_number} if isinstance(stack, TiffStack) and stack.first_number is not None else {},
         default_chunks=default_chunks,
     )
     slab = (target.chunks[0], *target.shape[1:])

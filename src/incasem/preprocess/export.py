@@ -116,8 +116,8 @@ def _is_binary(volume: Volume, blocks: list[Block]) -> bool:
     return True
 
 
-def _export_range(volume: Volume, blocks: list[Block], rescale: Rescale | Literal["auto"] | None, run: RunOptions) -> tuple[float, float] | None:
-    """The value range mapped onto uint8 (``None``: values unchanged)."""
+def export_range(volume: Volume, blocks: list[Block], rescale: Rescale | Literal["auto"] | None, run: RunOptions) -> tuple[float, float] | None:
+    """The value range that ``rescale`` maps onto uint8 (``None``: values unchanged); see :func:`zarr_to_tiff`."""
     if rescale is None:
         return None
     if rescale != "auto":
@@ -127,13 +127,19 @@ def _export_range(volume: Volume, blocks: list[Block], rescale: Rescale | Litera
     return None
 
 
-def _export_block(folder: Path, value_range: tuple[float, float] | None, checked: bool, digits: int, block: Block, source: Volume) -> None:
-    data = source.read(block.write_roi)
-    if checked and data.size and not (data.min() >= 0 and data.max() <= 1):
+def check_values(data: np.ndarray, source: Volume) -> None:
+    """Refuse float values outside [0, 1] where ``rescale="auto"`` reads them as probabilities."""
+    if data.size and not (data.min() >= 0 and data.max() <= 1):
         raise InputFileError(
             f"{source.label} holds values outside [0, 1] (e.g. {data.min():g}..{data.max():g}), so they are no "
             f"probabilities: pass {option('rescale', '--to-uint8')} LOW:HIGH, minmax or none"
         )
+
+
+def _export_block(folder: Path, value_range: tuple[float, float] | None, checked: bool, digits: int, block: Block, source: Volume) -> None:
+    data = source.read(block.write_roi)
+    if checked:
+        check_values(data, source)
     first = block.write_roi.offset[0] - source.roi.offset[0]
     write_slices(folder, data if value_range is None else to_uint8(data, *value_range), first, digits)
 
@@ -337,7 +343,7 @@ def zarr_to_tiff(
     region = crop_region(volume.shape, crop).shift(volume.roi.offset)
     slab_grid = (volume.roi.offset[0], region.offset[1], region.offset[2])  # slabs on the dataset's z chunks
     blocks = plan_blocks(region, (volume.chunks[0], *region.shape[1:]), grid_origin=slab_grid)
-    value_range = _export_range(volume, blocks, rescale, run)
+    value_range = export_range(volume, blocks, rescale, run)
     mapping = describe_mapping(volume.dtype, value_range)
     checked = rescale == "auto" and np.issubdtype(volume.dtype, np.floating)
     digits = max(4, len(str(volume.shape[0] - 1)))
