@@ -207,6 +207,10 @@ BAD = {
     "models import voxel size zero": (["models", "import", "W/model.pt", "--organelle", "mito", "--voxel-size", "0", "--cache-dir", "W/cache"], "voxel"),
     "models import preparation with id": (["models", "import", "W/model.pt", "--id", "1847", "--preparation", "CF", "--cache-dir", "W/cache"], "not both"),
     "models list cache is a file": (["models", "list", "--cache-dir", "W/notes.txt"], "notes.txt"),
+    "models export runs dir is a file": (["models", "export", "run:1", "W/m.zip", "--runs-dir", "W/notes.txt"], "notes.txt"),
+    "models export cache is a file": (["models", "export", "1847", "W/m.zip", "--cache-dir", "W/notes.txt"], "notes.txt"),
+    "models export not a zip": (["models", "export", "mito-fibsem-5nm", "W/m.tar"], ".zip"),
+    "models import package name a path": (["models", "import", "W/m.zip", "--name", "a/b", "--cache-dir", "W/cache"], "a/b"),
     # train (W/predict.json: a ROI of 8 x 16 x 16 voxels with labels)
     "train without data": (["train"], "--train-data"),
     "train data missing": (["train", "--train-data", "W/nothing.json"], "nothing.json"),

@@ -61,10 +61,11 @@ def _n5(path: Path, data: np.ndarray, **attrs) -> str:
     return str(path / "em" / "fibsem-uint8")
 
 
-def _ome_zarr(path: Path, data: np.ndarray, five_d: bool = False, unit: str = "micrometer") -> str:
+def _ome_zarr(path: Path, data: np.ndarray, five_d: bool = False, unit: str = "micrometer", zarr_format: int = 2) -> str:
+    """An OME-Zarr image of two levels: OME-NGFF 0.4 on zarr v2, 0.5 (under ``ome``) on zarr v3."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     group.create_array("0", data=data[np.newaxis, np.newaxis] if five_d else data, chunks=(1, 1, 8, 32, 32) if five_d else (8, 32, 32))
     group.create_array("1", data=data[:, ::2, ::2] if not five_d else data[np.newaxis, np.newaxis, :, ::2, ::2])  # a coarser level
     spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
@@ -81,7 +82,10 @@ def _ome_zarr(path: Path, data: np.ndarray, five_d: bool = False, unit: str = "m
         },
         {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [*lead, *(v * factor for v in (8, 8, 8))]}]},
     ]
-    group.attrs["multiscales"] = [{"version": "0.4", "name": "em", "axes": axes, "datasets": datasets}]
+    if zarr_format == 2:
+        group.attrs["multiscales"] = [{"version": "0.4", "name": "em", "axes": axes, "datasets": datasets}]
+    else:
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [{"name": "em", "axes": axes, "datasets": datasets}]}
     return str(path)
 
 
@@ -103,6 +107,7 @@ FORMATS = {
     ),
     "ome-zarr": (lambda folder, em: _ome_zarr(folder / "cell.ome.zarr", em), ((8, 4, 4), (16, 8, 0))),
     "ome-zarr tczyx": (lambda folder, em: _ome_zarr(folder / "cell.ome.zarr", em, five_d=True), ((8, 4, 4), (16, 8, 0))),
+    "ome-zarr 0.5 (zarr v3)": (lambda folder, em: _ome_zarr(folder / "cell.ome.zarr", em, zarr_format=3), ((8, 4, 4), (16, 8, 0))),
     "ome-tiff": (lambda folder, em: _ome_tiff(folder / "cell.ome.tif", em), ((8, 4, 4), (0, 0, 0))),
 }
 
@@ -151,12 +156,20 @@ def test_a_cancelled_conversion_resumes_to_the_same_values(lucchi_crop, tmp_path
     assert np.array_equal(volume.read(), lucchi_crop[0])
 
 
-def test_an_ome_zarr_image_is_used_in_place_with_its_geometry_in_nm(lucchi_crop, tmp_path, capsys):
-    image = _ome_zarr(tmp_path / "cell.ome.zarr", lucchi_crop[0])
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_ome_zarr_image_is_used_in_place_with_its_geometry_in_nm(lucchi_crop, tmp_path, capsys, zarr_format):
+    import zarr
+
+    image = _ome_zarr(tmp_path / "cell.ome.zarr", lucchi_crop[0], zarr_format=zarr_format)
+    before = zarr.open_group(image, mode="r").attrs.asdict()
     volume = open_volume(image, "0")
     assert (volume.voxel_size, volume.offset_nm) == ((8, 4, 4), (16, 8, 0)) and np.array_equal(volume.read(), lucchi_crop[0])
     assert main(["info", image]) == 0
     assert "voxel_size=[8, 4, 4]nm  offset=[16, 8, 0]nm" in capsys.readouterr().out
+    assert main(["equalize", image, "-i", "0", "-q"]) == 0  # no copy: the output lands beside the image
+    equalized = open_volume(image, "volumes/raw_equalized_0.02")
+    assert (equalized.voxel_size, equalized.offset_nm) == ((8, 4, 4), (16, 8, 0))
+    assert zarr.open_group(image, mode="r").attrs.asdict() == before and np.array_equal(open_volume(image, "0").read(), lucchi_crop[0])
 
 
 def _truncated_mrc(folder: Path, em: np.ndarray) -> str:

@@ -1,4 +1,4 @@
-"""``incasem models list|fetch|import``: the published models and the local models folder."""
+"""``incasem models list|fetch|import|export``: the published models, the local models folder, bioimage.io packages."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from incasem.model.zoo import (
 models_app = typer.Typer(
     name="models",
     help=(
-        "Published incasem models: list them, fetch them into the models folder, or import "
-        f"a checkpoint file you downloaded by hand. Models folder: --cache-dir, else ${CACHE_ENV}, "
+        "Published incasem models: list them, fetch them into the models folder, import "
+        "a checkpoint file you downloaded by hand or a bioimage.io package, export one as a bioimage.io package. "
+        f"Models folder: --cache-dir, else ${CACHE_ENV}, "
         "else ~/.cache/incasem/models."
     ),
     no_args_is_help=True,
@@ -43,7 +44,17 @@ _IMPORT_HELP = (
     "A published checkpoint downloaded by hand takes its metadata from its id (--id, or the file "
     "name model_checkpoint_<id>_...) and then counts as fetched. Any other original-format "
     "checkpoint of the standard U-Net needs --organelle and --voxel-size; it is then named by its "
-    "file name without .pt."
+    "file name without .pt.\n\n"
+    "A bioimage.io package (.zip) that `incasem models export` wrote is imported with its card, named "
+    "--name or its file name without .zip."
+)
+_EXPORT_HELP = (
+    "Write MODEL (shipped or imported name, published id, checkpoint file or run:ID) as a BioImage Model Zoo "
+    "package OUT.zip (bioimage.io format 0.5) for deepImageJ, ilastik, BiaPy and bioimageio.core: PyTorch "
+    "state-dict weights with the architecture's source, TorchScript weights, test tensors from the bundled "
+    "crop, axes scaled by the voxel size in nm, the input normalisation as preprocessing, the valid output "
+    'size, the model card, licence and a cover picture. Needs pip install "incasem[bioimageio]"; '
+    "`bioimageio test OUT.zip` checks the package."
 )
 
 
@@ -87,16 +98,38 @@ def fetch_command(
         typer.echo(f"{model_id}: {fetch_published_model(model_id, cache_dir, base_url)}")
 
 
+@models_app.command("export", help=_EXPORT_HELP)
+def export_command(
+    model: str = typer.Argument(..., help="Model name, published id, checkpoint file or run:ID."),
+    output: Path = typer.Argument(..., help="The package to write, OUT.zip."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT.zip if it is a bioimage.io package."),
+    runs_dir: Path | None = typer.Option(None, "--runs-dir", help="Folder of the training runs that run:ID names (default: $INCASEM_RUNS_DIR or ./runs)."),
+    cache_dir: Path | None = _CACHE_DIR,
+) -> None:
+    """Export a bioimage.io package (help text: ``_EXPORT_HELP``)."""
+    from incasem.bioimageio import export_model
+
+    typer.echo(str(export_model(model, output, cache_dir=cache_dir, runs_dir=runs_dir, overwrite=overwrite)))
+
+
 @models_app.command("import", help=_IMPORT_HELP)
 def import_command(
-    file: Path = typer.Argument(..., help="A checkpoint of the original incasem (model_state_dict only)."),
+    file: Path = typer.Argument(..., help="A checkpoint of the original incasem (model_state_dict only), or a bioimage.io package (.zip) incasem wrote."),
+    name: str | None = typer.Option(None, "--name", help="For a bioimage.io package: the name to give the model (default: the file name without .zip)."),
     model_id: str | None = typer.Option(None, "--id", help="Published id of FILE (default: read from a name model_checkpoint_<id>_...)."),
     organelle: str | None = typer.Option(None, "--organelle", help="For a non-published model: what it segments."),
     voxel_size: str | None = typer.Option(None, "--voxel-size", help="For a non-published model: training voxel size, nm: Z,Y,X."),
     preparation: str | None = typer.Option(None, "--preparation", help="For a non-published model: sample preparation."),
     cache_dir: Path | None = _CACHE_DIR,
 ) -> None:
-    """Import an original-format checkpoint (help text: ``_IMPORT_HELP``)."""
+    """Import an original-format checkpoint or a bioimage.io package (help text: ``_IMPORT_HELP``)."""
+    if file.suffix.lower() == ".zip":
+        from incasem.bioimageio import import_package
+
+        if model_id is not None or organelle is not None or voxel_size is not None or preparation is not None:
+            raise typer.BadParameter("a bioimage.io package carries its own card: leave out --id, --organelle, --voxel-size and --preparation")
+        typer.echo(str(import_package(file, name, cache_dir=cache_dir)))
+        return
     path = import_model(
         file,
         model_id,

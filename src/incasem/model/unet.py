@@ -574,8 +574,8 @@ class UNet(nn.Module):
 
     Parameters
     ----------
-    config : UNetConfig, optional
-        Architecture; the standard one by default.
+    config : UNetConfig or mapping, optional
+        Architecture (or its :meth:`UNetConfig.to_dict`); the standard one by default.
 
     Notes
     -----
@@ -586,8 +586,10 @@ class UNet(nn.Module):
     :func:`normalize_raw`.
     """
 
-    def __init__(self, config: UNetConfig | None = None) -> None:
+    def __init__(self, config: UNetConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        if isinstance(config, Mapping):  # as keyword arguments from JSON (the bioimage.io package's architecture)
+            config = UNetConfig.from_dict(config)
         self.config = config if config is not None else standard_config()
         self.unet = _UNetBody(self.config)
         self.final_conv_pass = ConvPass(
@@ -616,9 +618,10 @@ class UNet(nn.Module):
             If ``x`` is not 5D, has the wrong number of channels or an invalid
             spatial shape.
         """
-        if x.ndim != 5 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"U-Net input must be shaped (batch, {self.config.in_channels}, z, y, x), got {tuple(x.shape)}")
-        self.config.output_shape(x.shape[-3:])
+        if not torch.jit.is_tracing():  # traced (TorchScript export), the sizes are symbolic: checked where the trace runs
+            if x.ndim != 5 or x.shape[1] != self.config.in_channels:
+                raise ValueError(f"U-Net input must be shaped (batch, {self.config.in_channels}, z, y, x), got {tuple(x.shape)}")
+            self.config.output_shape(x.shape[-3:])
         return self.final_conv_pass(self.unet(x))
 
     def set_foreground_threshold(self, threshold: float) -> None:

@@ -56,9 +56,10 @@ from incasem.model.checkpoint import (
     import_published_checkpoint,
     is_incasem_checkpoint,
     read_card,
+    save_checkpoint,
 )
 from incasem.model.shipped import describe, shipped_models
-from incasem.model.unet import standard_config
+from incasem.model.unet import UNet, standard_config
 from incasem.runs import resolve_run_checkpoint, runs_dir
 
 CHECKPOINT_PREFIX = "models/pretrained_checkpoints/"
@@ -368,6 +369,45 @@ def fetch_published_model(
         },
     )
     return path
+
+
+def check_import_name(name: str) -> None:
+    """Refuse a name an imported model cannot take: empty, a path, hidden, or a shipped or published model's.
+
+    Raises
+    ------
+    ConfigError
+        Naming the name and what to give instead.
+    """
+    if not name or "/" in name or name.startswith(".") or name in shipped_models() or name in PUBLISHED_MODELS:
+        raise ConfigError(f"cannot import a model as {name!r}: give a new one-word name (not a shipped or published model's)")
+
+
+def import_incasem_model(model: UNet, card: ModelCard, name: str, source: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Store ``model`` with its ``card`` in the models folder as ``imported/<name>.pt`` (e.g. from a bioimage.io
+    package incasem wrote, ``source``); it is then named ``name``. An earlier import of that name is replaced,
+    never a file incasem did not write.
+
+    Raises
+    ------
+    ConfigError
+        For a name that is not one word, or a destination incasem did not write.
+    """
+    check_import_name(name)
+    root = models_dir(cache_dir)
+    dst = root / "imported" / f"{name}.pt"
+    _check_replaceable(root, "imported", name, dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dst, model, card)
+    src = Path(source)
+    record = {"organelle": card.organelle, "voxel_size_nm": list(card.voxel_size_nm), "preparation": card.preparation}
+    _record(
+        root,
+        "imported",
+        name,
+        {"file": dst.relative_to(root).as_posix(), "sha256": checkpoint_sha256(dst), "original": src.name, "source": str(src.resolve()), **record},
+    )
+    return dst
 
 
 def import_model(
