@@ -101,8 +101,11 @@ def add_layers(viewer: Any, layers: Sequence[LayerData]) -> list[Any]:
 # -- convert --------------------------------------------------------------------------------
 
 
-def convert_stack(source: str | Path, container: str | Path, voxel_size_nm: NmTriple, *, equalize: bool = True, mode: WriteMode = "create") -> list[str]:
-    """Convert a TIFF folder or multi-page TIFF into ``container`` (``volumes/raw``), then CLAHE; the datasets made."""
+def convert_stack(
+    source: str | Path, container: str | Path, voxel_size_nm: NmTriple | None = None, *, equalize: bool = True, mode: WriteMode = "create"
+) -> list[str]:
+    """Convert a volume (TIFF folder, MRC, HDF5, N5, OME-Zarr, OME-TIFF) into ``container`` (``volumes/raw``), then CLAHE;
+    the datasets made. ``voxel_size_nm``: ``None`` takes the file's own."""
     tiff_to_zarr(source, container, options=ConvertOptions(voxel_size=voxel_size_nm), mode=mode, run=QUIET)
     if not equalize:
         return [RAW]

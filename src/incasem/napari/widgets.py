@@ -226,14 +226,16 @@ def _parse_voxel_size(text: str) -> tuple[float, float, float]:
 
 
 class ConvertWidget(_ViewerWidget):
-    """A TIFF folder or multi-page TIFF with its voxel size into a container, then CLAHE; the layers open."""
+    """A TIFF folder, MRC, HDF5, N5, OME-Zarr or OME-TIFF volume into a container, then CLAHE; the layers open."""
 
     def __init__(self, napari_viewer: Any) -> None:
         viewer = napari_viewer
         self.source = FileEdit(
-            label="TIFF folder", mode=FileDialogMode.EXISTING_DIRECTORY, tooltip="A folder of 2D TIFF sections, or type the path of a multi-page TIFF"
+            label="source",
+            mode=FileDialogMode.EXISTING_DIRECTORY,
+            tooltip="A folder of 2D TIFF sections; or type a multi-page / OME-TIFF, MRC file, FILE.h5:/dataset, CONTAINER.n5/dataset or OME-Zarr image",
         )
-        self.voxel_size = LineEdit(label="voxel size (nm)", value="5,5,5", tooltip="Z,Y,X in nm")
+        self.voxel_size = LineEdit(label="voxel size (nm)", value="", tooltip="Z,Y,X in nm; empty: the file's own (MRC, HDF5, N5, OME)")
         self.container = FileEdit(label="container (.zarr)", mode=FileDialogMode.OPTIONAL_FILE, filter="*.zarr")
         self.equalize = CheckBox(label="equalise (3D CLAHE)", value=True)
         self.run_button = PushButton(text="Convert")
@@ -243,7 +245,8 @@ class ConvertWidget(_ViewerWidget):
     def run(self) -> None:
         """Start the conversion."""
         source, container = Path(str(self.source.value)), Path(str(self.container.value))
-        voxel_size, equalize = _parse_voxel_size(self.voxel_size.value), self.equalize.value
+        voxel_size = _parse_voxel_size(self.voxel_size.value) if self.voxel_size.value.strip() else None
+        equalize = self.equalize.value
         if str(container) in ("", "."):
             raise InvalidValueError("name the container to write (a new .zarr folder)")
 
