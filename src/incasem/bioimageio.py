@@ -40,13 +40,15 @@ import yaml
 from incasem.blockwise import RunOptions
 from incasem.demo import make_example_container
 from incasem.errors import CheckpointError, ConfigError, IncasemError
+from incasem.geometry import Roi
 from incasem.io.layout import RAW_EQUALIZED
 from incasem.io.volume import open_volume
 from incasem.model import unet as unet_module
 from incasem.model.card import ModelCard
 from incasem.model.checkpoint import load_checkpoint
-from incasem.model.unet import UNet, UNetConfig, normalize_raw
+from incasem.model.unet import UNet, UNetConfig
 from incasem.model.zoo import check_import_name, import_incasem_model, resolve_model
+from incasem.predict.core import predict_array
 
 __all__ = ["BIOIMAGEIO_EXTRA", "export_model", "import_package", "test_input"]
 
@@ -94,9 +96,10 @@ def test_input(config: UNetConfig) -> np.ndarray:
 
 
 def _probabilities(model: UNet, raw: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        logits = model(normalize_raw(torch.from_numpy(np.ascontiguousarray(raw)))[None, None])
-    return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+    """``incasem predict``'s probabilities (fp32, CPU) of the valid region of ``raw``, with a batch axis."""
+    context = model.config.context
+    region = Roi(context, tuple(s - 2 * c for s, c in zip(raw.shape, context)))
+    return predict_array(model, raw, region, precision="fp32", device="cpu")[None].astype(np.float32)
 
 
 def _cover(raw: np.ndarray, probabilities: np.ndarray, path: Path) -> None:

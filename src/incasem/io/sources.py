@@ -44,6 +44,7 @@ import numpy as np
 from incasem.errors import InputFileError, option
 from incasem.geometry import NmTriple, Triple, as_nm_triple, as_triple
 from incasem.io.metadata import nm_per_unit
+from incasem.io.ngff import ngff_entries, ngff_geometry
 from incasem.io.tiff import DEFAULT_PATTERN, TiffStack, open_stack
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "OmeZarrSource",
     "VolumeSource",
     "is_ome_zarr",
+    "mark_unsigned_bytes",
     "ome_tiff_geometry",
     "open_source",
     "source_geometry",
@@ -163,10 +165,21 @@ class MrcSource:
         return slab.view(np.uint8) if self.dtype == np.uint8 else slab.astype(self.dtype, copy=False)
 
 
+def _imod_dtype(header: Any) -> np.dtype:
+    return np.dtype(np.int32).newbyteorder(header.mode.dtype.byteorder)
+
+
 def imod_fields(header: Any) -> tuple[int, int]:
     """IMOD's ``imodStamp`` and ``imodFlags`` (header bytes 152-159, inside what mrcfile calls ``extra2``)."""
     raw = bytes(np.asarray(header.extra2).tobytes())[40:48]
-    return tuple(int(v) for v in np.frombuffer(raw, dtype=np.dtype(np.int32).newbyteorder(header.mode.dtype.byteorder)))  # type: ignore[return-value]
+    return tuple(int(v) for v in np.frombuffer(raw, dtype=_imod_dtype(header)))  # type: ignore[return-value]
+
+
+def mark_unsigned_bytes(header: Any) -> None:
+    """Write IMOD's stamp without its "signed" flag into an mrcfile header: its mode 0 bytes are unsigned."""
+    extra = bytearray(np.asarray(header.extra2).tobytes())
+    extra[40:48] = np.array([IMOD_STAMP, 0], dtype=_imod_dtype(header)).tobytes()
+    header.extra2 = np.frombuffer(bytes(extra), dtype=header.extra2.dtype)
 
 
 def _imod_unsigned_bytes(header: Any) -> bool:
@@ -289,15 +302,17 @@ class N5Source:
     dtype: np.dtype
     geometry: Geometry
 
-    def _store(self) -> Any:
-        import tensorstore
-
-        spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(self.path)}, "path": self.dataset}
-        return tensorstore.open(spec, read=True).result().T  # N5 lists x, y, z
-
     def read(self, z_start: int, z_stop: int) -> np.ndarray:
         """Sections ``z_start:z_stop``."""
-        return np.asarray(self._store()[z_start:z_stop].read().result())
+        return np.asarray(_n5_store(self.path, self.dataset)[z_start:z_stop].read().result())
+
+
+def _n5_store(container: Path, dataset: str) -> Any:
+    """The dataset opened read-only by tensorstore, axes z, y, x (N5 lists x, y, z)."""
+    import tensorstore
+
+    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(container)}, "path": dataset}
+    return tensorstore.open(spec, read=True).result().T
 
 
 def _n5_geometry(attrs: Mapping[str, Any], where: str) -> Geometry:
@@ -327,14 +342,14 @@ def _open_n5(container: Path, dataset: str) -> N5Source:
         raise InputFileError(
             f"{where} is an N5 group or folder, not a dataset (it holds: {', '.join(children[:8]) or 'nothing'}): name a dataset as {container}/PATH"
         )
-    source = N5Source(container, dataset, (0, 0, 0), np.dtype(np.uint8), _n5_geometry(attrs, where))
+    geometry = _n5_geometry(attrs, where)
     try:
-        store = source._store()
+        store = _n5_store(container, dataset)
     except ValueError as error:  # tensorstore's errors are ValueErrors with its status text
         raise InputFileError(f"{where} cannot be read as N5 ({str(error).splitlines()[0]})") from None
     shape, dtype = tuple(int(v) for v in store.shape), np.dtype(store.dtype.numpy_dtype)
     _check_array(shape, dtype, where)
-    return N5Source(container, dataset, as_triple(shape, "shape"), dtype, source.geometry)
+    return N5Source(container, dataset, as_triple(shape, "shape"), dtype, geometry)
 
 
 # -- OME-Zarr ---------------------------------------------------------------------------------
@@ -360,12 +375,6 @@ class OmeZarrSource:
         return np.asarray(array[tuple(next(spatial) if i is None else i for i in self.index)])  # type: ignore[index]
 
 
-def _multiscales(attrs: Mapping[str, Any]) -> list[Any]:
-    ome = attrs.get("ome")
-    entries = ome.get("multiscales") if isinstance(ome, Mapping) else attrs.get("multiscales")
-    return entries if isinstance(entries, list) else []
-
-
 def is_ome_zarr(path: Path) -> bool:
     """Whether ``path`` is a zarr group holding an OME-Zarr image (or a bioformats2raw set of them)."""
     for name in ("zarr.json", ".zattrs"):
@@ -377,7 +386,7 @@ def is_ome_zarr(path: Path) -> bool:
                 return False
             attrs = attrs.get("attributes", {}) if name == "zarr.json" else attrs
             ome = attrs.get("ome") if isinstance(attrs.get("ome"), Mapping) else attrs
-            return bool(_multiscales(attrs)) or "bioformats2raw.layout" in ome
+            return bool(ngff_entries(attrs)) or "bioformats2raw.layout" in ome
     return False
 
 
@@ -386,7 +395,7 @@ def _open_ome_zarr(path: Path) -> OmeZarrSource:
 
     group = zarr.open_group(str(path), mode="r")
     attrs = group.attrs.asdict()
-    entries = _multiscales(attrs)
+    entries = ngff_entries(attrs)
     if len(entries) != 1:
         images = sorted(name for name, _ in group.groups())
         listed = ", ".join(images[:8]) or f"{len(entries)} multiscales entries"
@@ -411,20 +420,14 @@ def _open_ome_zarr(path: Path) -> OmeZarrSource:
     shape = tuple(int(array.shape[i]) for i in spatial)
     dtype = np.dtype(array.dtype)
     _check_array(shape, dtype, str(path))
-    scale, translation = [1.0] * array.ndim, [0.0] * array.ndim
-    for transform in [*(datasets[0].get("coordinateTransformations") or []), *(entry.get("coordinateTransformations") or [])]:
-        if isinstance(transform, Mapping) and transform.get("type") == "scale":
-            scale = [s * float(v) for s, v in zip(scale, transform["scale"])]
-            translation = [t * float(v) for t, v in zip(translation, transform["scale"])]
-        elif isinstance(transform, Mapping) and transform.get("type") == "translation":
-            translation = [t + float(v) for t, v in zip(translation, transform["translation"])]
     units = {axes[i].get("unit") for i in spatial}
-    unit = units.pop() if len(units) == 1 else None
-    if unit is None and len(units) > 1:
+    if len(units) > 1:
         raise InputFileError(f"{path} gives its axes in different units ({sorted(map(str, units))}): give {_SET_VOXEL_SIZE} Z,Y,X in nm")
-    where = f"{path} OME-NGFF scale"
-    voxel_size = _nm([scale[i] for i in spatial], unit, where) if unit is not None else None
-    offset_nm = _nm([translation[i] for i in spatial], unit, where) if unit is not None else None
+    unit = units.pop()
+    recorded = None if unit is None else ngff_geometry(attrs, array_path)  # scale and translation of z, y, x, made nm
+    if unit is not None and recorded is None:
+        raise InputFileError(f"{path} gives lengths in {unit!r}, a unit incasem does not know: give {_SET_VOXEL_SIZE} Z,Y,X in nm")
+    voxel_size, offset_nm = recorded if recorded is not None else (None, None)
     geometry = Geometry(_positive(voxel_size), _whole_voxels(offset_nm, voxel_size), "its OME-NGFF axes' units and scale", required=True)
     return OmeZarrSource(path, array_path, index, as_triple(shape, "shape"), dtype, geometry)
 

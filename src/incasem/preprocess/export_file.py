@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from incasem.blockwise import Block, RunOptions, check_job, plan_blocks
 from incasem.errors import DatasetExistsError, ExportFolderError, InvalidValueError, option
-from incasem.io.sources import IMOD_STAMP
+from incasem.io.sources import mark_unsigned_bytes
 from incasem.io.volume import Volume, WriteMode, open_volume
 from incasem.monitor import current_monitor
 from incasem.preprocess.convert import Crop, Rescale, check_crop, check_rescale, crop_region, describe_mapping, to_uint8
@@ -120,10 +120,8 @@ def _write_mrc(target: Path, slabs: Iterator[np.ndarray], shape: tuple[int, int,
             z += slab.shape[0]
         mrc.voxel_size = tuple(10 * v for v in volume.voxel_size[::-1])  # x, y, z in Å
         mrc.header.origin = tuple(10 * v for v in volume.offset_nm[::-1])
-        if dtype == np.uint8:  # IMOD's stamp without its "signed" flag: unsigned bytes (header bytes 152-159)
-            extra = bytearray(np.asarray(mrc.header.extra2).tobytes())
-            extra[40:48] = np.array([IMOD_STAMP, 0], dtype=np.dtype(np.int32).newbyteorder(mrc.header.mode.dtype.byteorder)).tobytes()
-            mrc.header.extra2 = np.frombuffer(bytes(extra), dtype=mrc.header.extra2.dtype)
+        if dtype == np.uint8:
+            mark_unsigned_bytes(mrc.header)
         mrc.update_header_stats()
         mrc.add_label(f"{MARK} of {volume.label}"[:80])
 
