@@ -96,3 +96,21 @@ def test_a_job_refuses_bad_run_or_mode_before_it_writes(tmp_path):
     with pytest.raises(InvalidValueError, match="run must be RunOptions"):
         run_blockwise(BlockwiseTask("x", [], _add_one), "tcp://host:8786")  # the old positional scheduler
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cancel_stops_a_job_on_a_dask_cluster_between_blocks(dask_cluster):
+    import time
+
+    from incasem.blockwise import run_each
+    from incasem.monitor import JobCancelled, JobMonitor, watching
+
+    class CancelAfterOne(JobMonitor):
+        def advanced(self, units: int = 1) -> None:
+            super().advanced(units)
+            self.cancel()
+
+    monitor = CancelAfterOne()
+    with pytest.raises(JobCancelled), watching(monitor):  # time.sleep: a block any worker can run (stdlib, pickled by name)
+        run_each(time.sleep, [0.2] * 40, "wait", RunOptions(scheduler=dask_cluster, progress=False))
+    state = monitor.state()
+    assert state.step == "wait" and state.total == 40 and state.done < 40 and state.cancelled
